@@ -1,0 +1,328 @@
+//! Errors, one enum per operation. Sending errors give the message back.
+
+use std::fmt;
+use std::io;
+
+/// What was found wrong in a segment that another process can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// Layout fields contradict each other or the layout formula.
+    LayoutFields,
+    /// The file is smaller than its header says.
+    Truncated {
+        /// Size the header calls for.
+        expected: u64,
+        /// Size of the file.
+        found: u64,
+    },
+    /// A message length larger than the queue's max payload.
+    Length {
+        /// The length found in the slot header.
+        len: u32,
+        /// The queue's max payload.
+        max: u32,
+    },
+    /// Positions or sequence words in a state no honest process produces.
+    Positions,
+    /// A slot's sequence word changed while this process held the slot.
+    SlotStolen,
+}
+
+impl fmt::Display for CorruptKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptKind::LayoutFields => f.write_str("layout fields are inconsistent"),
+            CorruptKind::Truncated { expected, found } => write!(
+                f,
+                "segment is truncated: {found} bytes, layout needs {expected}"
+            ),
+            CorruptKind::Length { len, max } => {
+                write!(f, "message length {len} exceeds max payload {max}")
+            }
+            CorruptKind::Positions => f.write_str("queue positions are inconsistent"),
+            CorruptKind::SlotStolen => f.write_str("a held slot was changed by another process"),
+        }
+    }
+}
+
+/// A segment's contents cannot be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt segment: {kind}")]
+pub struct CorruptError {
+    /// What was wrong.
+    pub kind: CorruptKind,
+}
+
+impl From<CorruptKind> for CorruptError {
+    fn from(kind: CorruptKind) -> Self {
+        CorruptError { kind }
+    }
+}
+
+/// Why a queue configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Capacity below [`MIN_CAPACITY`](crate::MIN_CAPACITY).
+    #[error("capacity {0} is below the minimum of 2")]
+    CapacityTooSmall(u32),
+    /// Capacity not a power of two.
+    #[error("capacity {0} is not a power of two")]
+    CapacityNotPowerOfTwo(u32),
+    /// Capacity above [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    #[error("capacity {0} is above the maximum of 2^24")]
+    CapacityTooLarge(u32),
+    /// Max payload above [`MAX_PAYLOAD_LIMIT`](crate::MAX_PAYLOAD_LIMIT).
+    #[error("max payload {0} is above the limit of 64 MiB")]
+    PayloadTooLarge(u32),
+    /// The segment would exceed [`MAX_SEGMENT_SIZE`](crate::MAX_SEGMENT_SIZE).
+    #[error("capacity × max payload makes a segment above 64 GiB")]
+    SegmentTooLarge,
+}
+
+/// Why a name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameProblem {
+    /// The empty string.
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    TooLong,
+    /// Contains `/`.
+    Slash,
+    /// Contains a byte outside `[A-Za-z0-9._-]`.
+    BadCharacter,
+    /// Starts with `.`.
+    LeadingDot,
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameProblem::Empty => "it is empty",
+            NameProblem::TooLong => "it is longer than 200 bytes",
+            NameProblem::Slash => "it contains '/'",
+            NameProblem::BadCharacter => "it contains a character outside [A-Za-z0-9._-]",
+            NameProblem::LeadingDot => "it starts with '.'",
+        })
+    }
+}
+
+/// Creating or opening a queue failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The name is not valid.
+    #[error("invalid queue name {name:?}: {problem}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        problem: NameProblem,
+    },
+    /// The configuration is not valid.
+    #[error("invalid queue configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    /// `open`: no segment of that name.
+    #[error("no queue named {name:?}")]
+    NotFound {
+        /// The name given.
+        name: String,
+    },
+    /// `create`: a segment of that name exists.
+    #[error("a queue named {name:?} already exists")]
+    AlreadyExists {
+        /// The name given.
+        name: String,
+    },
+    /// The segment belongs to another user, is open to other users, or the
+    /// OS refused access.
+    #[error("permission denied for queue {name:?}: {reason}")]
+    PermissionDenied {
+        /// The name given.
+        name: String,
+        /// Why.
+        reason: PermissionProblem,
+    },
+    /// Not a mulproc segment (wrong magic).
+    #[error("{name:?} is not a mulproc queue")]
+    NotAQueue {
+        /// The name given.
+        name: String,
+    },
+    /// A mulproc segment of another layout version.
+    #[error("queue {name:?} has layout version {found}, this library speaks {expected}")]
+    IncompatibleVersion {
+        /// The name given.
+        name: String,
+        /// Version in the segment.
+        found: u32,
+        /// Version of this library.
+        expected: u32,
+    },
+    /// The creator has not finished initialising the segment (it may have
+    /// died half-way).
+    #[error("queue {name:?} was never fully initialised (creator pid {creator_pid})")]
+    InitIncomplete {
+        /// The name given.
+        name: String,
+        /// Pid recorded by the creator, 0 if it got no further than that.
+        creator_pid: u32,
+    },
+    /// The segment's contents cannot be trusted.
+    #[error("queue {name:?}: {source}")]
+    Corrupt {
+        /// The name given.
+        name: String,
+        /// What was wrong.
+        source: CorruptError,
+    },
+    /// Any other OS error, with the call that failed.
+    #[error("queue {name:?}: {op} failed: {source}")]
+    Os {
+        /// The name given.
+        name: String,
+        /// The system call.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Why access to a segment was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PermissionProblem {
+    /// The OS refused (`EACCES`/`EPERM`).
+    Os,
+    /// Owned by another user.
+    OtherOwner {
+        /// Owner of the segment.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// Readable or writable by users outside the owner's group.
+    OpenToOthers {
+        /// The segment's permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for PermissionProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PermissionProblem::Os => f.write_str("the operating system refused access"),
+            PermissionProblem::OtherOwner { owner, me } => {
+                write!(f, "owned by uid {owner}, not by us (uid {me})")
+            }
+            PermissionProblem::OpenToOthers { mode } => {
+                write!(f, "mode {mode:04o} gives access to other users")
+            }
+        }
+    }
+}
+
+macro_rules! give_back {
+    ($ty:ident { $($variant:ident),* }) => {
+        impl<T> $ty<T> {
+            /// The message that was not sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $($ty::$variant(m, ..) => m,)*
+                }
+            }
+        }
+    };
+}
+
+/// [`try_send`](crate::Queue::try_send) failed; the message is given back.
+#[derive(PartialEq, Eq, Clone, Copy, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError<T> {
+    /// No free slot right now.
+    #[error("queue is full")]
+    Full(T),
+    /// The payload is larger than the queue's max payload. Nothing was
+    /// written.
+    /// The fields are the payload length and the queue's max payload.
+    #[error("payload of {1} bytes exceeds the max payload of {2}")]
+    TooLarge(T, usize, u32),
+    /// The segment is corrupt; nothing was sent.
+    #[error("{1}")]
+    Corrupt(T, CorruptError),
+    /// The slot was reclaimed by a recoverer while this process held it (it
+    /// was paused past the unblock timeout); the message was not delivered.
+    #[error("the slot was reclaimed while this process held it; the message was not delivered")]
+    Fenced(T),
+}
+give_back!(TrySendError {
+    Full,
+    TooLarge,
+    Corrupt,
+    Fenced
+});
+
+impl<T> TrySendError<T> {
+    /// True for [`TrySendError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(..))
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(..) => f.write_str("Full(..)"),
+            TrySendError::TooLarge(_, len, max) => write!(f, "TooLarge(.., {len}, {max})"),
+            TrySendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
+            TrySendError::Fenced(..) => f.write_str("Fenced(..)"),
+        }
+    }
+}
+
+/// [`send`](crate::Queue::send) failed after its tries; the message is given
+/// back.
+pub type SendError<T> = TrySendError<T>;
+
+/// [`try_recv`](crate::Queue::try_recv) found nothing or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// No message right now.
+    #[error("queue is empty")]
+    Empty,
+    /// The segment is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptError),
+}
+
+/// A blocking receive with a timeout failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// No message arrived before the deadline.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The segment is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptError),
+}
+
+/// A blocking receive without a timeout failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The segment is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptError),
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Corrupt(c) => RecvTimeoutError::Corrupt(c),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The shape of a queue segment, and the checks that decide whether a mapped
+//! segment can be trusted.
+//!
+//! ```text
+//! offset 0                 SegmentHeader (HEADER_SIZE bytes, repr(C))
+//!                            line 0  LayoutInfo: magic, version, sizes (Pod, written once)
+//!                            line 1  init word (INIT_DONE, written last, Release)
+//!                            line 2  tail: enqueue position (u64)
+//!                            line 3  head: dequeue position (u64)
+//!                            line 4  not_empty event count (receivers sleep here)
+//!                            line 5  not_full event count (senders sleep here)
+//!                            line 6  join counters
+//! HEADER_SIZE              capacity × SlotHeader (64 bytes each)
+//! data_offset              capacity × stride bytes of payload, slot i at i × stride
+//! ```
+//!
+//! Size of a segment:
+//! `HEADER_SIZE + capacity × (SLOT_HEADER_SIZE + round_up(max_payload, 64))`.
+//!
+//! Everything here is read from memory other processes can write. The
+//! immutable part ([`LayoutInfo`]) is copied out once, checked field by field
+//! against what the layout formula derives, and only the checked copy is used
+//! afterwards.
+
+use bytemuck::{Pod, Zeroable};
+use memoffset::offset_of;
+
+use crate::error::CorruptKind;
+use crate::sync::{AtomicU32, AtomicU64};
+use crate::wait::EventCount;
+
+/// "MULPROC\0" as a little-endian u64.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
+/// Bumped on every change to the segment's shape or protocol.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Value of the init word once the creator has finished initialising.
+pub(crate) const INIT_DONE: u32 = 0x1A17_D04E;
+/// Cache line size assumed for padding.
+pub(crate) const CACHE_LINE: usize = 64;
+/// Size of the segment header.
+pub(crate) const HEADER_SIZE: usize = 8 * CACHE_LINE;
+/// Size of one slot header.
+pub(crate) const SLOT_HEADER_SIZE: usize = 64;
+/// Payload slots are rounded up to this, so every payload starts 64-aligned
+/// and two slots never share a cache line.
+pub(crate) const PAYLOAD_ALIGN: usize = 64;
+
+/// Smallest capacity: the sequence protocol needs two slots to tell "full"
+/// from "empty" (with one, "published for lap n" equals "free for lap n+1").
+pub const MIN_CAPACITY: u32 = 2;
+/// Largest capacity (2^24 messages).
+pub const MAX_CAPACITY: u32 = 1 << 24;
+/// Largest max payload (64 MiB).
+pub const MAX_PAYLOAD_LIMIT: u32 = 64 << 20;
+/// Largest segment (64 GiB).
+pub const MAX_SEGMENT_SIZE: u64 = 64 << 30;
+
+/// The immutable description of a segment, written by the creator before the
+/// init word and never changed afterwards.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct LayoutInfo {
+    pub magic: u64,
+    pub version: u32,
+    pub header_size: u32,
+    pub capacity: u32,
+    pub max_payload: u32,
+    pub slot_header_size: u32,
+    pub stride: u32,
+    pub data_offset: u64,
+    pub total_size: u64,
+    pub creator_pid: u32,
+    pub creator_uid: u32,
+    pub _reserved: [u32; 2],
+}
+
+/// A value on a cache line of its own, so positions written by producers and
+/// by consumers never share a line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct CachePadded<T>(pub T);
+
+/// Counters behind `join`/`task_done` (JoinableQueue semantics).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct JoinCounters {
+    /// Messages marked done by `task_done` (plus skipped tombstones). A
+    /// queue is joined when `done_count == tail`: every claimed ticket was
+    /// received and marked done. Keeping join off the send path costs
+    /// senders nothing: `tail` already counts what was sent.
+    pub done_count: AtomicU64,
+    /// Joiners sleep here; notified (all) by `task_done` when it makes
+    /// `done_count` reach `tail`.
+    pub joined: EventCount,
+}
+
+/// The segment header.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SegmentHeader {
+    pub info: CachePadded<LayoutInfo>,
+    /// `INIT_DONE` once initialisation is complete. Written last with
+    /// Release by the creator; read with Acquire by `open` (pairs with it).
+    pub init: CachePadded<AtomicU32>,
+    /// Enqueue position: the next ticket a producer claims. Only grows.
+    pub tail: CachePadded<AtomicU64>,
+    /// Dequeue position: the next ticket a consumer claims. Only grows;
+    /// `head <= tail` always.
+    pub head: CachePadded<AtomicU64>,
+    /// Receivers sleep here; bumped after a publish when one sleeps.
+    pub not_empty: CachePadded<EventCount>,
+    /// Senders sleep here; bumped after a release when one sleeps.
+    pub not_full: CachePadded<EventCount>,
+    pub join: CachePadded<JoinCounters>,
+}
+
+/// One slot's header.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct SlotHeader {
+    /// The slot's sequence word. For ticket `t` of this slot
+    /// (`t % capacity == index`):
+    /// - `seq == t`: free; the producer holding ticket `t` may fill it;
+    /// - `seq == t + 1`: published; the consumer of ticket `t` may read it;
+    /// - `seq == t + capacity`: read and released; free for ticket
+    ///   `t + capacity`.
+    ///
+    /// Producers publish with a compare-and-swap `t -> t + 1` and consumers
+    /// release with `t + 1 -> t + capacity`, so a holder that was fenced by a
+    /// recoverer learns it instead of overwriting.
+    pub seq: AtomicU64,
+    /// Who holds the slot's current claim: `pid << 32 | (ticket as u32)`.
+    /// Informational (recovery), written Relaxed right after a claim.
+    pub owner: AtomicU64,
+    /// Message header fields, written by the producer before the publishing
+    /// CAS (Release) and read by the consumer after its Acquire load of
+    /// `seq`. Atomics (Relaxed) so that a misbehaving peer writing them at
+    /// the same time is a wrong value, never undefined behaviour.
+    pub request: AtomicU32,
+    pub sender: AtomicU32,
+    /// 0 = for anyone.
+    pub recipient: AtomicU32,
+    /// Payload length; checked against max_payload on every read.
+    pub len: AtomicU32,
+    /// `FLAG_TOMBSTONE`: published but carrying no message; skipped.
+    pub flags: AtomicU32,
+    pub _pad: [u32; 7],
+}
+
+/// The slot was published without a message (an abandoned send
+/// reservation); receivers release it and move on.
+pub(crate) const FLAG_TOMBSTONE: u32 = 1;
+
+impl SlotHeader {
+    /// A slot in its initial state for index `seq` (heap models and tests).
+    #[cfg(loom)]
+    pub(crate) fn new(seq: u64) -> SlotHeader {
+        SlotHeader {
+            seq: AtomicU64::new(seq),
+            owner: AtomicU64::new(0),
+            request: AtomicU32::new(0),
+            sender: AtomicU32::new(0),
+            recipient: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            _pad: [0; 7],
+        }
+    }
+}
+
+// Compile-time shape checks (real atomics only; loom's types are bigger).
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<LayoutInfo>() == 64);
+    assert!(std::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE);
+    assert!(std::mem::align_of::<SlotHeader>() == CACHE_LINE);
+    assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_SIZE);
+    assert!(std::mem::align_of::<SegmentHeader>() <= CACHE_LINE);
+    assert!(HEADER_SIZE % CACHE_LINE == 0);
+};
+
+/// Field offsets are part of the cross-process format: a change here is a
+/// layout version bump. Checked at compile time.
+#[cfg(not(loom))]
+const _: () = {
+    assert!(offset_of!(SegmentHeader, info) == 0);
+    assert!(offset_of!(SegmentHeader, init) == CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, tail) == 2 * CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, head) == 3 * CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, not_empty) == 4 * CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, not_full) == 5 * CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, join) == 6 * CACHE_LINE);
+    assert!(offset_of!(SlotHeader, seq) == 0);
+    assert!(offset_of!(SlotHeader, owner) == 8);
+    assert!(offset_of!(SlotHeader, request) == 16);
+    assert!(offset_of!(SlotHeader, sender) == 20);
+    assert!(offset_of!(SlotHeader, recipient) == 24);
+    assert!(offset_of!(SlotHeader, len) == 28);
+    assert!(offset_of!(SlotHeader, flags) == 32);
+    assert!(offset_of!(LayoutInfo, version) == 8);
+    assert!(offset_of!(LayoutInfo, capacity) == 16);
+    assert!(offset_of!(LayoutInfo, total_size) == 40);
+};
+
+/// Sizes derived from a (capacity, max payload) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub capacity: u32,
+    pub max_payload: u32,
+    pub stride: u32,
+    pub data_offset: u64,
+    pub total_size: u64,
+}
+
+/// Why a (capacity, max payload) pair cannot make a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GeometryError {
+    CapacityNotPowerOfTwo,
+    CapacityTooSmall,
+    CapacityTooLarge,
+    PayloadTooLarge,
+    SegmentTooLarge,
+}
+
+impl Geometry {
+    /// Computes and checks the layout for `capacity` slots of up to
+    /// `max_payload` bytes. All arithmetic is checked.
+    pub(crate) fn new(capacity: u32, max_payload: u32) -> Result<Geometry, GeometryError> {
+        if capacity < MIN_CAPACITY {
+            return Err(GeometryError::CapacityTooSmall);
+        }
+        if !capacity.is_power_of_two() {
+            return Err(GeometryError::CapacityNotPowerOfTwo);
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(GeometryError::CapacityTooLarge);
+        }
+        if max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(GeometryError::PayloadTooLarge);
+        }
+        let stride = round_up(max_payload as u64, PAYLOAD_ALIGN as u64);
+        let data_offset = HEADER_SIZE as u64 + capacity as u64 * SLOT_HEADER_SIZE as u64;
+        let total_size = data_offset + capacity as u64 * stride;
+        if total_size > MAX_SEGMENT_SIZE {
+            return Err(GeometryError::SegmentTooLarge);
+        }
+        Ok(Geometry {
+            capacity,
+            max_payload,
+            // stride <= MAX_PAYLOAD_LIMIT rounded up, fits in u32.
+            stride: stride as u32,
+            data_offset,
+            total_size,
+        })
+    }
+
+    /// The `LayoutInfo` a creator writes for this geometry.
+    pub(crate) fn info(&self, creator_pid: u32, creator_uid: u32) -> LayoutInfo {
+        LayoutInfo {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            capacity: self.capacity,
+            max_payload: self.max_payload,
+            slot_header_size: SLOT_HEADER_SIZE as u32,
+            stride: self.stride,
+            data_offset: self.data_offset,
+            total_size: self.total_size,
+            creator_pid,
+            creator_uid,
+            _reserved: [0; 2],
+        }
+    }
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// What `validate` found wrong with a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LayoutError {
+    /// Not a mulproc segment at all.
+    BadMagic,
+    /// A mulproc segment of another layout version.
+    Version(u32),
+    /// Fields that contradict each other or the file.
+    Corrupt(CorruptKind),
+}
+
+/// Checks a copied-out `LayoutInfo` against the layout formula and the size
+/// of the file it came from, and returns the geometry to use.
+pub(crate) fn validate(info: &LayoutInfo, file_size: u64) -> Result<Geometry, LayoutError> {
+    if info.magic != MAGIC {
+        return Err(LayoutError::BadMagic);
+    }
+    if info.version != LAYOUT_VERSION {
+        return Err(LayoutError::Version(info.version));
+    }
+    if info.header_size as usize != HEADER_SIZE
+        || info.slot_header_size as usize != SLOT_HEADER_SIZE
+    {
+        return Err(LayoutError::Corrupt(CorruptKind::LayoutFields));
+    }
+    let geo = Geometry::new(info.capacity, info.max_payload)
+        .map_err(|_| LayoutError::Corrupt(CorruptKind::LayoutFields))?;
+    if geo.stride != info.stride
+        || geo.data_offset != info.data_offset
+        || geo.total_size != info.total_size
+    {
+        return Err(LayoutError::Corrupt(CorruptKind::LayoutFields));
+    }
+    if file_size < geo.total_size {
+        return Err(LayoutError::Corrupt(CorruptKind::Truncated {
+            expected: geo.total_size,
+            found: file_size,
+        }));
+    }
+    Ok(geo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_formula_matches_documentation() {
+        let g = Geometry::new(8, 100).unwrap();
+        assert_eq!(g.stride, 128);
+        assert_eq!(
+            g.total_size,
+            (HEADER_SIZE + 8 * (SLOT_HEADER_SIZE + 128)) as u64
+        );
+        let g = Geometry::new(1024, 64).unwrap();
+        assert_eq!(g.total_size, (HEADER_SIZE + 1024 * (64 + 64)) as u64);
+        let g = Geometry::new(2, 0).unwrap();
+        assert_eq!(g.stride, 0);
+        assert_eq!(g.total_size, (HEADER_SIZE + 2 * 64) as u64);
+    }
+
+    #[test]
+    fn geometry_rejects_bad_capacity_and_payload() {
+        assert_eq!(Geometry::new(0, 8), Err(GeometryError::CapacityTooSmall));
+        assert_eq!(Geometry::new(1, 8), Err(GeometryError::CapacityTooSmall));
+        assert_eq!(
+            Geometry::new(3, 8),
+            Err(GeometryError::CapacityNotPowerOfTwo)
+        );
+        assert_eq!(
+            Geometry::new(1000, 8),
+            Err(GeometryError::CapacityNotPowerOfTwo)
+        );
+        assert_eq!(
+            Geometry::new(1 << 25, 8),
+            Err(GeometryError::CapacityTooLarge)
+        );
+        assert_eq!(
+            Geometry::new(2, MAX_PAYLOAD_LIMIT + 1),
+            Err(GeometryError::PayloadTooLarge)
+        );
+        assert_eq!(
+            Geometry::new(MAX_CAPACITY, MAX_PAYLOAD_LIMIT),
+            Err(GeometryError::SegmentTooLarge)
+        );
+    }
+
+    #[test]
+    fn validate_accepts_what_create_writes() {
+        let g = Geometry::new(16, 64).unwrap();
+        let info = g.info(1, 0);
+        assert_eq!(validate(&info, g.total_size), Ok(g));
+        assert_eq!(validate(&info, g.total_size + 4096), Ok(g));
+    }
+
+    #[test]
+    fn validate_rejects_each_kind_of_damage() {
+        let g = Geometry::new(16, 64).unwrap();
+        let good = g.info(1, 0);
+
+        let mut i = good;
+        i.magic ^= 1;
+        assert_eq!(validate(&i, g.total_size), Err(LayoutError::BadMagic));
+
+        let mut i = good;
+        i.version = 99;
+        assert_eq!(validate(&i, g.total_size), Err(LayoutError::Version(99)));
+
+        for damage in [
+            |i: &mut LayoutInfo| i.capacity = 12,
+            |i: &mut LayoutInfo| i.capacity = 0,
+            |i: &mut LayoutInfo| i.capacity = 32,
+            |i: &mut LayoutInfo| i.stride = 8,
+            |i: &mut LayoutInfo| i.max_payload = u32::MAX,
+            |i: &mut LayoutInfo| i.data_offset += 64,
+            |i: &mut LayoutInfo| i.total_size -= 1,
+            |i: &mut LayoutInfo| i.header_size = 0,
+            |i: &mut LayoutInfo| i.slot_header_size = 128,
+        ] {
+            let mut i = good;
+            damage(&mut i);
+            assert_eq!(
+                validate(&i, g.total_size * 4),
+                Err(LayoutError::Corrupt(CorruptKind::LayoutFields)),
+                "{i:?}"
+            );
+        }
+
+        assert_eq!(
+            validate(&good, g.total_size - 1),
+            Err(LayoutError::Corrupt(CorruptKind::Truncated {
+                expected: g.total_size,
+                found: g.total_size - 1
+            }))
+        );
+    }
+}

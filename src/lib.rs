@@ -1,0 +1,64 @@
+//! # mulproc
+//!
+//! Message passing between processes on one machine through a named
+//! shared-memory segment: a fixed-slot, lock-free MPMC ring with blocking
+//! receive, made for high-throughput worker pools. The interface follows the
+//! Python library pymulproc: messages of request, sender pid, optional
+//! recipient pid and data; a `send` that retries a bounded number of times;
+//! non-blocking and blocking receive.
+//!
+//! ```
+//! use mulproc::{Message, Queue, QueueConfig, Request};
+//! # let name = format!("doc-crate-{}", std::process::id());
+//! // In the parent:
+//! let jobs = Queue::create(&name, QueueConfig::new(1024, 256))?;
+//! jobs.send(Message::new(Request::DO, b"work item".as_slice()))?;
+//!
+//! // In a worker (any process that knows the name):
+//! let jobs = Queue::open(&name)?;
+//! let task = jobs.recv()?;
+//! assert_eq!(task.request, Request::DO);
+//! assert_eq!(task.data, b"work item");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The module layout follows the design: [`layout`](self) (segment shape),
+//! `ring` (the lock-free algorithm), `wait` (futex event counts), `segment`
+//! (shared-memory plumbing), `queue` (the user API).
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod layout;
+mod message;
+mod ring;
+mod sync;
+mod sys;
+mod wait;
+
+#[cfg(not(loom))]
+mod queue;
+#[cfg(not(loom))]
+mod segment;
+
+pub use error::{
+    ConfigError, CorruptError, CorruptKind, NameProblem, PermissionProblem, RecvError,
+    RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
+};
+pub use layout::{MAX_CAPACITY, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY};
+pub use message::{Header, Message, Request};
+#[cfg(not(loom))]
+pub use queue::{Queue, QueueConfig, RecvGuard, SendRetry, SendSlot};
+#[cfg(not(loom))]
+pub use segment::{Sharing, MAX_NAME_LEN};
+
+/// The ring and the wait protocol over heap memory, for the loom model
+/// checks in `loom-tests/`. Not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::layout::SlotHeader;
+    pub use crate::ring::{ClaimError, Fenced, Ring};
+    pub use crate::wait::{EventCount, Wake};
+}

@@ -1,0 +1,755 @@
+//! The named queue: create/open, send, receive, queries.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::error::{
+    ConfigError, CorruptError, CorruptKind, RecvError, RecvTimeoutError, SendError, SetupError,
+    TryRecvError, TrySendError,
+};
+use crate::layout::{Geometry, GeometryError, SlotHeader, FLAG_TOMBSTONE};
+use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
+use crate::ring::{ClaimError, Ring};
+use crate::segment::{Segment, Sharing};
+use crate::sync::Ordering;
+use crate::wait::Wake;
+
+/// How a queue is made: capacity, largest payload, who may open it.
+///
+/// ```
+/// use mulproc::QueueConfig;
+/// let cfg = QueueConfig::new(1024, 256);
+/// assert_eq!(cfg.capacity, 1024);
+/// assert_eq!(cfg.max_payload, 256);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Number of slots: a power of two, at least 2.
+    pub capacity: u32,
+    /// Largest payload in bytes.
+    pub max_payload: u32,
+    /// Who besides the creating user may open the queue.
+    pub sharing: Sharing,
+}
+
+impl QueueConfig {
+    /// `capacity` slots of up to `max_payload` bytes, owner-only access.
+    pub fn new(capacity: u32, max_payload: u32) -> QueueConfig {
+        QueueConfig {
+            capacity,
+            max_payload,
+            sharing: Sharing::Owner,
+        }
+    }
+
+    /// Lets the owner's group open the queue too (mode 0660).
+    pub fn share_with_group(mut self) -> QueueConfig {
+        self.sharing = Sharing::Group;
+        self
+    }
+
+    /// Size in bytes of the segment this configuration makes:
+    /// `512 + capacity × (64 + max_payload rounded up to 64)`.
+    ///
+    /// ```
+    /// use mulproc::QueueConfig;
+    /// assert_eq!(QueueConfig::new(1024, 64).segment_size().unwrap(), 512 + 1024 * 128);
+    /// ```
+    pub fn segment_size(&self) -> Result<u64, ConfigError> {
+        Ok(self.geometry()?.total_size)
+    }
+
+    pub(crate) fn geometry(&self) -> Result<Geometry, ConfigError> {
+        Geometry::new(self.capacity, self.max_payload).map_err(|e| match e {
+            GeometryError::CapacityTooSmall => ConfigError::CapacityTooSmall(self.capacity),
+            GeometryError::CapacityNotPowerOfTwo => {
+                ConfigError::CapacityNotPowerOfTwo(self.capacity)
+            }
+            GeometryError::CapacityTooLarge => ConfigError::CapacityTooLarge(self.capacity),
+            GeometryError::PayloadTooLarge => ConfigError::PayloadTooLarge(self.max_payload),
+            GeometryError::SegmentTooLarge => ConfigError::SegmentTooLarge,
+        })
+    }
+}
+
+/// How [`Queue::send`] retries on a full queue: `tries` waits of up to
+/// `wait` each (woken early when a slot frees), then `Full`. The default,
+/// 10 × 100 ms, is pymulproc's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendRetry {
+    /// How many waits for a free slot before giving up (0: fail at once).
+    pub tries: u32,
+    /// Longest wait per try.
+    pub wait: Duration,
+}
+
+impl Default for SendRetry {
+    fn default() -> Self {
+        SendRetry {
+            tries: 10,
+            wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// How long a blocking receive spins (catching a message already on its
+/// way) before it yields and finally sleeps. Waking a sleeper costs ~20 µs
+/// on a typical machine; a reply that arrives within the spin never pays it.
+const SPIN: Duration = Duration::from_micros(5);
+/// How long it then yields the CPU between checks before sleeping.
+const YIELD: Duration = Duration::from_micros(50);
+
+/// A named queue in shared memory, usable by any number of processes at
+/// once for sending and receiving.
+///
+/// One process [`create`](Queue::create)s it; others [`open`](Queue::open)
+/// it by name. The creating handle removes the name when dropped (processes
+/// that have it open keep working) unless
+/// [`set_remove_on_drop(false)`](Queue::set_remove_on_drop).
+///
+/// A `Queue` is `Send + Sync`: threads of one process may share a handle.
+///
+/// ```
+/// use mulproc::{Message, Queue, QueueConfig, Request};
+/// # let name = format!("doc-queue-{}", std::process::id());
+/// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
+/// q.try_send(Message::new(Request::DO, b"hello".as_slice()))?;
+/// assert_eq!(q.len(), 1);
+///
+/// let other = Queue::open(&name)?; // normally in another process
+/// let m = other.recv()?;
+/// assert_eq!(m.request, Request::DO);
+/// assert_eq!(m.data, b"hello");
+/// assert_eq!(m.sender, Some(std::process::id()));
+/// assert!(q.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue {
+    seg: Segment,
+    geo: Geometry,
+    pid: u32,
+    retry: SendRetry,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.seg.name())
+            .field("capacity", &self.geo.capacity)
+            .field("max_payload", &self.geo.max_payload)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Which way a claim went wrong, for the shared error mapping.
+enum Claimed {
+    Slot(u64),
+    Unavailable,
+    Corrupt,
+}
+
+impl Queue {
+    /// Creates a queue named `name`. Fails with
+    /// [`SetupError::AlreadyExists`] if the name is taken (by anyone).
+    pub fn create(name: &str, config: QueueConfig) -> Result<Queue, SetupError> {
+        let geo = config.geometry()?;
+        let seg = Segment::create(name, geo, config.sharing)?;
+        Ok(Queue::from_segment(seg))
+    }
+
+    /// Opens the queue named `name`, after checking that the segment is
+    /// ours to trust (owner, mode, magic, version, layout, size, init).
+    pub fn open(name: &str) -> Result<Queue, SetupError> {
+        Ok(Queue::from_segment(Segment::open(name)?))
+    }
+
+    /// Removes the name `name` from the system. Processes that have the
+    /// queue open keep using it; new `open`s fail with `NotFound`.
+    pub fn remove(name: &str) -> Result<(), SetupError> {
+        Segment::remove(name)
+    }
+
+    fn from_segment(seg: Segment) -> Queue {
+        Queue {
+            geo: seg.geometry(),
+            seg,
+            pid: std::process::id(),
+            retry: SendRetry::default(),
+        }
+    }
+
+    /// Whether dropping this handle removes the name (true for the
+    /// creating handle by default, false for opened ones).
+    pub fn set_remove_on_drop(&mut self, remove: bool) {
+        self.seg.set_remove_on_drop(remove);
+    }
+
+    /// Closes the handle, removing the name first if this handle would on
+    /// drop, and reporting a failure to remove it.
+    pub fn close(mut self) -> Result<(), SetupError> {
+        if self.seg.remove_on_drop() {
+            self.seg.unlink()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sets how [`send`](Queue::send) retries on a full queue.
+    pub fn set_send_retry(&mut self, retry: SendRetry) {
+        self.retry = retry;
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.geo.capacity as usize
+    }
+
+    /// Largest payload in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.geo.max_payload as usize
+    }
+
+    /// Messages in the queue right now, counting ones being written or
+    /// read. With other processes at work this is a snapshot: the queue
+    /// may hold more or fewer by the time you look at the number.
+    pub fn len(&self) -> usize {
+        self.ring().len() as usize
+    }
+
+    /// True if the queue held no message at the moment of the call (see
+    /// [`len`](Queue::len)).
+    pub fn is_empty(&self) -> bool {
+        self.ring().is_empty()
+    }
+
+    /// This process's pid, the default sender of its messages.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    #[inline]
+    fn ring(&self) -> Ring<'_> {
+        Ring::new(self.seg.head(), self.seg.tail(), self.seg.slots())
+    }
+
+    #[inline]
+    fn claim_send(&self) -> Claimed {
+        match self.ring().try_claim_send() {
+            Ok(t) => Claimed::Slot(t),
+            Err(ClaimError::Unavailable) => Claimed::Unavailable,
+            Err(ClaimError::Corrupt) => Claimed::Corrupt,
+        }
+    }
+
+    fn slot_index(&self, t: u64) -> usize {
+        (t & (self.geo.capacity as u64 - 1)) as usize
+    }
+
+    /// Writes header and payload into the claimed slot of ticket `t` and
+    /// publishes it. `data.len()` must be at most max_payload.
+    #[inline]
+    fn fill_and_publish(&self, t: u64, header: &Header, data: &[u8]) -> Result<(), ()> {
+        debug_assert!(data.len() <= self.max_payload());
+        let ring = self.ring();
+        let slot = ring.slot(t);
+        write_header(slot, self.pid, t, header, data.len() as u32, 0);
+        // SAFETY: we hold the claim on ticket `t`, so no honest process
+        // touches this slot's payload until we publish; the area is
+        // `stride >= max_payload >= data.len()` bytes inside the mapping,
+        // and `data` is our own memory, so the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.seg.payload_ptr(self.slot_index(t)),
+                data.len(),
+            );
+        }
+        let r = ring.publish(t).map_err(drop);
+        self.seg.not_empty().notify(Wake::One);
+        r
+    }
+
+    /// Sends `msg` if a slot is free right now; otherwise gives it back.
+    ///
+    /// A payload longer than [`max_payload`](Queue::max_payload) is refused
+    /// before anything is written.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request, TrySendError};
+    /// # let name = format!("doc-try-send-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(2, 8))?;
+    /// let m = || Message::new(Request::DO, vec![1u8, 2, 3]);
+    /// q.try_send(m())?;
+    /// q.try_send(m())?;
+    /// let back = q.try_send(m()).unwrap_err();
+    /// assert!(back.is_full());
+    /// assert_eq!(back.into_inner().data, [1, 2, 3]);
+    /// let big = q.try_send(Message::new(Request::DO, vec![0u8; 9]));
+    /// assert!(matches!(big, Err(TrySendError::TooLarge(_, 9, 8))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_send<D: AsRef<[u8]>>(
+        &self,
+        msg: Message<D>,
+    ) -> Result<(), TrySendError<Message<D>>> {
+        let len = msg.data.as_ref().len();
+        if len > self.max_payload() {
+            return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
+        }
+        match self.claim_send() {
+            Claimed::Slot(t) => self.finish_send(t, msg),
+            Claimed::Unavailable => Err(TrySendError::Full(msg)),
+            Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
+        }
+    }
+
+    #[inline]
+    fn finish_send<D: AsRef<[u8]>>(
+        &self,
+        t: u64,
+        msg: Message<D>,
+    ) -> Result<(), TrySendError<Message<D>>> {
+        let header = msg.header_or(self.pid);
+        match self.fill_and_publish(t, &header, msg.data.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(()) => Err(TrySendError::Fenced(msg)),
+        }
+    }
+
+    /// Sends `msg`, waiting for a free slot as the queue's [`SendRetry`]
+    /// says (by default up to 10 waits of 100 ms), asleep in the kernel and
+    /// woken as soon as a receiver frees a slot. Gives the message back with
+    /// [`TrySendError::Full`] when the tries are used up.
+    pub fn send<D: AsRef<[u8]>>(&self, msg: Message<D>) -> Result<(), SendError<Message<D>>> {
+        let len = msg.data.as_ref().len();
+        if len > self.max_payload() {
+            return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
+        }
+        let mut claimed = self.claim_send();
+        let mut tries = self.retry.tries;
+        while matches!(claimed, Claimed::Unavailable) && tries > 0 {
+            tries -= 1;
+            let deadline = Instant::now() + self.retry.wait;
+            claimed = self
+                .seg
+                .not_full()
+                .wait_until(Some(deadline), || match self.claim_send() {
+                    Claimed::Unavailable => None,
+                    other => Some(other),
+                })
+                .unwrap_or(Claimed::Unavailable);
+        }
+        match claimed {
+            Claimed::Slot(t) => self.finish_send(t, msg),
+            Claimed::Unavailable => Err(TrySendError::Full(msg)),
+            Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
+        }
+    }
+
+    /// Reserves a slot to fill in place (zero-copy send) if one is free.
+    ///
+    /// Write up to [`max_payload`](Queue::max_payload) bytes into
+    /// [`SendSlot::payload_mut`], then [`SendSlot::commit`]. A reservation
+    /// dropped without commit is published as an empty tombstone that
+    /// receivers skip, so it never blocks the queue.
+    ///
+    /// ```
+    /// use mulproc::{Queue, QueueConfig, Request};
+    /// # let name = format!("doc-reserve-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// let mut slot = q.try_reserve()?;
+    /// slot.payload_mut()[..4].copy_from_slice(&7u32.to_le_bytes());
+    /// slot.commit(Request::DO, None, 4)?;
+    /// let got = q.try_recv_ref()?;
+    /// assert_eq!(got.data(), 7u32.to_le_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_reserve(&self) -> Result<SendSlot<'_>, TrySendError<()>> {
+        match self.claim_send() {
+            Claimed::Slot(ticket) => Ok(SendSlot {
+                queue: self,
+                ticket,
+                done: false,
+            }),
+            Claimed::Unavailable => Err(TrySendError::Full(())),
+            Claimed::Corrupt => Err(TrySendError::Corrupt((), CorruptKind::Positions.into())),
+        }
+    }
+
+    /// Claims the next message, skipping tombstones and refusing (after
+    /// releasing the slot, so the queue goes on) a message whose length is
+    /// impossible.
+    fn claim_recv(&self) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+        let ring = self.ring();
+        loop {
+            let t = match ring.try_claim_recv() {
+                Ok(t) => t,
+                Err(ClaimError::Unavailable) => return Ok(None),
+                Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
+            };
+            let slot = ring.slot(t);
+            // Each field read once into a local; only the checked copy is
+            // used from here on.
+            let flags = slot.flags.load(Ordering::Relaxed);
+            let len = slot.len.load(Ordering::Relaxed);
+            let header = Header {
+                request: Request::new(slot.request.load(Ordering::Relaxed)),
+                sender: slot.sender.load(Ordering::Relaxed),
+                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
+            };
+            slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
+            let guard = RecvGuard {
+                queue: self,
+                ticket: t,
+                header,
+                len: len as usize,
+                released: false,
+            };
+            if flags & FLAG_TOMBSTONE != 0 {
+                guard.skip();
+                continue;
+            }
+            if len > self.geo.max_payload {
+                guard.skip();
+                return Err(CorruptKind::Length {
+                    len,
+                    max: self.geo.max_payload,
+                }
+                .into());
+            }
+            return Ok(Some(guard));
+        }
+    }
+
+    /// Releases ticket `t` and wakes a sender waiting for space.
+    fn release(&self, t: u64) -> Result<(), CorruptError> {
+        let r = self.ring().release(t);
+        self.seg.not_full().notify(Wake::One);
+        r.map_err(|_| CorruptKind::SlotStolen.into())
+    }
+
+    /// Receives the next message in place, if there is one: the guard reads
+    /// the payload straight from shared memory and frees the slot when
+    /// dropped.
+    pub fn try_recv_ref(&self) -> Result<RecvGuard<'_>, TryRecvError> {
+        self.claim_recv()?.ok_or(TryRecvError::Empty)
+    }
+
+    /// Receives the next message if there is one.
+    ///
+    /// ```
+    /// use mulproc::{Queue, QueueConfig, TryRecvError};
+    /// # let name = format!("doc-try-recv-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// assert_eq!(q.try_recv().unwrap_err(), TryRecvError::Empty);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<Message, TryRecvError> {
+        Ok(self.try_recv_ref()?.into_message())
+    }
+
+    /// Waits for the next message until `deadline` (`None`: forever):
+    /// spins briefly, then yields, then sleeps in the kernel until a sender
+    /// in any process wakes it.
+    fn recv_ref_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+        if let Some(g) = self.claim_recv()? {
+            return Ok(Some(g));
+        }
+        let start = Instant::now();
+        let spin_end = start + SPIN;
+        let yield_end = start + YIELD;
+        let mut i = 0u32;
+        loop {
+            if let Some(g) = self.claim_recv()? {
+                return Ok(Some(g));
+            }
+            i = i.wrapping_add(1);
+            if i % 32 != 0 {
+                crate::sync::spin_hint();
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            if now >= yield_end {
+                break;
+            }
+            if now >= spin_end {
+                std::thread::yield_now();
+            }
+        }
+        let got = self
+            .seg
+            .not_empty()
+            .wait_until(deadline, || self.claim_recv().transpose());
+        match got {
+            Some(Ok(g)) => {
+                // We slept; if more is waiting and others sleep, pass the
+                // wake on so one notify per message is never stranded on us.
+                if !self.is_empty() {
+                    self.seg.not_empty().notify(Wake::One);
+                }
+                Ok(Some(g))
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Receives in place, waiting as long as it takes.
+    pub fn recv_ref(&self) -> Result<RecvGuard<'_>, RecvError> {
+        loop {
+            if let Some(g) = self.recv_ref_until(None)? {
+                return Ok(g);
+            }
+        }
+    }
+
+    /// Receives in place, waiting at most `timeout`.
+    pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.recv_ref_until(deadline)?
+            .ok_or(RecvTimeoutError::Timeout)
+    }
+
+    /// Receives the next message, waiting as long as it takes (asleep in
+    /// the kernel, woken by a send from any process).
+    pub fn recv(&self) -> Result<Message, RecvError> {
+        Ok(self.recv_ref()?.into_message())
+    }
+
+    /// Receives the next message, waiting at most `timeout` (measured on
+    /// the monotonic clock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mulproc::{Queue, QueueConfig, RecvTimeoutError};
+    /// # let name = format!("doc-recv-timeout-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// let r = q.recv_timeout(Duration::from_millis(10));
+    /// assert_eq!(r.unwrap_err(), RecvTimeoutError::Timeout);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
+        Ok(self.recv_ref_timeout(timeout)?.into_message())
+    }
+
+    /// Receives the next message into `buf` (cleared first), returning its
+    /// header; waits at most `timeout` (`None`: forever). Once `buf` has
+    /// grown to the largest payload, this allocates nothing.
+    pub fn recv_into(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Header, RecvTimeoutError> {
+        let guard = match timeout {
+            Some(t) => self.recv_ref_timeout(t)?,
+            None => self.recv_ref()?,
+        };
+        buf.clear();
+        buf.extend_from_slice(guard.data());
+        let header = guard.header;
+        guard.finish()?;
+        Ok(header)
+    }
+}
+
+/// `pid << 32 | ticket mod 2^32`: who holds a claim (for recovery tools).
+fn owner_word(pid: u32, t: u64) -> u64 {
+    (pid as u64) << 32 | (t & 0xFFFF_FFFF)
+}
+
+fn write_header(slot: &SlotHeader, pid: u32, t: u64, h: &Header, len: u32, flags: u32) {
+    slot.owner.store(owner_word(pid, t), Ordering::Relaxed);
+    slot.request.store(h.request.code(), Ordering::Relaxed);
+    slot.sender.store(h.sender, Ordering::Relaxed);
+    slot.recipient
+        .store(encode_recipient(h.recipient), Ordering::Relaxed);
+    slot.len.store(len, Ordering::Relaxed);
+    slot.flags.store(flags, Ordering::Relaxed);
+}
+
+/// A reserved slot to fill in place; see [`Queue::try_reserve`].
+pub struct SendSlot<'q> {
+    queue: &'q Queue,
+    ticket: u64,
+    done: bool,
+}
+
+impl fmt::Debug for SendSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendSlot")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl SendSlot<'_> {
+    /// The slot's payload area, [`max_payload`](Queue::max_payload) bytes.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let q = self.queue;
+        // SAFETY: we hold the claim on `ticket`: until we publish, no honest
+        // process reads or writes this payload area, which is `max_payload`
+        // bytes inside the mapping. The borrow is tied to `&mut self`, and
+        // `commit` consumes `self`, so the slice cannot outlive the claim.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                q.seg.payload_ptr(q.slot_index(self.ticket)),
+                q.max_payload(),
+            )
+        }
+    }
+
+    /// Publishes the first `len` bytes of the payload area as a message.
+    /// A `len` over max payload is refused and the slot released as a
+    /// tombstone.
+    pub fn commit(
+        mut self,
+        request: Request,
+        recipient: Option<u32>,
+        len: usize,
+    ) -> Result<(), TrySendError<()>> {
+        self.done = true;
+        let q = self.queue;
+        let max = q.geo.max_payload;
+        let slot = q.ring().slot(self.ticket);
+        if len > max as usize {
+            self.publish_tombstone();
+            return Err(TrySendError::TooLarge((), len, max));
+        }
+        let header = Header {
+            request,
+            sender: q.pid,
+            recipient,
+        };
+        write_header(slot, q.pid, self.ticket, &header, len as u32, 0);
+        let r = q.ring().publish(self.ticket);
+        q.seg.not_empty().notify(Wake::One);
+        r.map_err(|_| TrySendError::Fenced(()))
+    }
+
+    fn publish_tombstone(&self) {
+        let q = self.queue;
+        let slot = q.ring().slot(self.ticket);
+        let header = Header {
+            request: Request::new(0),
+            sender: q.pid,
+            recipient: None,
+        };
+        write_header(slot, q.pid, self.ticket, &header, 0, FLAG_TOMBSTONE);
+        // A fenced tombstone means a recoverer already skipped the slot.
+        let _ = q.ring().publish(self.ticket);
+        q.seg.not_empty().notify(Wake::One);
+    }
+}
+
+impl Drop for SendSlot<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.publish_tombstone();
+        }
+    }
+}
+
+/// A received message still in its slot; the slot is freed when the guard
+/// is dropped (or by [`finish`](RecvGuard::finish), which reports a slot
+/// taken over by another process).
+pub struct RecvGuard<'q> {
+    queue: &'q Queue,
+    ticket: u64,
+    header: Header,
+    /// Checked against max payload before the guard was made.
+    len: usize,
+    released: bool,
+}
+
+impl fmt::Debug for RecvGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvGuard")
+            .field("header", &self.header)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl RecvGuard<'_> {
+    /// The message header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The payload, in place in shared memory.
+    ///
+    /// No honest process writes a slot while you hold it; a misbehaving one
+    /// could change these bytes under you, never their length.
+    pub fn data(&self) -> &[u8] {
+        let q = self.queue;
+        // SAFETY: we hold the claim on `ticket` (released only by consuming
+        // or dropping self, which ends this borrow); `len <= max_payload`
+        // was checked, so the slice lies inside the slot's payload area.
+        unsafe {
+            std::slice::from_raw_parts(q.seg.payload_ptr(q.slot_index(self.ticket)), self.len)
+        }
+    }
+
+    /// Reads the payload as a `bytemuck::Pod` value of exactly its size.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-pod-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// q.try_send(Message::pod(Request::DO, &[1.5f64, 2.5]))?;
+    /// let v: [f64; 2] = q.try_recv_ref()?.read_pod()?;
+    /// assert_eq!(v, [1.5, 2.5]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T, bytemuck::PodCastError> {
+        bytemuck::try_pod_read_unaligned(self.data())
+    }
+
+    /// Copies the message out and frees the slot.
+    pub fn into_message(self) -> Message {
+        let m = Message {
+            request: self.header.request,
+            sender: Some(self.header.sender),
+            recipient: self.header.recipient,
+            data: self.data().to_vec(),
+        };
+        drop(self);
+        m
+    }
+
+    /// Frees the slot, reporting whether another process took it over
+    /// while we held it.
+    pub fn finish(mut self) -> Result<(), CorruptError> {
+        self.released = true;
+        self.queue.release(self.ticket)
+    }
+
+    fn skip(mut self) {
+        self.released = true;
+        // Fenced: a recoverer already released it; nothing of ours to undo.
+        let _ = self.queue.release(self.ticket);
+    }
+}
+
+impl Drop for RecvGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // Use `finish` to see this result; a drop has nowhere to report.
+            let _ = self.queue.release(self.ticket);
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Named shared-memory segments: create, open-and-verify, remove.
+//!
+//! Plain `shm_open`/`mmap` through [`crate::sys`] rather than the
+//! `shared_memory` crate: the checks `open` must make (owner and mode of the
+//! very object mapped, via `fstat` on its descriptor), the group-shared mode
+//! option, and removing a name only if it still names our segment all need
+//! the descriptor, which `shared_memory` does not expose.
+
+use std::ffi::CString;
+use std::io;
+use std::ptr::{self, addr_of};
+use std::time::{Duration, Instant};
+
+use crate::error::{CorruptError, CorruptKind, NameProblem, PermissionProblem, SetupError};
+use crate::layout::{
+    self, Geometry, LayoutError, LayoutInfo, SegmentHeader, SlotHeader, HEADER_SIZE, INIT_DONE,
+    LAYOUT_VERSION, MAX_SEGMENT_SIZE,
+};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::{self, Mapping};
+use crate::wait::EventCount;
+
+/// Longest queue name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// Prefix of every segment's file name in `/dev/shm`.
+pub(crate) const OS_PREFIX: &str = "mulproc.";
+/// How long `open` waits for a creator that is still initialising.
+const INIT_WAIT: Duration = Duration::from_millis(200);
+
+/// Checks a queue name and returns the shared-memory object name for it.
+pub(crate) fn os_name(name: &str) -> Result<CString, SetupError> {
+    let bad = |problem| SetupError::InvalidName {
+        name: name.to_owned(),
+        problem,
+    };
+    if name.is_empty() {
+        return Err(bad(NameProblem::Empty));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(bad(NameProblem::TooLong));
+    }
+    if name.contains('/') {
+        return Err(bad(NameProblem::Slash));
+    }
+    if name.starts_with('.') {
+        return Err(bad(NameProblem::LeadingDot));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(bad(NameProblem::BadCharacter));
+    }
+    Ok(sys::shm_name(&format!("{OS_PREFIX}{name}")))
+}
+
+/// Who may open a segment besides its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// Only the creating user (mode 0600). The default.
+    #[default]
+    Owner,
+    /// Also the owner's group (mode 0660). Never other users.
+    Group,
+}
+
+impl Sharing {
+    fn mode(self) -> libc::mode_t {
+        match self {
+            Sharing::Owner => 0o600,
+            Sharing::Group => 0o660,
+        }
+    }
+}
+
+/// A mapped, verified segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    map: Mapping,
+    geo: Geometry,
+    name: String,
+    os_name: CString,
+    /// Identity of the object we mapped, to remove the name only if it still
+    /// names this object.
+    dev_ino: (u64, u64),
+    remove_on_drop: bool,
+}
+
+fn os_err(name: &str, op: &'static str, e: io::Error) -> SetupError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => SetupError::NotFound {
+            name: name.to_owned(),
+        },
+        Some(libc::EEXIST) => SetupError::AlreadyExists {
+            name: name.to_owned(),
+        },
+        Some(libc::EACCES) | Some(libc::EPERM) => SetupError::PermissionDenied {
+            name: name.to_owned(),
+            reason: PermissionProblem::Os,
+        },
+        _ => SetupError::Os {
+            name: name.to_owned(),
+            op,
+            source: e,
+        },
+    }
+}
+
+impl Segment {
+    /// Creates a new segment (fails if the name exists), initialises it and
+    /// marks it complete. The name is removed again if any step fails.
+    pub(crate) fn create(
+        name: &str,
+        geo: Geometry,
+        sharing: Sharing,
+    ) -> Result<Segment, SetupError> {
+        let os_name = os_name(name)?;
+        let fd =
+            sys::shm_create(&os_name, sharing.mode()).map_err(|e| os_err(name, "shm_open", e))?;
+        // From here on, undo the name on failure.
+        let undo = |e: SetupError| {
+            let _ = sys::shm_unlink(&os_name);
+            e
+        };
+        let st = sys::fstat(&fd).map_err(|e| undo(os_err(name, "fstat", e)))?;
+        sys::ftruncate(&fd, geo.total_size).map_err(|e| undo(os_err(name, "ftruncate", e)))?;
+        let map = Mapping::map(&fd, geo.total_size as usize)
+            .map_err(|e| undo(os_err(name, "mmap", e)))?;
+        let seg = Segment {
+            map,
+            geo,
+            name: name.to_owned(),
+            os_name: os_name.clone(),
+            dev_ino: (st.dev, st.ino),
+            remove_on_drop: true,
+        };
+        seg.initialise();
+        Ok(seg)
+    }
+
+    /// Writes the layout and the initial slot sequence numbers, then the
+    /// init word. The file is zero-filled by `ftruncate`, so every atomic
+    /// not written here starts at 0.
+    fn initialise(&self) {
+        let info = self.geo.info(std::process::id(), sys::euid());
+        let hdr = self.header_ptr();
+        // SAFETY: `hdr` points at the start of our mapping, which is at least
+        // HEADER_SIZE bytes and page aligned. No other process trusts the
+        // info before it sees INIT_DONE below, so this plain write races
+        // with no reader that uses it.
+        unsafe { ptr::write_volatile(addr_of!((*hdr).info.0).cast_mut(), info) };
+        for (i, slot) in self.slots().iter().enumerate() {
+            slot.seq.store(i as u64, Ordering::Relaxed);
+        }
+        // SYNC POINT. Release: pairs with the Acquire load in `open`; the
+        // info and slot sequence words above are visible to every opener.
+        self.init_word().store(INIT_DONE, Ordering::Release);
+    }
+
+    /// Opens an existing segment and checks, before trusting anything in
+    /// it: owner and mode, size, magic, version, init complete, and every
+    /// layout field against the layout formula.
+    pub(crate) fn open(name: &str) -> Result<Segment, SetupError> {
+        let os_name = os_name(name)?;
+        let fd = sys::shm_open_existing(&os_name).map_err(|e| os_err(name, "shm_open", e))?;
+        let st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+        let me = sys::euid();
+        if st.uid != me {
+            return Err(SetupError::PermissionDenied {
+                name: name.to_owned(),
+                reason: PermissionProblem::OtherOwner { owner: st.uid, me },
+            });
+        }
+        if st.mode & 0o007 != 0 {
+            return Err(SetupError::PermissionDenied {
+                name: name.to_owned(),
+                reason: PermissionProblem::OpenToOthers { mode: st.mode },
+            });
+        }
+        let corrupt = |kind| SetupError::Corrupt {
+            name: name.to_owned(),
+            source: CorruptError { kind },
+        };
+        if st.size < HEADER_SIZE as u64 {
+            return Err(corrupt(CorruptKind::Truncated {
+                expected: HEADER_SIZE as u64,
+                found: st.size,
+            }));
+        }
+        let map_len = st.size.min(MAX_SEGMENT_SIZE) as usize;
+        let map = Mapping::map(&fd, map_len).map_err(|e| os_err(name, "mmap", e))?;
+        let hdr = map.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes, enough for a
+        // SegmentHeader, and is page aligned; AtomicU32 accepts any bits.
+        let init = unsafe { &(*addr_of!((*hdr).init.0)) };
+        let read_info = || {
+            // SAFETY: as above; LayoutInfo is Pod, so any bytes are a valid
+            // value, and the volatile copy never creates a reference to
+            // memory another process may be writing.
+            unsafe { ptr::read_volatile(addr_of!((*hdr).info.0)) }
+        };
+        let started = Instant::now();
+        // Acquire: pairs with the Release store in `initialise`.
+        while init.load(Ordering::Acquire) != INIT_DONE {
+            if started.elapsed() >= INIT_WAIT {
+                let info: LayoutInfo = read_info();
+                if info.magic != layout::MAGIC && info.magic != 0 {
+                    return Err(SetupError::NotAQueue {
+                        name: name.to_owned(),
+                    });
+                }
+                return Err(SetupError::InitIncomplete {
+                    name: name.to_owned(),
+                    creator_pid: info.creator_pid,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let info = read_info();
+        let geo = layout::validate(&info, map.len() as u64).map_err(|e| match e {
+            LayoutError::BadMagic => SetupError::NotAQueue {
+                name: name.to_owned(),
+            },
+            LayoutError::Version(found) => SetupError::IncompatibleVersion {
+                name: name.to_owned(),
+                found,
+                expected: LAYOUT_VERSION,
+            },
+            LayoutError::Corrupt(kind) => corrupt(kind),
+        })?;
+        Ok(Segment {
+            map,
+            geo,
+            name: name.to_owned(),
+            os_name,
+            dev_ino: (st.dev, st.ino),
+            remove_on_drop: false,
+        })
+    }
+
+    /// Removes `name` (the processes that have it mapped keep using it).
+    pub(crate) fn remove(name: &str) -> Result<(), SetupError> {
+        let os_name = os_name(name)?;
+        sys::shm_unlink(&os_name).map_err(|e| os_err(name, "shm_unlink", e))
+    }
+
+    /// Removes our name now, if it still names this segment.
+    fn unlink_if_ours(&self) -> Result<(), SetupError> {
+        let fd = match sys::shm_open_existing(&self.os_name) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(os_err(&self.name, "shm_open", e)),
+        };
+        let st = sys::fstat(&fd).map_err(|e| os_err(&self.name, "fstat", e))?;
+        if (st.dev, st.ino) != self.dev_ino {
+            return Ok(()); // someone removed ours and made a new one: not ours to remove
+        }
+        match sys::shm_unlink(&self.os_name) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                Err(os_err(&self.name, "shm_unlink", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the name now (if it still names this segment) and not again
+    /// on drop.
+    pub(crate) fn unlink(&mut self) -> Result<(), SetupError> {
+        self.remove_on_drop = false;
+        self.unlink_if_ours()
+    }
+
+    pub(crate) fn set_remove_on_drop(&mut self, remove: bool) {
+        self.remove_on_drop = remove;
+    }
+
+    pub(crate) fn remove_on_drop(&self) -> bool {
+        self.remove_on_drop
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    fn header_ptr(&self) -> *const SegmentHeader {
+        self.map.as_ptr().cast()
+    }
+
+    fn init_word(&self) -> &AtomicU32 {
+        // SAFETY: the mapping holds a whole SegmentHeader (checked at
+        // create/open); the field is an atomic, valid for any bits, and
+        // lives as long as `self.map`.
+        unsafe { &*addr_of!((*self.header_ptr()).init.0) }
+    }
+
+    /// The enqueue position.
+    pub(crate) fn tail(&self) -> &AtomicU64 {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).tail.0) }
+    }
+
+    /// The dequeue position.
+    pub(crate) fn head(&self) -> &AtomicU64 {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).head.0) }
+    }
+
+    /// Receivers' event count.
+    pub(crate) fn not_empty(&self) -> &EventCount {
+        // SAFETY: as in `init_word`; EventCount is two atomics.
+        unsafe { &*addr_of!((*self.header_ptr()).not_empty.0) }
+    }
+
+    /// Senders' event count.
+    pub(crate) fn not_full(&self) -> &EventCount {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).not_full.0) }
+    }
+
+    /// Tasks marked done (join/task_done).
+    pub(crate) fn done_count(&self) -> &AtomicU64 {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).join.0.done_count) }
+    }
+
+    /// Joiners' event count.
+    pub(crate) fn joined(&self) -> &EventCount {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).join.0.joined) }
+    }
+
+    /// The slot headers.
+    pub(crate) fn slots(&self) -> &[SlotHeader] {
+        // SAFETY: `validate` (or `create`) checked that the mapping holds
+        // HEADER_SIZE + capacity slot headers; SlotHeader is all atomics and
+        // padding, valid for any bits, 64-aligned at this page-aligned
+        // mapping's offset HEADER_SIZE.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(HEADER_SIZE).cast::<SlotHeader>(),
+                self.geo.capacity as usize,
+            )
+        }
+    }
+
+    /// Start of slot `index`'s payload area (`stride` bytes, 64-aligned).
+    /// `index` must be below the capacity.
+    #[inline]
+    pub(crate) fn payload_ptr(&self, index: usize) -> *mut u8 {
+        debug_assert!(index < self.geo.capacity as usize);
+        let off = self.geo.data_offset as usize + index * self.geo.stride as usize;
+        // SAFETY: `off + stride <= total_size <= mapping length` for every
+        // index below the capacity (layout formula, validated).
+        unsafe { self.map.as_ptr().add(off) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            // A failure here leaves a name behind for `Queue::remove`; there
+            // is no caller to report it to. `Queue::close` reports it.
+            let _ = self.unlink_if_ours();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(name: &str) -> Option<NameProblem> {
+        match os_name(name) {
+            Ok(_) => None,
+            Err(SetupError::InvalidName { problem, .. }) => Some(problem),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(problem("jobs"), None);
+        assert_eq!(problem("a.b-c_D9"), None);
+        assert_eq!(problem(""), Some(NameProblem::Empty));
+        assert_eq!(problem("a/b"), Some(NameProblem::Slash));
+        assert_eq!(problem("/jobs"), Some(NameProblem::Slash));
+        assert_eq!(problem(".hidden"), Some(NameProblem::LeadingDot));
+        assert_eq!(problem("sp ace"), Some(NameProblem::BadCharacter));
+        assert_eq!(problem("nul\0"), Some(NameProblem::BadCharacter));
+        assert_eq!(problem("é"), Some(NameProblem::BadCharacter));
+        assert_eq!(problem(&"x".repeat(MAX_NAME_LEN)), None);
+        assert_eq!(
+            problem(&"x".repeat(MAX_NAME_LEN + 1)),
+            Some(NameProblem::TooLong)
+        );
+    }
+
+    #[test]
+    fn os_name_is_prefixed() {
+        assert_eq!(os_name("jobs").unwrap().to_str().unwrap(), "/mulproc.jobs");
+    }
+}
