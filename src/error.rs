@@ -326,3 +326,21 @@ impl From<RecvError> for RecvTimeoutError {
         }
     }
 }
+
+/// [`task_done`](crate::Queue::task_done) was called more times than the
+/// handle received messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskDoneError {
+    /// More `task_done` calls than messages received through this handle.
+    #[error("task_done called more times than messages were received")]
+    TooManyCalls,
+}
+
+/// [`join_timeout`](crate::Queue::join_timeout) timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("join timed out with {outstanding} messages not yet marked done")]
+pub struct JoinTimeoutError {
+    /// Messages sent and not yet marked done when the wait ended.
+    pub outstanding: u64,
+}

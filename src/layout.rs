@@ -10,6 +10,7 @@
 //!                            line 4  not_empty event count (receivers sleep here)
 //!                            line 5  not_full event count (senders sleep here)
 //!                            line 6  join counters
+//!                            line 7  selective event count (predicate receivers sleep here)
 //! HEADER_SIZE              capacity × SlotHeader (64 bytes each)
 //! data_offset              capacity × stride bytes of payload, slot i at i × stride
 //! ```
@@ -112,12 +113,15 @@ pub(crate) struct SegmentHeader {
     /// Senders sleep here; bumped after a release when one sleeps.
     pub not_full: CachePadded<EventCount>,
     pub join: CachePadded<JoinCounters>,
+    /// Selective receivers (with a predicate) sleep here; every publish
+    /// wakes all of them, since any one may be the message's taker.
+    pub selective: CachePadded<EventCount>,
 }
 
 /// One slot's header.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub(crate) struct SlotHeader {
+pub struct SlotHeader {
     /// The slot's sequence word. For ticket `t` of this slot
     /// (`t % capacity == index`):
     /// - `seq == t`: free; the producer holding ticket `t` may fill it;
@@ -128,23 +132,23 @@ pub(crate) struct SlotHeader {
     /// Producers publish with a compare-and-swap `t -> t + 1` and consumers
     /// release with `t + 1 -> t + capacity`, so a holder that was fenced by a
     /// recoverer learns it instead of overwriting.
-    pub seq: AtomicU64,
+    pub(crate) seq: AtomicU64,
     /// Who holds the slot's current claim: `pid << 32 | (ticket as u32)`.
     /// Informational (recovery), written Relaxed right after a claim.
-    pub owner: AtomicU64,
+    pub(crate) owner: AtomicU64,
     /// Message header fields, written by the producer before the publishing
     /// CAS (Release) and read by the consumer after its Acquire load of
     /// `seq`. Atomics (Relaxed) so that a misbehaving peer writing them at
     /// the same time is a wrong value, never undefined behaviour.
-    pub request: AtomicU32,
-    pub sender: AtomicU32,
+    pub(crate) request: AtomicU32,
+    pub(crate) sender: AtomicU32,
     /// 0 = for anyone.
-    pub recipient: AtomicU32,
+    pub(crate) recipient: AtomicU32,
     /// Payload length; checked against max_payload on every read.
-    pub len: AtomicU32,
+    pub(crate) len: AtomicU32,
     /// `FLAG_TOMBSTONE`: published but carrying no message; skipped.
-    pub flags: AtomicU32,
-    pub _pad: [u32; 7],
+    pub(crate) flags: AtomicU32,
+    _pad: [u32; 7],
 }
 
 /// The slot was published without a message (an abandoned send
@@ -154,7 +158,7 @@ pub(crate) const FLAG_TOMBSTONE: u32 = 1;
 impl SlotHeader {
     /// A slot in its initial state for index `seq` (heap models and tests).
     #[cfg(loom)]
-    pub(crate) fn new(seq: u64) -> SlotHeader {
+    pub fn new(seq: u64) -> SlotHeader {
         SlotHeader {
             seq: AtomicU64::new(seq),
             owner: AtomicU64::new(0),
@@ -190,6 +194,7 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, not_empty) == 4 * CACHE_LINE);
     assert!(offset_of!(SegmentHeader, not_full) == 5 * CACHE_LINE);
     assert!(offset_of!(SegmentHeader, join) == 6 * CACHE_LINE);
+    assert!(offset_of!(SegmentHeader, selective) == 7 * CACHE_LINE);
     assert!(offset_of!(SlotHeader, seq) == 0);
     assert!(offset_of!(SlotHeader, owner) == 8);
     assert!(offset_of!(SlotHeader, request) == 16);

@@ -43,8 +43,8 @@ mod queue;
 mod segment;
 
 pub use error::{
-    ConfigError, CorruptError, CorruptKind, NameProblem, PermissionProblem, RecvError,
-    RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
+    ConfigError, CorruptError, CorruptKind, JoinTimeoutError, NameProblem, PermissionProblem,
+    RecvError, RecvTimeoutError, SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
 };
 pub use layout::{MAX_CAPACITY, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY};
 pub use message::{Header, Message, Request};

@@ -1,18 +1,19 @@
 //! The named queue: create/open, send, receive, queries.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
 use std::time::{Duration, Instant};
 
 use crate::error::{
-    ConfigError, CorruptError, CorruptKind, RecvError, RecvTimeoutError, SendError, SetupError,
-    TryRecvError, TrySendError,
+    ConfigError, CorruptError, CorruptKind, JoinTimeoutError, RecvError, RecvTimeoutError,
+    SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
 };
 use crate::layout::{Geometry, GeometryError, SlotHeader, FLAG_TOMBSTONE};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::ring::{ClaimError, Ring};
 use crate::segment::{Segment, Sharing};
 use crate::sync::Ordering;
-use crate::wait::Wake;
+use crate::wait::{EventCount, Wake};
 
 /// How a queue is made: capacity, largest payload, who may open it.
 ///
@@ -130,6 +131,8 @@ pub struct Queue {
     geo: Geometry,
     pid: u32,
     retry: SendRetry,
+    /// Messages this handle received and has not marked done.
+    received: AtomicU64,
 }
 
 impl fmt::Debug for Queue {
@@ -177,6 +180,7 @@ impl Queue {
             seg,
             pid: std::process::id(),
             retry: SendRetry::default(),
+            received: AtomicU64::new(0),
         }
     }
 
@@ -216,9 +220,11 @@ impl Queue {
         self.geo.max_payload as usize
     }
 
-    /// Messages in the queue right now, counting ones being written or
-    /// read. With other processes at work this is a snapshot: the queue
-    /// may hold more or fewer by the time you look at the number.
+    /// Slots in use right now: messages waiting, being written or being
+    /// read, plus messages a selective receive took out of order while an
+    /// older message still waits ahead of them (their slots free up when
+    /// that one goes). With other processes at work this is a snapshot:
+    /// the queue may hold more or fewer by the time you look at it.
     pub fn len(&self) -> usize {
         self.ring().len() as usize
     }
@@ -272,7 +278,7 @@ impl Queue {
             );
         }
         let r = ring.publish(t).map_err(drop);
-        self.seg.not_empty().notify(Wake::One);
+        self.notify_receivers();
         r
     }
 
@@ -384,27 +390,52 @@ impl Queue {
         }
     }
 
-    /// Claims the next message, skipping tombstones and refusing (after
-    /// releasing the slot, so the queue goes on) a message whose length is
-    /// impossible.
-    fn claim_recv(&self) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+    /// Claims the oldest message `want` accepts. Tombstones are skipped, a
+    /// message with an impossible length is released (so the queue goes
+    /// on) and reported.
+    fn claim_recv(&self, want: &mut Want<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let ring = self.ring();
+        let max = self.geo.max_payload;
+        let mut scratch = Vec::new();
         loop {
-            let t = match ring.try_claim_recv() {
+            let accept = |t: u64| {
+                let (header, len, flags) = read_slot(ring.slot(t));
+                if flags & FLAG_TOMBSTONE != 0 || len > max {
+                    return true; // everyone helps clear these
+                }
+                match want {
+                    Want::Any => true,
+                    Want::Header(f) => f(&header),
+                    Want::Message(f) => {
+                        // A peek at a slot we do not hold: a producer may be
+                        // rewriting it if it was taken meanwhile. The ring
+                        // re-checks the slot after a rejection and claims
+                        // only the very message looked at after an
+                        // acceptance, so a torn peek is never acted on.
+                        scratch.clear();
+                        scratch.resize(len as usize, 0);
+                        // SAFETY: `len <= max_payload <= stride`, so the
+                        // source lies inside slot `t`'s payload area; the
+                        // destination is our own buffer of `len` bytes.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                self.seg.payload_ptr(self.slot_index(t)),
+                                scratch.as_mut_ptr(),
+                                len as usize,
+                            );
+                        }
+                        f(&header, &scratch)
+                    }
+                }
+            };
+            let t = match ring.try_claim_recv(accept) {
                 Ok(t) => t,
                 Err(ClaimError::Unavailable) => return Ok(None),
                 Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
             };
             let slot = ring.slot(t);
-            // Each field read once into a local; only the checked copy is
-            // used from here on.
-            let flags = slot.flags.load(Ordering::Relaxed);
-            let len = slot.len.load(Ordering::Relaxed);
-            let header = Header {
-                request: Request::new(slot.request.load(Ordering::Relaxed)),
-                sender: slot.sender.load(Ordering::Relaxed),
-                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-            };
+            // Read once into locals; only the checked copy is used.
+            let (header, len, flags) = read_slot(slot);
             slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
             let guard = RecvGuard {
                 queue: self,
@@ -417,30 +448,37 @@ impl Queue {
                 guard.skip();
                 continue;
             }
-            if len > self.geo.max_payload {
+            if len > max {
                 guard.skip();
-                return Err(CorruptKind::Length {
-                    len,
-                    max: self.geo.max_payload,
-                }
-                .into());
+                return Err(CorruptKind::Length { len, max }.into());
             }
+            self.received.fetch_add(1, StdOrdering::Relaxed);
             return Ok(Some(guard));
         }
     }
 
-    /// Releases ticket `t` and wakes a sender waiting for space.
+    /// Ends the claim on ticket `t` and wakes a sender waiting for space.
     fn release(&self, t: u64) -> Result<(), CorruptError> {
         let r = self.ring().release(t);
         self.seg.not_full().notify(Wake::One);
         r.map_err(|_| CorruptKind::SlotStolen.into())
     }
 
+    /// Wakes receivers after a publish: one plain receiver (one message
+    /// feeds one), and every selective one (any of them may be its taker).
+    #[inline]
+    fn notify_receivers(&self) {
+        EventCount::notify_two(
+            (self.seg.not_empty(), Wake::One),
+            (self.seg.selective(), Wake::All),
+        );
+    }
+
     /// Receives the next message in place, if there is one: the guard reads
     /// the payload straight from shared memory and frees the slot when
     /// dropped.
     pub fn try_recv_ref(&self) -> Result<RecvGuard<'_>, TryRecvError> {
-        self.claim_recv()?.ok_or(TryRecvError::Empty)
+        self.claim_recv(&mut Want::Any)?.ok_or(TryRecvError::Empty)
     }
 
     /// Receives the next message if there is one.
@@ -456,22 +494,22 @@ impl Queue {
         Ok(self.try_recv_ref()?.into_message())
     }
 
-    /// Waits for the next message until `deadline` (`None`: forever):
-    /// spins briefly, then yields, then sleeps in the kernel until a sender
-    /// in any process wakes it.
-    fn recv_ref_until(
+    /// Waits for a message `want` accepts until `deadline` (`None`:
+    /// forever): spins briefly, then yields, then sleeps in the kernel until
+    /// a sender in any process wakes it.
+    fn recv_until(
         &self,
+        want: &mut Want<'_>,
         deadline: Option<Instant>,
     ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
-        if let Some(g) = self.claim_recv()? {
+        if let Some(g) = self.claim_recv(want)? {
             return Ok(Some(g));
         }
         let start = Instant::now();
-        let spin_end = start + SPIN;
-        let yield_end = start + YIELD;
+        let (spin_end, yield_end) = (start + SPIN, start + YIELD);
         let mut i = 0u32;
         loop {
-            if let Some(g) = self.claim_recv()? {
+            if let Some(g) = self.claim_recv(want)? {
                 return Ok(Some(g));
             }
             i = i.wrapping_add(1);
@@ -490,15 +528,18 @@ impl Queue {
                 std::thread::yield_now();
             }
         }
-        let got = self
-            .seg
-            .not_empty()
-            .wait_until(deadline, || self.claim_recv().transpose());
-        match got {
+        let plain = matches!(want, Want::Any);
+        let events = if plain {
+            self.seg.not_empty()
+        } else {
+            self.seg.selective()
+        };
+        match events.wait_until(deadline, || self.claim_recv(want).transpose()) {
             Some(Ok(g)) => {
-                // We slept; if more is waiting and others sleep, pass the
-                // wake on so one notify per message is never stranded on us.
-                if !self.is_empty() {
+                // We slept; if more is waiting and other plain receivers
+                // sleep, pass the wake on, so one notify per message is
+                // never stranded on a receiver that has just been served.
+                if plain && !self.is_empty() {
                     self.seg.not_empty().notify(Wake::One);
                 }
                 Ok(Some(g))
@@ -508,20 +549,35 @@ impl Queue {
         }
     }
 
-    /// Receives in place, waiting as long as it takes.
-    pub fn recv_ref(&self) -> Result<RecvGuard<'_>, RecvError> {
+    fn recv_forever(&self, want: &mut Want<'_>) -> Result<RecvGuard<'_>, RecvError> {
         loop {
-            if let Some(g) = self.recv_ref_until(None)? {
+            if let Some(g) = self.recv_until(want, None)? {
                 return Ok(g);
             }
         }
     }
 
+    fn recv_timeout_with(
+        &self,
+        want: &mut Want<'_>,
+        timeout: Duration,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self
+                .recv_until(want, Some(deadline))?
+                .ok_or(RecvTimeoutError::Timeout),
+            None => Ok(self.recv_forever(want)?),
+        }
+    }
+
+    /// Receives in place, waiting as long as it takes.
+    pub fn recv_ref(&self) -> Result<RecvGuard<'_>, RecvError> {
+        self.recv_forever(&mut Want::Any)
+    }
+
     /// Receives in place, waiting at most `timeout`.
     pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        let deadline = Instant::now().checked_add(timeout);
-        self.recv_ref_until(deadline)?
-            .ok_or(RecvTimeoutError::Timeout)
+        self.recv_timeout_with(&mut Want::Any, timeout)
     }
 
     /// Receives the next message, waiting as long as it takes (asleep in
@@ -564,6 +620,212 @@ impl Queue {
         guard.finish()?;
         Ok(header)
     }
+
+    /// Receives the oldest message that `pred` accepts, if there is one,
+    /// without disturbing the others.
+    ///
+    /// A message `pred` rejects stays where it is, receivable by everyone
+    /// else, and does not stop this call from taking a later message (no
+    /// head-of-line blocking, no re-queueing, no reordering). `pred` sees
+    /// the header and the payload and may be called on a message that
+    /// another receiver takes a moment later; it should be a cheap, pure
+    /// test.
+    ///
+    /// Ordering: among the messages `pred` accepts, the oldest available is
+    /// taken, so a receiver gets one producer's accepted messages in the
+    /// order they were sent.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request, TryRecvError};
+    /// # let name = format!("doc-recv-where-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
+    /// q.try_send(Message::new(Request::DO, b"for 111".as_slice()).to(111))?;
+    /// q.try_send(Message::new(Request::DO, b"for 222".as_slice()).to(222))?;
+    ///
+    /// let m = q.try_recv_where(|h, _| h.recipient == Some(222))?;
+    /// assert_eq!(m.data, b"for 222");
+    /// // The message for 111 is still there, for whoever wants it.
+    /// assert_eq!(q.try_recv()?.data, b"for 111");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_where<F>(&self, mut pred: F) -> Result<Message, TryRecvError>
+    where
+        F: FnMut(&Header, &[u8]) -> bool,
+    {
+        let guard = self.claim_recv(&mut Want::Message(&mut pred))?;
+        Ok(guard.ok_or(TryRecvError::Empty)?.into_message())
+    }
+
+    /// Like [`try_recv_where`](Queue::try_recv_where), waiting up to
+    /// `timeout` (`None`: forever) for an acceptable message. Asleep, it is
+    /// woken by every send, looks at the new messages, and sleeps on if none
+    /// is acceptable.
+    pub fn recv_where<F>(
+        &self,
+        mut pred: F,
+        timeout: Option<Duration>,
+    ) -> Result<Message, RecvTimeoutError>
+    where
+        F: FnMut(&Header, &[u8]) -> bool,
+    {
+        let mut want = Want::Message(&mut pred);
+        let guard = match timeout {
+            Some(t) => self.recv_timeout_with(&mut want, t)?,
+            None => self.recv_forever(&mut want)?,
+        };
+        Ok(guard.into_message())
+    }
+
+    /// Receives the oldest message whose header `pred` accepts, in place.
+    /// Cheaper than [`recv_where`](Queue::recv_where) when the header is
+    /// enough to decide: payloads are not looked at.
+    pub fn recv_ref_where_header<F>(
+        &self,
+        mut pred: F,
+        timeout: Option<Duration>,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError>
+    where
+        F: FnMut(&Header) -> bool,
+    {
+        let mut want = Want::Header(&mut pred);
+        match timeout {
+            Some(t) => self.recv_timeout_with(&mut want, t),
+            None => Ok(self.recv_forever(&mut want)?),
+        }
+    }
+
+    /// Receives the oldest message addressed to this process or to anyone,
+    /// waiting up to `timeout` (`None`: forever).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-recv-mine-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
+    /// q.try_send(Message::signal(Request::DO).to(1))?; // pid 1: not us
+    /// q.try_send(Message::signal(Request::FINISHED).to(q.pid()))?;
+    /// let m = q.recv_for_me(Some(Duration::from_secs(1)))?;
+    /// assert_eq!(m.request, Request::FINISHED);
+    /// assert_eq!(q.try_recv()?.recipient, Some(1)); // still there for pid 1
+    /// assert!(q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_for_me(&self, timeout: Option<Duration>) -> Result<Message, RecvTimeoutError> {
+        let me = self.pid;
+        Ok(self
+            .recv_ref_where_header(|h| h.is_for(me), timeout)?
+            .into_message())
+    }
+
+    /// Receives the oldest message sent by process `sender`, waiting up to
+    /// `timeout` (`None`: forever).
+    pub fn recv_from(
+        &self,
+        sender: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Message, RecvTimeoutError> {
+        Ok(self
+            .recv_ref_where_header(|h| h.sender == sender, timeout)?
+            .into_message())
+    }
+
+    /// Marks one message received by this handle as processed (Python's
+    /// `JoinableQueue.task_done`). [`join`](Queue::join) returns once every
+    /// message sent to the queue has been marked done.
+    ///
+    /// Calling it more times than this handle has received messages is an
+    /// error, and changes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-join-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
+    /// q.try_send(Message::signal(Request::DO))?;
+    /// assert!(q.join_timeout(Duration::from_millis(10)).is_err()); // not received yet
+    /// let _task = q.try_recv()?;
+    /// q.task_done()?;
+    /// q.join_timeout(Duration::from_millis(10))?;
+    /// assert!(q.task_done().is_err()); // one more than received
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.received
+            .fetch_update(StdOrdering::Relaxed, StdOrdering::Relaxed, |n| {
+                n.checked_sub(1)
+            })
+            .map_err(|_| TaskDoneError::TooManyCalls)?;
+        self.mark_done();
+        Ok(())
+    }
+
+    /// Counts one message as done towards `join`.
+    fn mark_done(&self) {
+        // Release: pairs with the Acquire load in `joined`; the work done
+        // before `task_done` happens before `join` returns.
+        let done = self.seg.done_count().fetch_add(1, Ordering::Release) + 1;
+        if done >= self.ring().sent() {
+            self.seg.joined().notify(Wake::All);
+        }
+    }
+
+    fn is_joined(&self) -> bool {
+        // Acquire: pairs with the Release in `mark_done`.
+        let done = self.seg.done_count().load(Ordering::Acquire);
+        done >= self.ring().sent()
+    }
+
+    /// Waits until every message sent to the queue has been received and
+    /// marked done with [`task_done`](Queue::task_done) (Python's
+    /// `JoinableQueue.join`), as long as it takes.
+    pub fn join(&self) {
+        while self
+            .seg
+            .joined()
+            .wait_until(None, || self.is_joined().then_some(()))
+            .is_none()
+        {}
+    }
+
+    /// [`join`](Queue::join), waiting at most `timeout`; the error tells how
+    /// many messages were still not done.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.seg
+            .joined()
+            .wait_until(deadline, || self.is_joined().then_some(()))
+            .ok_or_else(|| JoinTimeoutError {
+                outstanding: self
+                    .ring()
+                    .sent()
+                    .saturating_sub(self.seg.done_count().load(Ordering::Relaxed)),
+            })
+    }
+}
+
+/// What a receive is looking for.
+enum Want<'f> {
+    /// The oldest message.
+    Any,
+    /// The oldest message whose header passes.
+    Header(&'f mut dyn FnMut(&Header) -> bool),
+    /// The oldest message whose header and payload pass.
+    Message(&'f mut dyn FnMut(&Header, &[u8]) -> bool),
+}
+
+/// A slot's header fields, each read once (Relaxed; ordered by the
+/// caller's Acquire on the sequence word).
+fn read_slot(slot: &SlotHeader) -> (Header, u32, u32) {
+    let header = Header {
+        request: Request::new(slot.request.load(Ordering::Relaxed)),
+        sender: slot.sender.load(Ordering::Relaxed),
+        recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
+    };
+    (
+        header,
+        slot.len.load(Ordering::Relaxed),
+        slot.flags.load(Ordering::Relaxed),
+    )
 }
 
 /// `pid << 32 | ticket mod 2^32`: who holds a claim (for recovery tools).
@@ -636,7 +898,7 @@ impl SendSlot<'_> {
         };
         write_header(slot, q.pid, self.ticket, &header, len as u32, 0);
         let r = q.ring().publish(self.ticket);
-        q.seg.not_empty().notify(Wake::One);
+        q.notify_receivers();
         r.map_err(|_| TrySendError::Fenced(()))
     }
 
@@ -651,7 +913,7 @@ impl SendSlot<'_> {
         write_header(slot, q.pid, self.ticket, &header, 0, FLAG_TOMBSTONE);
         // A fenced tombstone means a recoverer already skipped the slot.
         let _ = q.ring().publish(self.ticket);
-        q.seg.not_empty().notify(Wake::One);
+        q.notify_receivers();
     }
 }
 
@@ -738,10 +1000,13 @@ impl RecvGuard<'_> {
         self.queue.release(self.ticket)
     }
 
+    /// Releases a slot that carried no message for the user (tombstone,
+    /// impossible length) and counts it done for `join`.
     fn skip(mut self) {
         self.released = true;
         // Fenced: a recoverer already released it; nothing of ours to undo.
         let _ = self.queue.release(self.ticket);
+        self.queue.mark_done();
     }
 }
 

@@ -1,39 +1,91 @@
 //! The lock-free MPMC ring: Vyukov's bounded queue with a sequence word per
-//! slot (as crossbeam's `ArrayQueue`), over memory that other processes
-//! share and may corrupt.
+//! slot (as crossbeam's `ArrayQueue`), extended so a receiver can take a
+//! message that is not at the head (selective receive) without ever moving
+//! another message, over memory that other processes share and may corrupt.
 //!
 //! This module decides only who owns which slot when; copying messages in and
-//! out is the queue's business. See [`SlotHeader::seq`] for the encoding.
+//! out is the queue's business.
+//!
+//! # States of a slot's sequence word
+//!
+//! For ticket `t` (the slot is `t % capacity`), with two flag bits at the top
+//! of the word (positions never reach 2^62):
+//!
+//! | word                | state                                                    |
+//! |---------------------|----------------------------------------------------------|
+//! | `t`                 | FREE: the producer of `t` may claim and fill it          |
+//! | `t + 1`             | PUBLISHED: any receiver may take it                      |
+//! | `(t + 1) \| HELD`   | HELD: one receiver owns it and is reading it             |
+//! | `(t + 1) \| TAKEN`  | TAKEN: read; waiting for `head` to pass `t`              |
+//! | `t + capacity`      | FREE for ticket `t + capacity` (the next lap)            |
+//!
+//! Transitions, each a compare-and-swap by exactly one party:
+//!
+//! - producer: `tail` CAS `t -> t+1` claims ticket `t` (only when the slot
+//!   reads FREE(t)); fills the slot; publish CAS FREE(t) -> PUBLISHED.
+//! - receiver: CAS PUBLISHED -> HELD claims the message, whatever its
+//!   distance from `head`. Reading done: if `head == t` it sets
+//!   `head = t+1` and releases HELD -> FREE(t+capacity); otherwise it marks
+//!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
+//! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
+//!   and release TAKEN(h) -> FREE(h+capacity).
+//!
+//! Invariants:
+//!
+//! 1. `head <= tail`; `head` moves only past slots that are released or
+//!    about to be by the mover.
+//! 2. While the slot of `head` is HELD, only its holder moves `head`
+//!    (an advancer needs TAKEN at `head`), so the holder's CAS of `head`
+//!    `t -> t+1` cannot fail.
+//! 3. PUBLISHED(t) occurs once in the slot's history (no transition leads
+//!    back to it), so a CAS from PUBLISHED(t) that succeeds proves the slot
+//!    was not touched since it was read as PUBLISHED(t).
+//! 4. Receivers scan from `head` towards `tail` and stop at the first slot
+//!    still being written (FREE(t) with `t < tail`): a receiver therefore
+//!    takes one producer's messages in the order they were sent.
+//! 5. Every write of `head` is an RMW, and a receiver that marks a slot
+//!    TAKEN then reads `head` with an RMW. Of the two, the mark and the move
+//!    of `head` onto that slot, the later one in `head`'s modification order
+//!    synchronizes with the earlier, so its author sees the other's write
+//!    and does the advancing: a TAKEN slot is never stranded at `head`.
+//!    (Plain loads would allow the store-buffering outcome where each sees
+//!    the other's old value; the loom model finds it.)
 //!
 //! # Orderings
 //!
-//! - A producer claims ticket `t` by CAS on `tail` (Relaxed: the slot's
-//!   `seq`, not `tail`, carries the data), fills the slot, and publishes with
-//!   a CAS on `seq` `t -> t+1` (Release). A consumer's Acquire load of
-//!   `seq == t+1` pairs with it, so the message is visible.
-//! - A consumer claims by CAS on `head`, reads, and releases with a CAS on
-//!   `seq` `t+1 -> t+capacity` (Release). The next producer's Acquire load
-//!   of `seq` pairs with it, so the read is finished before the overwrite.
+//! - publish (Release) pairs with the receiver's Acquire load/CAS of the
+//!   sequence word: the message is visible to the receiver.
+//! - release to FREE(t+capacity) (Release) pairs with the producer's Acquire
+//!   load of the sequence word: the read is finished before the overwrite.
+//! - HELD -> TAKEN (Release) pairs with the advancer's Acquire load before
+//!   it releases the slot on the holder's behalf (the holder's reads happen
+//!   before the next producer's writes, transitively).
+//! - `head` and `tail` are Relaxed: they are hints for where to look; every
+//!   decision is confirmed on a sequence word.
 //!
 //! # Trusting nothing
 //!
-//! A segment can be scribbled on by any process that maps it. Every loop
-//! here is bounded: a state that no honest run produces (a sequence word
-//! ahead of its position while the position has not moved) is reported as
-//! corruption instead of being retried forever.
+//! Every loop is bounded. A state that no honest run produces (a sequence
+//! word ahead of its position while the position has not moved, both flags
+//! set, `tail - head` above the capacity) is reported as corruption.
 
 use crate::layout::SlotHeader;
 use crate::sync::{spin_hint, AtomicU64, Ordering};
 
-/// Upper bound on CAS retries of one claim. Honest contention fails a CAS
-/// a handful of times; this many means the positions are being rewritten
-/// under us.
-const MAX_CLAIM_RETRIES: u32 = 1 << 20;
+/// A receiver owns the slot and is reading it.
+pub(crate) const HELD: u64 = 1 << 63;
+/// The slot was read out of order; `head` has not passed it yet.
+pub(crate) const TAKEN: u64 = 1 << 62;
+const FLAGS: u64 = HELD | TAKEN;
+
+/// Upper bound on retries of one claim. Honest contention fails a CAS a
+/// handful of times; this many means the words are being rewritten under us.
+const MAX_RETRIES: u32 = 1 << 16;
 
 /// Why a claim did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ClaimError {
-    /// No free slot (send) or no published message (receive).
+pub enum ClaimError {
+    /// No free slot (send) or no acceptable published message (receive).
     Unavailable,
     /// The positions or sequence words are in a state no honest process
     /// produces.
@@ -43,11 +95,11 @@ pub(crate) enum ClaimError {
 /// A commit or release found the slot's sequence word changed under it:
 /// a recoverer reclaimed the slot (or the segment was scribbled on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fenced;
+pub struct Fenced;
 
 /// A view of one ring: its positions and slot headers.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Ring<'a> {
+pub struct Ring<'a> {
     head: &'a AtomicU64,
     tail: &'a AtomicU64,
     slots: &'a [SlotHeader],
@@ -58,7 +110,7 @@ pub(crate) struct Ring<'a> {
 impl<'a> Ring<'a> {
     /// A ring over `slots` (length a power of two ≥ 2, every slot's `seq`
     /// initialised to its index, `head == tail == 0` at creation).
-    pub(crate) fn new(head: &'a AtomicU64, tail: &'a AtomicU64, slots: &'a [SlotHeader]) -> Self {
+    pub fn new(head: &'a AtomicU64, tail: &'a AtomicU64, slots: &'a [SlotHeader]) -> Self {
         debug_assert!(slots.len() >= 2 && slots.len().is_power_of_two());
         Ring {
             head,
@@ -68,51 +120,47 @@ impl<'a> Ring<'a> {
         }
     }
 
+    #[inline]
     fn capacity(&self) -> u64 {
         self.mask + 1
     }
 
     /// The header of the slot that ticket `t` maps to.
     #[inline]
-    pub(crate) fn slot(&self, t: u64) -> &'a SlotHeader {
+    pub fn slot(&self, t: u64) -> &'a SlotHeader {
         // In bounds: the mask keeps the index below `slots.len()`.
         &self.slots[(t & self.mask) as usize]
     }
 
     /// Claims the next free slot for writing; returns its ticket.
     #[inline]
-    pub(crate) fn try_claim_send(&self) -> Result<u64, ClaimError> {
+    pub fn try_claim_send(&self) -> Result<u64, ClaimError> {
         let mut pos = self.tail.load(Ordering::Relaxed);
-        for _ in 0..MAX_CLAIM_RETRIES {
-            // Acquire: pairs with the consumer's Release in `release`, so the
-            // previous lap's read is complete before we overwrite the slot.
+        for _ in 0..MAX_RETRIES {
+            if pos & FLAGS != 0 {
+                return Err(ClaimError::Corrupt);
+            }
+            // Acquire: pairs with the Release of the previous lap's release,
+            // so that lap's read is complete before we overwrite the slot.
             let seq = self.slot(pos).seq.load(Ordering::Acquire);
             if seq == pos {
                 match self.tail.compare_exchange_weak(
                     pos,
-                    pos.wrapping_add(1),
+                    pos + 1,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => return Ok(pos),
                     Err(now) => pos = now,
                 }
-            } else if seq.wrapping_add(self.capacity()) == pos.wrapping_add(1) {
-                // seq == pos + 1 - capacity: the slot still holds the message
-                // of ticket `pos - capacity`: full.
+            } else if seq & !FLAGS < pos {
+                // The previous lap's message is still in the slot: full.
                 return Err(ClaimError::Unavailable);
             } else {
+                // Another producer took `pos`; look again from the new tail.
                 let now = self.tail.load(Ordering::Relaxed);
                 if now == pos {
-                    // The slot is neither ours nor one lap behind, yet no
-                    // producer has moved past `pos`: the consumer of
-                    // `pos - capacity` still holds it (full), or the words are
-                    // corrupt.
-                    return if seq < pos {
-                        Err(ClaimError::Unavailable)
-                    } else {
-                        Err(ClaimError::Corrupt)
-                    };
+                    return Err(ClaimError::Corrupt);
                 }
                 pos = now;
                 spin_hint();
@@ -123,87 +171,193 @@ impl<'a> Ring<'a> {
 
     /// Publishes the slot of ticket `t` (claimed by `try_claim_send`).
     #[inline]
-    pub(crate) fn publish(&self, t: u64) -> Result<(), Fenced> {
-        // SYNC POINT. Release: pairs with the Acquire load in
-        // `try_claim_recv`; the header and payload written before this are
-        // visible to the consumer of `t`.
+    pub fn publish(&self, t: u64) -> Result<(), Fenced> {
+        // SYNC POINT. Release: pairs with the receivers' Acquire load/CAS of
+        // `seq`; the header and payload written before are visible to them.
         self.slot(t)
             .seq
-            .compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed)
             .map(drop)
             .map_err(|_| Fenced)
     }
 
-    /// Claims the next published message for reading; returns its ticket.
+    /// Claims the oldest published message that `accept` accepts, scanning
+    /// from `head` and stopping at the first message still being written.
+    ///
+    /// `accept(t)` may look at the slot of `t` (header, payload) before the
+    /// claim; what it saw is confirmed afterwards: a rejection is re-examined
+    /// if the slot changed meanwhile, an acceptance is claimed only if the
+    /// slot is still the message that was looked at (invariant 3).
     #[inline]
-    pub(crate) fn try_claim_recv(&self) -> Result<u64, ClaimError> {
-        let mut pos = self.head.load(Ordering::Relaxed);
-        for _ in 0..MAX_CLAIM_RETRIES {
-            // SYNC POINT. Acquire: pairs with the Release in `publish`.
-            let seq = self.slot(pos).seq.load(Ordering::Acquire);
-            let want = pos.wrapping_add(1);
-            if seq == want {
-                match self.head.compare_exchange_weak(
-                    pos,
-                    want,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(pos),
-                    Err(now) => pos = now,
-                }
-            } else if seq == pos {
-                // Not yet published for this lap: empty, or a producer is
-                // still writing it.
-                return Err(ClaimError::Unavailable);
-            } else {
-                let now = self.head.load(Ordering::Relaxed);
-                if now == pos {
-                    return if seq < pos {
-                        // The previous lap's consumer has not released yet:
-                        // nothing published for `pos`.
-                        Err(ClaimError::Unavailable)
-                    } else {
-                        Err(ClaimError::Corrupt)
-                    };
-                }
-                pos = now;
+    pub fn try_claim_recv(&self, mut accept: impl FnMut(u64) -> bool) -> Result<u64, ClaimError> {
+        // Restarts and re-examinations; plain scanning steps are bounded
+        // by `tail - head <= capacity` per pass.
+        let mut budget = MAX_RETRIES;
+        'restart: loop {
+            let head = self.head.load(Ordering::Relaxed);
+            let tail = self.tail.load(Ordering::Relaxed);
+            if tail < head || tail - head > self.capacity() || tail & FLAGS != 0 {
+                // A stale `tail` read before a newer `head` can look like
+                // this for a moment; persistent, it is corruption.
+                budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
                 spin_hint();
+                continue 'restart;
             }
+            let mut t = head;
+            while t < tail {
+                let slot = self.slot(t);
+                // SYNC POINT. Acquire: pairs with the Release in `publish`.
+                let seq = slot.seq.load(Ordering::Acquire);
+                let published = t + 1;
+                if seq == published {
+                    if !accept(t) {
+                        if slot.seq.load(Ordering::Acquire) == seq {
+                            t += 1;
+                        } else {
+                            budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
+                        }
+                        continue;
+                    }
+                    // Acquire: pairs with `publish`, as the load above.
+                    match slot.seq.compare_exchange(
+                        seq,
+                        seq | HELD,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(t),
+                        Err(_) => {
+                            // Taken meanwhile: look at `t` again.
+                            budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
+                            continue;
+                        }
+                    }
+                }
+                match (seq & !FLAGS, seq & FLAGS) {
+                    (s, HELD) if s == published => t += 1, // another receiver's
+                    (s, TAKEN) if s == published => {
+                        if t == head {
+                            self.advance_from(t);
+                            budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
+                            continue 'restart;
+                        }
+                        t += 1;
+                    }
+                    // Claimed by a producer still writing it: stop here, so
+                    // that one producer's messages are taken in order.
+                    (s, 0) if s == t => return Err(ClaimError::Unavailable),
+                    // An older lap not yet released (a stale view): nothing
+                    // for us here yet.
+                    (s, _) if s < t => return Err(ClaimError::Unavailable),
+                    // Released already: `head` moved on; look again.
+                    (s, f) if s >= t + self.capacity() && f != FLAGS => {
+                        budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
+                        continue 'restart;
+                    }
+                    _ => return Err(ClaimError::Corrupt),
+                }
+            }
+            return Err(ClaimError::Unavailable);
         }
-        Err(ClaimError::Corrupt)
     }
 
-    /// Releases the slot of ticket `t` (claimed by `try_claim_recv`) for the
-    /// producer of the next lap.
+    /// Ends the claim on `t` (held by `try_claim_recv`): the slot becomes
+    /// free for the next lap once `head` passes it.
     #[inline]
-    pub(crate) fn release(&self, t: u64) -> Result<(), Fenced> {
-        // SYNC POINT. Release: pairs with the Acquire load in
-        // `try_claim_send`; our reads of the slot happen before its reuse.
-        self.slot(t)
-            .seq
-            .compare_exchange(
-                t.wrapping_add(1),
-                t.wrapping_add(self.capacity()),
+    pub fn release(&self, t: u64) -> Result<(), Fenced> {
+        let slot = self.slot(t);
+        let held = (t + 1) | HELD;
+        if self.head.load(Ordering::Relaxed) == t {
+            // Invariant 2: while our slot at `head` is HELD, only we move
+            // `head`, so this CAS fails only on a corrupt segment. AcqRel,
+            // invariant 5: pairs with the head RMW of a receiver that marked
+            // the next slot TAKEN, so `advance_from` below sees that mark.
+            let moved = self
+                .head
+                .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+            // SYNC POINT. Release: pairs with the producer's Acquire load in
+            // `try_claim_send`; our reads happen before its writes.
+            let r = slot.seq.compare_exchange(
+                held,
+                t + self.capacity(),
                 Ordering::Release,
                 Ordering::Relaxed,
-            )
-            .map(drop)
-            .map_err(|_| Fenced)
+            );
+            if moved {
+                self.advance_from(t + 1);
+            }
+            r.map(drop).map_err(|_| Fenced)
+        } else {
+            // Release: pairs with the Acquire load in `advance_from`, so the
+            // advancer's release of our slot is ordered after our reads.
+            let r = slot.seq.compare_exchange(
+                held,
+                (t + 1) | TAKEN,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            // Invariant 5: an RMW reads the newest `head`. Either it is
+            // already `t` and advancing is ours to do, or whoever moves
+            // `head` to `t` does so by an RMW ordered after this one and
+            // then sees our TAKEN mark.
+            if self.head.fetch_add(0, Ordering::AcqRel) == t {
+                self.advance_from(t);
+            }
+            r.map(drop).map_err(|_| Fenced)
+        }
     }
 
-    /// Messages claimed by producers and not yet claimed by consumers
-    /// (including ones still being written), clamped to `0..=capacity`.
-    pub(crate) fn len(&self) -> u64 {
-        // head first: tail read afterwards is at least as new, and
+    /// Moves `head` from `h` past slots read out of order, releasing each.
+    /// The caller has just seen `head == h` through an RMW (or a CAS that
+    /// set it); a failed CAS here means another process moved `head` and
+    /// carries on from there.
+    fn advance_from(&self, mut h: u64) {
+        for _ in 0..self.capacity().min(u64::from(MAX_RETRIES)) {
+            let slot = self.slot(h);
+            let taken = (h + 1) | TAKEN;
+            // Acquire: pairs with the holder's Release in `release`.
+            if slot.seq.load(Ordering::Acquire) != taken {
+                return;
+            }
+            // AcqRel, invariant 5 (as in `release`).
+            if self
+                .head
+                .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            // SYNC POINT. Release: pairs with the producer's Acquire load in
+            // `try_claim_send`. Only the winner of the `head` CAS releases,
+            // so this cannot fail for an honest peer.
+            let _ = slot.seq.compare_exchange(
+                taken,
+                h + self.capacity(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            h += 1;
+        }
+    }
+
+    /// Messages claimed by producers and not yet passed by `head`
+    /// (including ones being written or read), clamped to `0..=capacity`.
+    pub fn len(&self) -> u64 {
+        // head first: the tail read afterwards is at least as new, and
         // head <= tail in every honest state.
-        let head = self.head.load(Ordering::Acquire);
-        let tail = self.tail.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
         tail.saturating_sub(head).min(self.capacity())
     }
 
-    /// True if a receive would find the ring empty right now.
-    pub(crate) fn is_empty(&self) -> bool {
+    /// True if `len() == 0`.
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The enqueue position: tickets handed out to producers so far.
+    pub fn sent(&self) -> u64 {
+        self.tail.load(Ordering::Relaxed)
     }
 }

@@ -321,6 +321,12 @@ impl Segment {
         unsafe { &*addr_of!((*self.header_ptr()).not_full.0) }
     }
 
+    /// Selective receivers' event count.
+    pub(crate) fn selective(&self) -> &EventCount {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).selective.0) }
+    }
+
     /// Tasks marked done (join/task_done).
     pub(crate) fn done_count(&self) -> &AtomicU64 {
         // SAFETY: as in `init_word`.

@@ -45,7 +45,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(200);
 /// An event count in shared memory.
 #[repr(C)]
 #[derive(Debug)]
-pub(crate) struct EventCount {
+pub struct EventCount {
     /// Bumped (wrapping) by a notifier that saw a sleeper; the futex word.
     epoch: AtomicU32,
     /// Processes between "registered" and "done sleeping". May be too high
@@ -59,7 +59,7 @@ pub(crate) struct EventCount {
 
 /// How many sleepers a notify wakes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
+pub enum Wake {
     /// One sleeper: one new message or one free slot.
     One,
     /// Every sleeper: a change each of them must look at.
@@ -69,7 +69,7 @@ pub(crate) enum Wake {
 impl EventCount {
     /// A fresh event count (heap models).
     #[cfg(loom)]
-    pub(crate) fn new() -> EventCount {
+    pub fn new() -> EventCount {
         EventCount {
             epoch: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
@@ -80,9 +80,24 @@ impl EventCount {
     /// Wakes sleepers, if any, after the caller made its condition true
     /// (with a Release store or RMW).
     #[inline]
-    pub(crate) fn notify(&self, wake: Wake) {
+    pub fn notify(&self, wake: Wake) {
         // SYNC POINT (F2): pairs with F1 in `wait_until`.
         fence(Ordering::SeqCst);
+        self.notify_fenced(wake);
+    }
+
+    /// [`notify`](Self::notify) on two event counts for the price of one
+    /// fence.
+    #[inline]
+    pub fn notify_two(a: (&EventCount, Wake), b: (&EventCount, Wake)) {
+        // SYNC POINT (F2): pairs with F1 in `wait_until`, for both counts.
+        fence(Ordering::SeqCst);
+        a.0.notify_fenced(a.1);
+        b.0.notify_fenced(b.1);
+    }
+
+    #[inline]
+    fn notify_fenced(&self, wake: Wake) {
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.wake_slow(wake);
         }
@@ -104,7 +119,7 @@ impl EventCount {
     ///
     /// `check` must be cheap and must look at state that notifiers change
     /// before calling [`notify`](Self::notify).
-    pub(crate) fn wait_until<T>(
+    pub fn wait_until<T>(
         &self,
         deadline: Option<Instant>,
         mut check: impl FnMut() -> Option<T>,
@@ -156,13 +171,6 @@ impl EventCount {
     #[cfg(loom)]
     fn futex_wake(&self, _n: i32) {
         self.model.wake_all();
-    }
-
-    /// Number of registered waiters (may count waiters killed while
-    /// registered).
-    #[cfg(not(loom))]
-    pub(crate) fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
     }
 }
 
