@@ -41,6 +41,10 @@ mod wait;
 mod queue;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+pub mod process;
+#[cfg(all(feature = "serde", not(loom)))]
+mod typed;
 
 pub use error::{
     ConfigError, CorruptError, CorruptKind, JoinTimeoutError, NameProblem, PermissionProblem,

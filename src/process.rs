@@ -1,0 +1,1 @@
+//! Starting child processes that open the parent's channels (being written).

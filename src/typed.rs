@@ -1,0 +1,1 @@
+//! serde values over queues (being written).
