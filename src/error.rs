@@ -151,6 +151,25 @@ pub enum SetupError {
         /// The name given.
         name: String,
     },
+    /// A mulproc segment of the other kind (a pipe opened as a queue, or the
+    /// other way round).
+    #[error("{name:?} is a {found:?}, not a {expected:?}")]
+    WrongKind {
+        /// The name given.
+        name: String,
+        /// What the segment is.
+        found: crate::ChannelKind,
+        /// What was asked for.
+        expected: crate::ChannelKind,
+    },
+    /// The end of a pipe is held by another live process.
+    #[error("pipe {name:?}: this end is held by process {pid}")]
+    EndTaken {
+        /// The name given.
+        name: String,
+        /// The process holding it.
+        pid: u32,
+    },
     /// A mulproc segment of another layout version.
     #[error("queue {name:?} has layout version {found}, this library speaks {expected}")]
     IncompatibleVersion {

@@ -72,7 +72,9 @@ pub(crate) struct LayoutInfo {
     pub total_size: u64,
     pub creator_pid: u32,
     pub creator_uid: u32,
-    pub _reserved: [u32; 2],
+    /// [`ChannelKind`] as a number.
+    pub kind: u32,
+    pub _reserved: u32,
 }
 
 /// A value on a cache line of its own, so positions written by producers and
@@ -116,6 +118,64 @@ pub(crate) struct SegmentHeader {
     /// Selective receivers (with a predicate) sleep here; every publish
     /// wakes all of them, since any one may be the message's taker.
     pub selective: CachePadded<EventCount>,
+}
+
+/// A pipe's header: the same first two lines as a queue's (so `open` reads
+/// info and init word alike), then per-direction positions and event
+/// counts. Direction 0 carries parent-to-child messages, 1 the replies.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeHeader {
+    pub info: CachePadded<LayoutInfo>,
+    pub init: CachePadded<PipeInit>,
+    pub dirs: [PipeDirection; 2],
+    pub events: [CachePadded<PipeEvents>; 2],
+}
+
+/// Line 1 of a pipe: the init word, and which process holds each end.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeInit {
+    pub init: AtomicU32,
+    /// Pid holding the parent end (0) and the child end (1); 0 if none.
+    pub ends: [AtomicU32; 2],
+}
+
+/// One direction's positions, each written by one side only.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeDirection {
+    /// Messages published so far; written by the sender only (for `len`).
+    pub tail: CachePadded<AtomicU64>,
+    /// Messages received and released so far; written by the receiver
+    /// only, read by the sender when its cached copy says "full".
+    pub head: CachePadded<AtomicU64>,
+}
+
+/// One direction's sleepers: its one receiver and its one sender.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeEvents {
+    pub not_empty: EventCount,
+    pub not_full: EventCount,
+}
+
+/// A pipe slot's header, right before its payload.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeSlotHeader {
+    /// `t + 1` once the message of ticket `t` is published (Release);
+    /// anything else means "not yet" for the receiver of `t`. The slot's
+    /// previous lap left `t + 1 - capacity` here (0 before the first).
+    pub seq: AtomicU64,
+    pub request: AtomicU32,
+    pub sender: AtomicU32,
+    /// 0 = for anyone.
+    pub recipient: AtomicU32,
+    /// Checked against max payload on every read.
+    pub len: AtomicU32,
+    pub flags: AtomicU32,
+    pub _pad: u32,
 }
 
 /// One slot's header.
@@ -187,6 +247,11 @@ const _: () = {
 /// layout version bump. Checked at compile time.
 #[cfg(not(loom))]
 const _: () = {
+    assert!(std::mem::size_of::<PipeHeader>() == HEADER_SIZE);
+    assert!(std::mem::size_of::<PipeSlotHeader>() == PIPE_SLOT_HEADER_SIZE);
+    assert!(offset_of!(PipeHeader, init) == offset_of!(SegmentHeader, init));
+    assert!(offset_of!(PipeHeader, dirs) == 2 * CACHE_LINE);
+    assert!(offset_of!(PipeHeader, events) == 6 * CACHE_LINE);
     assert!(offset_of!(SegmentHeader, info) == 0);
     assert!(offset_of!(SegmentHeader, init) == CACHE_LINE);
     assert!(offset_of!(SegmentHeader, tail) == 2 * CACHE_LINE);
@@ -205,11 +270,50 @@ const _: () = {
     assert!(offset_of!(LayoutInfo, version) == 8);
     assert!(offset_of!(LayoutInfo, capacity) == 16);
     assert!(offset_of!(LayoutInfo, total_size) == 40);
+    assert!(offset_of!(LayoutInfo, kind) == 56);
 };
 
+/// What a segment holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChannelKind {
+    /// A [`Queue`](crate::Queue): one MPMC ring.
+    Queue = 1,
+    /// A [`Pipe`](crate::Pipe): two SPSC rings, one per direction.
+    Pipe = 2,
+}
+
+impl ChannelKind {
+    fn from_u32(v: u32) -> Option<ChannelKind> {
+        match v {
+            1 => Some(ChannelKind::Queue),
+            2 => Some(ChannelKind::Pipe),
+            _ => None,
+        }
+    }
+
+    /// Bytes of per-slot header for this kind.
+    pub(crate) fn slot_header_size(self) -> usize {
+        match self {
+            ChannelKind::Queue => SLOT_HEADER_SIZE,
+            ChannelKind::Pipe => PIPE_SLOT_HEADER_SIZE,
+        }
+    }
+}
+
+/// Size of a pipe slot's header, which sits right before its payload.
+pub(crate) const PIPE_SLOT_HEADER_SIZE: usize = 32;
+
 /// Sizes derived from a (capacity, max payload) pair.
+///
+/// Queue: `HEADER_SIZE + capacity × (64 + round_up(max_payload, 64))`, slot
+/// headers in one array, payloads in another.
+/// Pipe: `HEADER_SIZE + 2 × capacity × round_up(32 + max_payload, 64)`:
+/// each direction's slots hold their 32-byte header right before the
+/// payload, so a small message is one cache line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
+    pub kind: ChannelKind,
     pub capacity: u32,
     pub max_payload: u32,
     pub stride: u32,
@@ -228,9 +332,19 @@ pub(crate) enum GeometryError {
 }
 
 impl Geometry {
-    /// Computes and checks the layout for `capacity` slots of up to
-    /// `max_payload` bytes. All arithmetic is checked.
+    /// Computes and checks a queue's layout for `capacity` slots of up to
+    /// `max_payload` bytes.
+    #[cfg(test)]
     pub(crate) fn new(capacity: u32, max_payload: u32) -> Result<Geometry, GeometryError> {
+        Geometry::of(ChannelKind::Queue, capacity, max_payload)
+    }
+
+    /// Computes and checks the layout of a segment of `kind`.
+    pub(crate) fn of(
+        kind: ChannelKind,
+        capacity: u32,
+        max_payload: u32,
+    ) -> Result<Geometry, GeometryError> {
         if capacity < MIN_CAPACITY {
             return Err(GeometryError::CapacityTooSmall);
         }
@@ -243,13 +357,27 @@ impl Geometry {
         if max_payload > MAX_PAYLOAD_LIMIT {
             return Err(GeometryError::PayloadTooLarge);
         }
-        let stride = round_up(max_payload as u64, PAYLOAD_ALIGN as u64);
-        let data_offset = HEADER_SIZE as u64 + capacity as u64 * SLOT_HEADER_SIZE as u64;
-        let total_size = data_offset + capacity as u64 * stride;
+        let cap = capacity as u64;
+        let (stride, data_offset, total_size) = match kind {
+            ChannelKind::Queue => {
+                let stride = round_up(max_payload as u64, PAYLOAD_ALIGN as u64);
+                let data_offset = HEADER_SIZE as u64 + cap * SLOT_HEADER_SIZE as u64;
+                (stride, data_offset, data_offset + cap * stride)
+            }
+            ChannelKind::Pipe => {
+                let stride = round_up(
+                    PIPE_SLOT_HEADER_SIZE as u64 + max_payload as u64,
+                    PAYLOAD_ALIGN as u64,
+                );
+                let data_offset = HEADER_SIZE as u64;
+                (stride, data_offset, data_offset + 2 * cap * stride)
+            }
+        };
         if total_size > MAX_SEGMENT_SIZE {
             return Err(GeometryError::SegmentTooLarge);
         }
         Ok(Geometry {
+            kind,
             capacity,
             max_payload,
             // stride <= MAX_PAYLOAD_LIMIT rounded up, fits in u32.
@@ -267,13 +395,14 @@ impl Geometry {
             header_size: HEADER_SIZE as u32,
             capacity: self.capacity,
             max_payload: self.max_payload,
-            slot_header_size: SLOT_HEADER_SIZE as u32,
+            slot_header_size: self.kind.slot_header_size() as u32,
             stride: self.stride,
             data_offset: self.data_offset,
             total_size: self.total_size,
             creator_pid,
             creator_uid,
-            _reserved: [0; 2],
+            kind: self.kind as u32,
+            _reserved: 0,
         }
     }
 }
@@ -302,12 +431,14 @@ pub(crate) fn validate(info: &LayoutInfo, file_size: u64) -> Result<Geometry, La
     if info.version != LAYOUT_VERSION {
         return Err(LayoutError::Version(info.version));
     }
+    let kind =
+        ChannelKind::from_u32(info.kind).ok_or(LayoutError::Corrupt(CorruptKind::LayoutFields))?;
     if info.header_size as usize != HEADER_SIZE
-        || info.slot_header_size as usize != SLOT_HEADER_SIZE
+        || info.slot_header_size as usize != kind.slot_header_size()
     {
         return Err(LayoutError::Corrupt(CorruptKind::LayoutFields));
     }
-    let geo = Geometry::new(info.capacity, info.max_payload)
+    let geo = Geometry::of(kind, info.capacity, info.max_payload)
         .map_err(|_| LayoutError::Corrupt(CorruptKind::LayoutFields))?;
     if geo.stride != info.stride
         || geo.data_offset != info.data_offset
@@ -341,6 +472,17 @@ mod tests {
         let g = Geometry::new(2, 0).unwrap();
         assert_eq!(g.stride, 0);
         assert_eq!(g.total_size, (HEADER_SIZE + 2 * 64) as u64);
+    }
+
+    #[test]
+    fn pipe_size_formula() {
+        let g = Geometry::of(ChannelKind::Pipe, 8, 64).unwrap();
+        assert_eq!(g.stride, 128); // 32 + 64 rounded up to 64
+        assert_eq!(g.total_size, (HEADER_SIZE + 2 * 8 * 128) as u64);
+        let g = Geometry::of(ChannelKind::Pipe, 4, 32).unwrap();
+        assert_eq!(g.stride, 64); // one cache line per message
+        let info = g.info(1, 0);
+        assert_eq!(validate(&info, g.total_size), Ok(g));
     }
 
     #[test]
@@ -400,6 +542,8 @@ mod tests {
             |i: &mut LayoutInfo| i.total_size -= 1,
             |i: &mut LayoutInfo| i.header_size = 0,
             |i: &mut LayoutInfo| i.slot_header_size = 128,
+            |i: &mut LayoutInfo| i.kind = 0,
+            |i: &mut LayoutInfo| i.kind = 2, // a pipe's formula gives other sizes
         ] {
             let mut i = good;
             damage(&mut i);

@@ -38,11 +38,15 @@ mod sys;
 mod wait;
 
 #[cfg(not(loom))]
+mod guard;
+#[cfg(not(loom))]
+mod pipe;
+#[cfg(not(loom))]
+pub mod process;
+#[cfg(not(loom))]
 mod queue;
 #[cfg(not(loom))]
 mod segment;
-#[cfg(not(loom))]
-pub mod process;
 #[cfg(all(feature = "serde", not(loom)))]
 mod typed;
 
@@ -50,10 +54,14 @@ pub use error::{
     ConfigError, CorruptError, CorruptKind, JoinTimeoutError, NameProblem, PermissionProblem,
     RecvError, RecvTimeoutError, SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
 };
-pub use layout::{MAX_CAPACITY, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY};
+#[cfg(not(loom))]
+pub use guard::RecvGuard;
+pub use layout::{ChannelKind, MAX_CAPACITY, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY};
 pub use message::{Header, Message, Request};
 #[cfg(not(loom))]
-pub use queue::{Queue, QueueConfig, RecvGuard, SendRetry, SendSlot};
+pub use pipe::{Pipe, PipeConfig, PipeEnd};
+#[cfg(not(loom))]
+pub use queue::{Queue, QueueConfig, SendRetry, SendSlot};
 #[cfg(not(loom))]
 pub use segment::{Sharing, MAX_NAME_LEN};
 

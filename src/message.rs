@@ -173,6 +173,23 @@ pub(crate) fn decode_recipient(r: u32) -> Option<u32> {
     (r != 0).then_some(r)
 }
 
+impl<'a> Message<&'a [u8]> {
+    /// A message carrying the bytes of a `bytemuck::Pod` value, without
+    /// copying it first. Read it back with
+    /// [`RecvGuard::read_pod`](crate::RecvGuard::read_pod) or
+    /// [`Message::read_pod`].
+    pub fn pod<T: bytemuck::NoUninit>(request: Request, value: &'a T) -> Message<&'a [u8]> {
+        Message::new(request, bytemuck::bytes_of(value))
+    }
+}
+
+impl<D: AsRef<[u8]>> Message<D> {
+    /// Reads the payload as a `bytemuck::Pod` value of exactly its size.
+    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T, bytemuck::PodCastError> {
+        bytemuck::try_pod_read_unaligned(self.data.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,22 +220,5 @@ mod tests {
         assert_eq!(format!("{:?}", Request::new(77)), "Request(77)");
         assert!(Request::new(15).is_reserved());
         assert!(!Request::new(16).is_reserved());
-    }
-}
-
-impl<'a> Message<&'a [u8]> {
-    /// A message carrying the bytes of a `bytemuck::Pod` value, without
-    /// copying it first. Read it back with
-    /// [`RecvGuard::read_pod`](crate::RecvGuard::read_pod) or
-    /// [`Message::read_pod`].
-    pub fn pod<T: bytemuck::NoUninit>(request: Request, value: &'a T) -> Message<&'a [u8]> {
-        Message::new(request, bytemuck::bytes_of(value))
-    }
-}
-
-impl<D: AsRef<[u8]>> Message<D> {
-    /// Reads the payload as a `bytemuck::Pod` value of exactly its size.
-    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T, bytemuck::PodCastError> {
-        bytemuck::try_pod_read_unaligned(self.data.as_ref())
     }
 }

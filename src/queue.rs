@@ -8,7 +8,8 @@ use crate::error::{
     ConfigError, CorruptError, CorruptKind, JoinTimeoutError, RecvError, RecvTimeoutError,
     SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
 };
-use crate::layout::{Geometry, GeometryError, SlotHeader, FLAG_TOMBSTONE};
+use crate::guard::{RecvGuard, Source};
+use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader, FLAG_TOMBSTONE};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::ring::{ClaimError, Ring};
 use crate::segment::{Segment, Sharing};
@@ -62,7 +63,11 @@ impl QueueConfig {
     }
 
     pub(crate) fn geometry(&self) -> Result<Geometry, ConfigError> {
-        Geometry::new(self.capacity, self.max_payload).map_err(|e| match e {
+        self.geometry_of(ChannelKind::Queue)
+    }
+
+    pub(crate) fn geometry_of(&self, kind: ChannelKind) -> Result<Geometry, ConfigError> {
+        Geometry::of(kind, self.capacity, self.max_payload).map_err(|e| match e {
             GeometryError::CapacityTooSmall => ConfigError::CapacityTooSmall(self.capacity),
             GeometryError::CapacityNotPowerOfTwo => {
                 ConfigError::CapacityNotPowerOfTwo(self.capacity)
@@ -93,13 +98,6 @@ impl Default for SendRetry {
         }
     }
 }
-
-/// How long a blocking receive spins (catching a message already on its
-/// way) before it yields and finally sleeps. Waking a sleeper costs ~20 µs
-/// on a typical machine; a reply that arrives within the spin never pays it.
-const SPIN: Duration = Duration::from_micros(5);
-/// How long it then yields the CPU between checks before sleeping.
-const YIELD: Duration = Duration::from_micros(50);
 
 /// A named queue in shared memory, usable by any number of processes at
 /// once for sending and receiving.
@@ -146,11 +144,35 @@ impl fmt::Debug for Queue {
     }
 }
 
-/// Which way a claim went wrong, for the shared error mapping.
-enum Claimed {
+/// The outcome of a claim, for the shared error mapping.
+pub(crate) enum Claimed {
     Slot(u64),
     Unavailable,
     Corrupt,
+}
+
+/// Claims a slot, waiting for space as `retry` says: `retry.tries` waits of
+/// up to `retry.wait`, asleep on `not_full` and woken when a receiver frees
+/// a slot.
+pub(crate) fn claim_with_retry(
+    not_full: &EventCount,
+    retry: SendRetry,
+    mut claim: impl FnMut() -> Claimed,
+) -> Claimed {
+    let mut claimed = claim();
+    for _ in 0..retry.tries {
+        if !matches!(claimed, Claimed::Unavailable) {
+            break;
+        }
+        let deadline = Instant::now().checked_add(retry.wait);
+        claimed = not_full
+            .wait_until(deadline, || match claim() {
+                Claimed::Unavailable => None,
+                other => Some(other),
+            })
+            .unwrap_or(Claimed::Unavailable);
+    }
+    claimed
 }
 
 impl Queue {
@@ -165,7 +187,10 @@ impl Queue {
     /// Opens the queue named `name`, after checking that the segment is
     /// ours to trust (owner, mode, magic, version, layout, size, init).
     pub fn open(name: &str) -> Result<Queue, SetupError> {
-        Ok(Queue::from_segment(Segment::open(name)?))
+        Ok(Queue::from_segment(Segment::open(
+            name,
+            ChannelKind::Queue,
+        )?))
     }
 
     /// Removes the name `name` from the system. Processes that have the
@@ -339,21 +364,7 @@ impl Queue {
         if len > self.max_payload() {
             return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
         }
-        let mut claimed = self.claim_send();
-        let mut tries = self.retry.tries;
-        while matches!(claimed, Claimed::Unavailable) && tries > 0 {
-            tries -= 1;
-            let deadline = Instant::now() + self.retry.wait;
-            claimed = self
-                .seg
-                .not_full()
-                .wait_until(Some(deadline), || match self.claim_send() {
-                    Claimed::Unavailable => None,
-                    other => Some(other),
-                })
-                .unwrap_or(Claimed::Unavailable);
-        }
-        match claimed {
+        match claim_with_retry(self.seg.not_full(), self.retry, || self.claim_send()) {
             Claimed::Slot(t) => self.finish_send(t, msg),
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
@@ -437,28 +448,28 @@ impl Queue {
             // Read once into locals; only the checked copy is used.
             let (header, len, flags) = read_slot(slot);
             slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
-            let guard = RecvGuard {
-                queue: self,
-                ticket: t,
-                header,
-                len: len as usize,
-                released: false,
-            };
-            if flags & FLAG_TOMBSTONE != 0 {
-                guard.skip();
+            if flags & FLAG_TOMBSTONE != 0 || len > max {
+                // Nothing for the user: release, and count it done for
+                // `join`. A fenced release means a recoverer already did.
+                let _ = self.release(t);
+                self.mark_done();
+                if len > max && flags & FLAG_TOMBSTONE == 0 {
+                    return Err(CorruptKind::Length { len, max }.into());
+                }
                 continue;
             }
-            if len > max {
-                guard.skip();
-                return Err(CorruptKind::Length { len, max }.into());
-            }
             self.received.fetch_add(1, StdOrdering::Relaxed);
-            return Ok(Some(guard));
+            let data = self.seg.payload_ptr(self.slot_index(t));
+            // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`
+            // and `len` describe bytes inside the slot's payload area.
+            return Ok(Some(unsafe {
+                RecvGuard::new(Source::Queue(self), t, header, data, len as usize)
+            }));
         }
     }
 
     /// Ends the claim on ticket `t` and wakes a sender waiting for space.
-    fn release(&self, t: u64) -> Result<(), CorruptError> {
+    pub(crate) fn release(&self, t: u64) -> Result<(), CorruptError> {
         let r = self.ring().release(t);
         self.seg.not_full().notify(Wake::One);
         r.map_err(|_| CorruptKind::SlotStolen.into())
@@ -502,49 +513,23 @@ impl Queue {
         want: &mut Want<'_>,
         deadline: Option<Instant>,
     ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
-        if let Some(g) = self.claim_recv(want)? {
-            return Ok(Some(g));
-        }
-        let start = Instant::now();
-        let (spin_end, yield_end) = (start + SPIN, start + YIELD);
-        let mut i = 0u32;
-        loop {
-            if let Some(g) = self.claim_recv(want)? {
-                return Ok(Some(g));
-            }
-            i = i.wrapping_add(1);
-            if i % 32 != 0 {
-                crate::sync::spin_hint();
-                continue;
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(None);
-            }
-            if now >= yield_end {
-                break;
-            }
-            if now >= spin_end {
-                std::thread::yield_now();
-            }
-        }
         let plain = matches!(want, Want::Any);
         let events = if plain {
             self.seg.not_empty()
         } else {
             self.seg.selective()
         };
-        match events.wait_until(deadline, || self.claim_recv(want).transpose()) {
-            Some(Ok(g)) => {
+        match events.wait_spinning(deadline, || self.claim_recv(want).transpose()) {
+            Some((Ok(g), slept)) => {
                 // We slept; if more is waiting and other plain receivers
                 // sleep, pass the wake on, so one notify per message is
                 // never stranded on a receiver that has just been served.
-                if plain && !self.is_empty() {
+                if slept && plain && !self.is_empty() {
                     self.seg.not_empty().notify(Wake::One);
                 }
                 Ok(Some(g))
             }
-            Some(Err(e)) => Err(e),
+            Some((Err(e), _)) => Err(e),
             None => Ok(None),
         }
     }
@@ -616,7 +601,7 @@ impl Queue {
         };
         buf.clear();
         buf.extend_from_slice(guard.data());
-        let header = guard.header;
+        let header = *guard.header();
         guard.finish()?;
         Ok(header)
     }
@@ -921,100 +906,6 @@ impl Drop for SendSlot<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.publish_tombstone();
-        }
-    }
-}
-
-/// A received message still in its slot; the slot is freed when the guard
-/// is dropped (or by [`finish`](RecvGuard::finish), which reports a slot
-/// taken over by another process).
-pub struct RecvGuard<'q> {
-    queue: &'q Queue,
-    ticket: u64,
-    header: Header,
-    /// Checked against max payload before the guard was made.
-    len: usize,
-    released: bool,
-}
-
-impl fmt::Debug for RecvGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecvGuard")
-            .field("header", &self.header)
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl RecvGuard<'_> {
-    /// The message header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The payload, in place in shared memory.
-    ///
-    /// No honest process writes a slot while you hold it; a misbehaving one
-    /// could change these bytes under you, never their length.
-    pub fn data(&self) -> &[u8] {
-        let q = self.queue;
-        // SAFETY: we hold the claim on `ticket` (released only by consuming
-        // or dropping self, which ends this borrow); `len <= max_payload`
-        // was checked, so the slice lies inside the slot's payload area.
-        unsafe {
-            std::slice::from_raw_parts(q.seg.payload_ptr(q.slot_index(self.ticket)), self.len)
-        }
-    }
-
-    /// Reads the payload as a `bytemuck::Pod` value of exactly its size.
-    ///
-    /// ```
-    /// use mulproc::{Message, Queue, QueueConfig, Request};
-    /// # let name = format!("doc-pod-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
-    /// q.try_send(Message::pod(Request::DO, &[1.5f64, 2.5]))?;
-    /// let v: [f64; 2] = q.try_recv_ref()?.read_pod()?;
-    /// assert_eq!(v, [1.5, 2.5]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T, bytemuck::PodCastError> {
-        bytemuck::try_pod_read_unaligned(self.data())
-    }
-
-    /// Copies the message out and frees the slot.
-    pub fn into_message(self) -> Message {
-        let m = Message {
-            request: self.header.request,
-            sender: Some(self.header.sender),
-            recipient: self.header.recipient,
-            data: self.data().to_vec(),
-        };
-        drop(self);
-        m
-    }
-
-    /// Frees the slot, reporting whether another process took it over
-    /// while we held it.
-    pub fn finish(mut self) -> Result<(), CorruptError> {
-        self.released = true;
-        self.queue.release(self.ticket)
-    }
-
-    /// Releases a slot that carried no message for the user (tombstone,
-    /// impossible length) and counts it done for `join`.
-    fn skip(mut self) {
-        self.released = true;
-        // Fenced: a recoverer already released it; nothing of ours to undo.
-        let _ = self.queue.release(self.ticket);
-        self.queue.mark_done();
-    }
-}
-
-impl Drop for RecvGuard<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            // Use `finish` to see this result; a drop has nowhere to report.
-            let _ = self.queue.release(self.ticket);
         }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{CorruptError, CorruptKind, NameProblem, PermissionProblem, SetupError};
 use crate::layout::{
-    self, Geometry, LayoutError, LayoutInfo, SegmentHeader, SlotHeader, HEADER_SIZE, INIT_DONE,
-    LAYOUT_VERSION, MAX_SEGMENT_SIZE,
+    self, ChannelKind, Geometry, LayoutError, LayoutInfo, PipeHeader, PipeSlotHeader,
+    SegmentHeader, SlotHeader, HEADER_SIZE, INIT_DONE, LAYOUT_VERSION, MAX_SEGMENT_SIZE,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Mapping};
@@ -149,21 +149,30 @@ impl Segment {
         // info before it sees INIT_DONE below, so this plain write races
         // with no reader that uses it.
         unsafe { ptr::write_volatile(addr_of!((*hdr).info.0).cast_mut(), info) };
-        for (i, slot) in self.slots().iter().enumerate() {
-            slot.seq.store(i as u64, Ordering::Relaxed);
-        }
-        // SYNC POINT. Release: pairs with the Acquire load in `open`; the
-        // info and slot sequence words above are visible to every opener.
+        if self.geo.kind == ChannelKind::Queue {
+            for (i, slot) in self.slots().iter().enumerate() {
+                slot.seq.store(i as u64, Ordering::Relaxed);
+            }
+        } // A pipe's slots start all-zero: "not published" for every lap.
+          // SYNC POINT. Release: pairs with the Acquire load in `open`; the
+          // info and slot sequence words above are visible to every opener.
         self.init_word().store(INIT_DONE, Ordering::Release);
     }
 
     /// Opens an existing segment and checks, before trusting anything in
     /// it: owner and mode, size, magic, version, init complete, and every
     /// layout field against the layout formula.
-    pub(crate) fn open(name: &str) -> Result<Segment, SetupError> {
+    pub(crate) fn open(name: &str, kind: ChannelKind) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
         let fd = sys::shm_open_existing(&os_name).map_err(|e| os_err(name, "shm_open", e))?;
-        let st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+        let started = Instant::now();
+        let mut st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+        // A creator sizes the file right after creating it: a file smaller
+        // than a header may be one caught in between.
+        while st.size < HEADER_SIZE as u64 && started.elapsed() < INIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+        }
         let me = sys::euid();
         if st.uid != me {
             return Err(SetupError::PermissionDenied {
@@ -181,6 +190,12 @@ impl Segment {
             name: name.to_owned(),
             source: CorruptError { kind },
         };
+        if st.size == 0 {
+            return Err(SetupError::InitIncomplete {
+                name: name.to_owned(),
+                creator_pid: 0,
+            });
+        }
         if st.size < HEADER_SIZE as u64 {
             return Err(corrupt(CorruptKind::Truncated {
                 expected: HEADER_SIZE as u64,
@@ -199,7 +214,6 @@ impl Segment {
             // memory another process may be writing.
             unsafe { ptr::read_volatile(addr_of!((*hdr).info.0)) }
         };
-        let started = Instant::now();
         // Acquire: pairs with the Release store in `initialise`.
         while init.load(Ordering::Acquire) != INIT_DONE {
             if started.elapsed() >= INIT_WAIT {
@@ -228,6 +242,13 @@ impl Segment {
             },
             LayoutError::Corrupt(kind) => corrupt(kind),
         })?;
+        if geo.kind != kind {
+            return Err(SetupError::WrongKind {
+                name: name.to_owned(),
+                found: geo.kind,
+                expected: kind,
+            });
+        }
         Ok(Segment {
             map,
             geo,
@@ -362,6 +383,67 @@ impl Segment {
         // SAFETY: `off + stride <= total_size <= mapping length` for every
         // index below the capacity (layout formula, validated).
         unsafe { self.map.as_ptr().add(off) }
+    }
+}
+
+/// Pipe accessors: valid only on a segment of kind `Pipe` (checked by
+/// `open`/`create`); `dir` is 0 (parent to child) or 1 (child to parent).
+impl Segment {
+    fn pipe_header(&self) -> *const PipeHeader {
+        debug_assert_eq!(self.geo.kind, ChannelKind::Pipe);
+        self.map.as_ptr().cast()
+    }
+
+    /// The pid holding end `end` (0: parent, 1: child), 0 if none.
+    pub(crate) fn pipe_end_owner(&self, end: usize) -> &AtomicU32 {
+        // SAFETY: as in `init_word`; `end & 1` keeps the index in bounds.
+        unsafe { &*addr_of!((*self.pipe_header()).init.0.ends[end & 1]) }
+    }
+
+    /// Direction `dir`'s producer position.
+    pub(crate) fn pipe_tail(&self, dir: usize) -> &AtomicU64 {
+        // SAFETY: as in `init_word`; `dir & 1` keeps the index in bounds.
+        unsafe { &*addr_of!((*self.pipe_header()).dirs[dir & 1].tail.0) }
+    }
+
+    /// Direction `dir`'s consumer position.
+    pub(crate) fn pipe_head(&self, dir: usize) -> &AtomicU64 {
+        // SAFETY: as in `pipe_tail`.
+        unsafe { &*addr_of!((*self.pipe_header()).dirs[dir & 1].head.0) }
+    }
+
+    /// Direction `dir`'s receiver event count.
+    pub(crate) fn pipe_not_empty(&self, dir: usize) -> &EventCount {
+        // SAFETY: as in `pipe_tail`.
+        unsafe { &*addr_of!((*self.pipe_header()).events[dir & 1].0.not_empty) }
+    }
+
+    /// Direction `dir`'s sender event count.
+    pub(crate) fn pipe_not_full(&self, dir: usize) -> &EventCount {
+        // SAFETY: as in `pipe_tail`.
+        unsafe { &*addr_of!((*self.pipe_header()).events[dir & 1].0.not_full) }
+    }
+
+    /// Start of direction `dir`'s slot `index` (header, then payload);
+    /// `index` must be below the capacity.
+    #[inline]
+    pub(crate) fn pipe_slot_ptr(&self, dir: usize, index: usize) -> *mut u8 {
+        debug_assert!(index < self.geo.capacity as usize);
+        let cap = self.geo.capacity as usize;
+        let off =
+            self.geo.data_offset as usize + ((dir & 1) * cap + index) * self.geo.stride as usize;
+        // SAFETY: `off + stride <= HEADER_SIZE + 2 × capacity × stride =
+        // total_size <= mapping length` (layout formula, validated).
+        unsafe { self.map.as_ptr().add(off) }
+    }
+
+    /// Direction `dir`'s slot `index` header.
+    #[inline]
+    pub(crate) fn pipe_slot(&self, dir: usize, index: usize) -> &PipeSlotHeader {
+        // SAFETY: the slot starts 64-aligned (stride and data offset are
+        // multiples of 64 in a page-aligned mapping) with at least 32 bytes
+        // of header; PipeSlotHeader is all atomics, valid for any bits.
+        unsafe { &*self.pipe_slot_ptr(dir, index).cast::<PipeSlotHeader>() }
     }
 }
 

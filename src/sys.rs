@@ -210,3 +210,16 @@ impl Drop for Mapping {
         debug_assert_eq!(rc, 0, "munmap of our own mapping failed");
     }
 }
+
+/// True if a process with this pid exists (it may belong to another user).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -1,0 +1,129 @@
+//! The receive guard shared by queues and pipes: a message read in place.
+
+use std::fmt;
+
+use crate::error::CorruptError;
+use crate::message::{Header, Message};
+use crate::pipe::Pipe;
+use crate::queue::Queue;
+
+/// Where a guard's slot lives, to release it there.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'q> {
+    Queue(&'q Queue),
+    Pipe(&'q Pipe),
+}
+
+/// A received message still in its slot; the slot is freed when the guard
+/// is dropped, or by [`finish`](RecvGuard::finish), which also reports a
+/// slot taken over by another process while it was held.
+pub struct RecvGuard<'q> {
+    src: Source<'q>,
+    ticket: u64,
+    header: Header,
+    data: *const u8,
+    /// Checked against max payload before the guard was made.
+    len: usize,
+    released: bool,
+}
+
+impl fmt::Debug for RecvGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvGuard")
+            .field("header", &self.header)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'q> RecvGuard<'q> {
+    /// A guard over the claimed slot of `ticket`.
+    ///
+    /// # Safety
+    ///
+    /// - `src` holds the claim on `ticket` until the guard releases it, so
+    ///   no honest process writes the slot meanwhile;
+    /// - `data .. data + len` lies inside that slot's payload area, in a
+    ///   mapping that lives as long as `src` (`'q`).
+    pub(crate) unsafe fn new(
+        src: Source<'q>,
+        ticket: u64,
+        header: Header,
+        data: *const u8,
+        len: usize,
+    ) -> RecvGuard<'q> {
+        RecvGuard {
+            src,
+            ticket,
+            header,
+            data,
+            len,
+            released: false,
+        }
+    }
+
+    /// The message header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The payload, in place in shared memory.
+    ///
+    /// No honest process writes a slot while you hold it; a misbehaving one
+    /// could change these bytes under you, never their length.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: guaranteed by the caller of `new`: the bytes are inside
+        // the held slot for as long as the guard (and so this borrow) lives.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+
+    /// Reads the payload as a `bytemuck::Pod` value of exactly its size.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-pod-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// q.try_send(Message::pod(Request::DO, &[1.5f64, 2.5]))?;
+    /// let v: [f64; 2] = q.try_recv_ref()?.read_pod()?;
+    /// assert_eq!(v, [1.5, 2.5]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T, bytemuck::PodCastError> {
+        bytemuck::try_pod_read_unaligned(self.data())
+    }
+
+    /// Copies the message out and frees the slot.
+    pub fn into_message(self) -> Message {
+        let m = Message {
+            request: self.header.request,
+            sender: Some(self.header.sender),
+            recipient: self.header.recipient,
+            data: self.data().to_vec(),
+        };
+        drop(self);
+        m
+    }
+
+    /// Frees the slot, reporting whether another process took it over
+    /// while we held it.
+    pub fn finish(mut self) -> Result<(), CorruptError> {
+        self.released = true;
+        self.release()
+    }
+
+    fn release(&self) -> Result<(), CorruptError> {
+        match self.src {
+            Source::Queue(q) => q.release(self.ticket),
+            Source::Pipe(p) => p.release(self.ticket),
+        }
+    }
+}
+
+impl Drop for RecvGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // Use `finish` to see this result; a drop has nowhere to report.
+            let _ = self.release();
+        }
+    }
+}
