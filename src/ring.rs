@@ -41,7 +41,7 @@
 //!    back to it), so a CAS from PUBLISHED(t) that succeeds proves the slot
 //!    was not touched since it was read as PUBLISHED(t).
 //! 4. Receivers scan from `head` towards `tail` and stop at the first slot
-//!    still being written (FREE(t) with `t < tail`): a receiver therefore
+//!    not yet published (FREE(t): being written, or not sent yet): a receiver therefore
 //!    takes one producer's messages in the order they were sent.
 //! 5. Every write of `head` is an RMW, and a receiver that marks a slot
 //!    TAKEN then reads `head` with an RMW. Of the two, the mark and the move
@@ -195,16 +195,15 @@ impl<'a> Ring<'a> {
         let mut budget = MAX_RETRIES;
         'restart: loop {
             let head = self.head.load(Ordering::Relaxed);
-            let tail = self.tail.load(Ordering::Relaxed);
-            if tail < head || tail - head > self.capacity() || tail & FLAGS != 0 {
-                // A stale `tail` read before a newer `head` can look like
-                // this for a moment; persistent, it is corruption.
-                budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
-                spin_hint();
-                continue 'restart;
+            if head & FLAGS != 0 {
+                return Err(ClaimError::Corrupt);
             }
+            // Not bounded by `tail`: reading it would pull the producers'
+            // busiest line to every receiver on every message. A slot still
+            // FREE for its lap ends the scan (empty, or being written), and
+            // one lap is the most there can be.
             let mut t = head;
-            while t < tail {
+            while t < head + self.capacity() {
                 let slot = self.slot(t);
                 // SYNC POINT. Acquire: pairs with the Release in `publish`.
                 let seq = slot.seq.load(Ordering::Acquire);
@@ -243,8 +242,9 @@ impl<'a> Ring<'a> {
                         }
                         t += 1;
                     }
-                    // Claimed by a producer still writing it: stop here, so
-                    // that one producer's messages are taken in order.
+                    // Not published for this lap: nothing sent yet, or a
+                    // producer still writing it. Stop here, so that one
+                    // producer's messages are taken in the order sent.
                     (s, 0) if s == t => return Err(ClaimError::Unavailable),
                     // An older lap not yet released (a stale view): nothing
                     // for us here yet.

@@ -115,6 +115,7 @@ impl Segment {
         sharing: Sharing,
     ) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
+        crate::wait::barriers::register();
         let fd =
             sys::shm_create(&os_name, sharing.mode()).map_err(|e| os_err(name, "shm_open", e))?;
         // From here on, undo the name on failure.
@@ -164,6 +165,7 @@ impl Segment {
     /// layout field against the layout formula.
     pub(crate) fn open(name: &str, kind: ChannelKind) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
+        crate::wait::barriers::register();
         let fd = sys::shm_open_existing(&os_name).map_err(|e| os_err(name, "shm_open", e))?;
         let started = Instant::now();
         let mut st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;

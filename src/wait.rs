@@ -29,8 +29,24 @@
 //! succeeds) or it comes later, and `futex_wait(epoch, e)` either sees the
 //! changed word and returns at once or is asleep when the wake arrives.
 //!
-//! A notifier pays one fence and one load when nobody sleeps: no system call
-//! and no write to a shared line.
+//! # Asymmetric fences
+//!
+//! F2 runs on every send and receive, F1 only when a waiter is about to
+//! sleep (already a ~20 µs affair). So F2 is a compiler fence only, and F1 is
+//! a full fence plus `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
+//! makes every running thread of every registered process execute a full
+//! barrier (and a thread not running passed one at its context switch):
+//! whatever a notifier had written before its F2, the barrier orders before
+//! its later load of `waiters`, as a real F2 would. Every process registers
+//! when it creates or opens a channel; one that cannot (an old kernel, a
+//! seccomp filter) uses a full fence for F2, and a waiter whose membarrier
+//! call fails sleeps at most `DEGRADED_SLEEP` at a time, so the worst a
+//! missed wake-up can cost it is that long.
+//!
+//! The loom model checks the protocol with full fences on both sides.
+//!
+//! A notifier thus pays a compiler fence and one load when nobody sleeps:
+//! no barrier instruction, no system call, no write to a shared line.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +57,79 @@ use crate::sync::{fence, AtomicU32, Ordering};
 /// killed before taking it (the wake is then spent on a dead process).
 #[cfg(not(loom))]
 const MAX_SLEEP: Duration = Duration::from_millis(200);
+
+/// The longest sleep of a waiter whose membarrier call failed: without it,
+/// a notifier using only a compiler fence could miss it.
+#[cfg(not(loom))]
+const DEGRADED_SLEEP: Duration = Duration::from_millis(1);
+
+/// F2: free when this process is registered for membarrier, a full fence
+/// otherwise.
+#[inline]
+fn light_fence() {
+    #[cfg(not(loom))]
+    {
+        if barriers::registered() {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// F1: a full fence here and, through membarrier, in every registered
+/// process.
+#[inline]
+fn heavy_fence() {
+    fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    barriers::global();
+}
+
+/// This process's membarrier state.
+#[cfg(not(loom))]
+pub(crate) mod barriers {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const UNKNOWN: u8 = 0;
+    const REGISTERED: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    static DEGRADED: AtomicU8 = AtomicU8::new(0);
+
+    /// Registers the process (once); called before a channel is used.
+    pub(crate) fn register() {
+        if STATE.load(Ordering::Acquire) == UNKNOWN {
+            let s = if crate::sys::membarrier_register() {
+                REGISTERED
+            } else {
+                UNAVAILABLE
+            };
+            STATE.store(s, Ordering::Release);
+        }
+    }
+
+    /// True once registration succeeded.
+    #[inline]
+    pub(crate) fn registered() -> bool {
+        STATE.load(Ordering::Relaxed) == REGISTERED
+    }
+
+    /// Issues the global barrier; remembers a refusal.
+    pub(crate) fn global() {
+        if !crate::sys::membarrier_global() {
+            DEGRADED.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// True if a global barrier was ever refused.
+    pub(crate) fn degraded() -> bool {
+        DEGRADED.load(Ordering::Relaxed) != 0
+    }
+}
 
 /// An event count in shared memory.
 #[repr(C)]
@@ -82,7 +171,7 @@ impl EventCount {
     #[inline]
     pub fn notify(&self, wake: Wake) {
         // SYNC POINT (F2): pairs with F1 in `wait_until`.
-        fence(Ordering::SeqCst);
+        light_fence();
         self.notify_fenced(wake);
     }
 
@@ -91,7 +180,7 @@ impl EventCount {
     #[inline]
     pub fn notify_two(a: (&EventCount, Wake), b: (&EventCount, Wake)) {
         // SYNC POINT (F2): pairs with F1 in `wait_until`, for both counts.
-        fence(Ordering::SeqCst);
+        light_fence();
         a.0.notify_fenced(a.1);
         b.0.notify_fenced(b.1);
     }
@@ -140,7 +229,7 @@ impl EventCount {
             };
             self.waiters.fetch_add(1, Ordering::Relaxed);
             // SYNC POINT (F1): pairs with F2 in `notify`.
-            fence(Ordering::SeqCst);
+            heavy_fence();
             // Acquire: pairs with the Release bump in `wake_slow`.
             let e = self.epoch.load(Ordering::Acquire);
             if let Some(v) = check() {
@@ -154,7 +243,12 @@ impl EventCount {
 
     #[cfg(not(loom))]
     fn futex_wait(&self, expected: u32, timeout: Option<Duration>) {
-        let t = timeout.map_or(MAX_SLEEP, |t| t.min(MAX_SLEEP));
+        let cap = if barriers::degraded() {
+            DEGRADED_SLEEP
+        } else {
+            MAX_SLEEP
+        };
+        let t = timeout.map_or(cap, |t| t.min(cap));
         crate::sys::futex_wait(&self.epoch, expected, Some(t));
     }
 
