@@ -64,6 +64,8 @@ pub use pipe::{Pipe, PipeConfig, PipeEnd};
 pub use queue::{Queue, QueueConfig, SendRetry, SendSlot};
 #[cfg(not(loom))]
 pub use segment::{Sharing, MAX_NAME_LEN};
+#[cfg(all(feature = "serde", not(loom)))]
+pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
 
 /// The ring and the wait protocol over heap memory, for the loom model
 /// checks in `loom-tests/`. Not part of the API.
