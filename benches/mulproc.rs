@@ -1,0 +1,2 @@
+//! Criterion benchmarks of mulproc across real processes (being written).
+fn main() {}
