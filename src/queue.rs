@@ -284,9 +284,10 @@ impl Queue {
     }
 
     /// Writes header and payload into the claimed slot of ticket `t` and
-    /// publishes it. `data.len()` must be at most max_payload.
+    /// publishes it, without waking anyone. `data.len()` must be at most
+    /// max_payload.
     #[inline]
-    fn fill_and_publish(&self, t: u64, header: &Header, data: &[u8]) -> Result<(), ()> {
+    fn fill_and_publish_quiet(&self, t: u64, header: &Header, data: &[u8]) -> Result<(), ()> {
         debug_assert!(data.len() <= self.max_payload());
         let ring = self.ring();
         let slot = ring.slot(t);
@@ -302,7 +303,14 @@ impl Queue {
                 data.len(),
             );
         }
-        let r = ring.publish(t).map_err(drop);
+        ring.publish(t).map_err(drop)
+    }
+
+    /// [`fill_and_publish_quiet`](Self::fill_and_publish_quiet), then wakes
+    /// receivers.
+    #[inline]
+    fn fill_and_publish(&self, t: u64, header: &Header, data: &[u8]) -> Result<(), ()> {
+        let r = self.fill_and_publish_quiet(t, header, data);
         self.notify_receivers();
         r
     }
@@ -369,6 +377,78 @@ impl Queue {
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
         }
+    }
+
+    /// Sends as many of `msgs` as there are free slots right now, in
+    /// order, claiming them with one compare-and-swap; returns how many were
+    /// sent (the first `n`). Receivers are woken once for the batch.
+    ///
+    /// Every payload is checked first: if one is longer than
+    /// [`max_payload`](Queue::max_payload), nothing is sent.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-batch-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 8))?;
+    /// let msgs: Vec<_> = (0u8..6).map(|i| Message::new(Request::DO, vec![i])).collect();
+    /// assert_eq!(q.try_send_batch(&msgs)?, 4); // four slots
+    /// let mut got = Vec::new();
+    /// q.try_recv_batch(10, |_, data| got.push(data[0]))?;
+    /// assert_eq!(got, [0, 1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_send_batch<D: AsRef<[u8]>>(
+        &self,
+        msgs: &[Message<D>],
+    ) -> Result<usize, TrySendError<()>> {
+        let max = self.geo.max_payload;
+        if let Some(m) = msgs.iter().find(|m| m.data.as_ref().len() > max as usize) {
+            return Err(TrySendError::TooLarge((), m.data.as_ref().len(), max));
+        }
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let (first, n) = match self.ring().try_claim_send_many(msgs.len() as u64) {
+            Ok(claim) => claim,
+            Err(ClaimError::Unavailable) => return Err(TrySendError::Full(())),
+            Err(ClaimError::Corrupt) => {
+                return Err(TrySendError::Corrupt((), CorruptKind::Positions.into()))
+            }
+        };
+        let mut fenced = false;
+        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+            let header = m.header_or(self.pid);
+            fenced |= self
+                .fill_and_publish_quiet(first + i as u64, &header, m.data.as_ref())
+                .is_err();
+        }
+        self.notify_receivers();
+        if fenced {
+            return Err(TrySendError::Fenced(()));
+        }
+        Ok(n as usize)
+    }
+
+    /// Receives up to `max` messages that are waiting right now, in order,
+    /// handing each to `f` in place (no copy, no allocation) and freeing its
+    /// slot after `f` returns; returns how many were received. On an error,
+    /// `f` has already seen the messages received before it.
+    pub fn try_recv_batch<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
+    where
+        F: FnMut(&Header, &[u8]),
+    {
+        let mut n = 0;
+        while n < max {
+            match self.claim_recv(&mut Want::Any) {
+                Ok(Some(g)) => {
+                    f(g.header(), g.data());
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(n)
     }
 
     /// Reserves a slot to fill in place (zero-copy send) if one is free.

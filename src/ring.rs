@@ -135,6 +135,14 @@ impl<'a> Ring<'a> {
     /// Claims the next free slot for writing; returns its ticket.
     #[inline]
     pub fn try_claim_send(&self) -> Result<u64, ClaimError> {
+        self.try_claim_send_many(1).map(|(t, _)| t)
+    }
+
+    /// Claims up to `max` consecutive free slots with one CAS of `tail`;
+    /// returns the first ticket and how many were claimed (at least 1).
+    #[inline]
+    pub fn try_claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
+        let max = max.clamp(1, self.capacity());
         let mut pos = self.tail.load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
             if pos & FLAGS != 0 {
@@ -144,13 +152,21 @@ impl<'a> Ring<'a> {
             // so that lap's read is complete before we overwrite the slot.
             let seq = self.slot(pos).seq.load(Ordering::Acquire);
             if seq == pos {
+                // The following slots may still hold the previous lap (their
+                // releases can lag): count the ones free for this lap. None
+                // of them can be claimed by another producer before our CAS,
+                // which succeeds only while `tail` is still `pos`.
+                let mut n = 1;
+                while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n {
+                    n += 1;
+                }
                 match self.tail.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos + n,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Ok(pos),
+                    Ok(_) => return Ok((pos, n)),
                     Err(now) => pos = now,
                 }
             } else if seq & !FLAGS < pos {

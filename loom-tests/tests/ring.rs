@@ -229,6 +229,38 @@ fn selective_receive_passes_the_head() {
     });
 }
 
+/// A producer claims two slots at once (one CAS of `tail`) while a consumer
+/// frees them one by one: a batch never takes a slot whose previous lap is
+/// still being read.
+#[test]
+fn batch_claim_against_consumer() {
+    loom::model(|| {
+        let m = Model::new(2);
+        m.send(1);
+        let consumer = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let mut got: Vec<u64> = m.try_recv().into_iter().collect();
+                got.extend(m.try_recv());
+                got
+            })
+        };
+        let mut sent = vec![1];
+        if let Ok((first, n)) = m.ring().try_claim_send_many(2) {
+            for i in 0..n {
+                let v = 10 + i;
+                // SAFETY: the batch claim gave us tickets first..first+n.
+                m.cell(first + i).with_mut(|p| unsafe { *p = v });
+                m.ring().publish(first + i).unwrap();
+                sent.push(v);
+            }
+        }
+        let mut got = consumer.join().unwrap();
+        got.extend(m.drain());
+        assert_eq!(got, sent);
+    });
+}
+
 /// A receiver asleep in the event count is woken by a send from another
 /// thread: no lost wake-up (a lost one deadlocks the model).
 #[test]
