@@ -42,11 +42,12 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
-/// Wakes up to `n` processes sleeping in [`futex_wait`] on `word`.
+/// Wakes up to `n` processes sleeping in [`futex_wait`] on `word`; returns
+/// how many it woke.
 #[cfg(not(loom))]
-pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) -> usize {
     // SAFETY: as in `futex_wait`; FUTEX_WAKE does not dereference the word.
-    unsafe {
+    let woken = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -55,8 +56,9 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    usize::try_from(woken).unwrap_or(0)
 }
 
 /// The POSIX shared-memory object name for a validated mulproc name.
@@ -211,8 +213,26 @@ impl Drop for Mapping {
     }
 }
 
+/// True if a process with this pid is alive: it exists and is neither a
+/// zombie (killed, not yet reaped by its parent) nor dead.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    if !process_exists(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name, which is in
+        // parentheses and may itself contain ") ".
+        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
+            Some(i) => !matches!(stat.get(i + 2), Some(b'Z' | b'X' | b'x')),
+            None => true,
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(_) => true, // no /proc: trust kill(pid, 0)
+    }
+}
+
 /// True if a process with this pid exists (it may belong to another user).
-pub(crate) fn process_exists(pid: u32) -> bool {
+fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -3,31 +3,48 @@
 //! Not `pthread_cond_t`: a waiter SIGKILLed inside `pthread_cond_wait` leaves
 //! glibc's condvar in a state where the next broadcast blocks forever (see
 //! the project's evidence). Here a waiter keeps no state a notifier depends
-//! on; a killed waiter leaves `waiters` one too high, which costs a spare
-//! `FUTEX_WAKE` call per notify and nothing else.
+//! on (see the protocol below).
 //!
 //! # Protocol
+//!
+//! The futex word `epoch` holds a counter (bits 1..) and an ARMED flag
+//! (bit 0): "a waiter may be asleep". A notifier that finds the word armed
+//! disarms it (bumping the counter) and wakes; the word stays disarmed, and
+//! further notifies cost no system call, until a waiter arms it again. So a
+//! burst of sends to a sleeping receiver costs one `FUTEX_WAKE`, not one per
+//! send.
 //!
 //! ```text
 //! waiter                                   notifier
 //! ------                                   --------
 //! if check() { done }                      make the condition true (Release)
 //! waiters += 1                             fence(SeqCst)                  (F2)
-//! fence(SeqCst)                    (F1)    if waiters > 0 {
-//! e = epoch (Acquire)                          epoch += 1 (Release)
-//! if check() { waiters -= 1; done }            futex_wake(epoch)
-//! futex_wait(epoch, e)                     }
-//! waiters -= 1; loop
+//! e = epoch.fetch_or(ARMED) | ARMED        loop {
+//! fence(SeqCst)                    (F1)        v = epoch; if !(v & ARMED) { break }
+//! if check() { waiters -= 1; done }            if !CAS(epoch, v, (v + 2) & !ARMED) { continue }
+//! futex_wait(epoch, e)                         n = futex_wake(one or all)
+//! waiters -= 1; loop                           if one && n == 1 && waiters > 1 { epoch.fetch_or(ARMED) }
+//!                                              break
+//!                                          }
 //! ```
 //!
-//! No lost wake-up: F1 and F2 order the store-buffering pattern
-//! (waiter: write `waiters`, read condition; notifier: write condition, read
-//! `waiters`). Either the waiter's second `check` sees the condition, or the
-//! notifier sees `waiters > 0` and bumps `epoch`. In the second case the
-//! bump is either visible to the waiter's `epoch` load (then, by the
-//! Release/Acquire pair on `epoch`, so is the condition, and `check`
-//! succeeds) or it comes later, and `futex_wait(epoch, e)` either sees the
-//! changed word and returns at once or is asleep when the wake arrives.
+//! No lost wake-up: F1 and F2 order the store-buffering pattern (waiter:
+//! arm `epoch`, read the condition; notifier: write the condition, read
+//! `epoch`). Either the waiter's second `check` sees the condition, or the
+//! notifier sees ARMED and changes the word before it wakes: a
+//! `futex_wait(epoch, e)` that starts later sees another value and returns
+//! at once, and one already asleep is woken. A failed CAS means another
+//! notifier (or a re-arm) changed the word; the notifier looks again.
+//!
+//! With several sleepers and a wake of one, the notifier re-arms the word
+//! when the kernel woke someone and `waiters` is not zero, so the next
+//! notify wakes the next sleeper, or finds nobody asleep and leaves the word
+//! disarmed: a sleep costs at most two `FUTEX_WAKE`s. (`waiters` may count
+//! the waiter just woken, or one that was killed: that costs a spare wake,
+//! never a missed one.)
+//!
+//! A waiter keeps no state a notifier waits on: if it is killed, the only
+//! trace is `waiters` one too high.
 //!
 //! # Asymmetric fences
 //!
@@ -37,7 +54,7 @@
 //! makes every running thread of every registered process execute a full
 //! barrier (and a thread not running passed one at its context switch):
 //! whatever a notifier had written before its F2, the barrier orders before
-//! its later load of `waiters`, as a real F2 would. Every process registers
+//! its later load of `epoch`, as a real F2 would. Every process registers
 //! when it creates or opens a channel; one that cannot (an old kernel, a
 //! seccomp filter) uses a full fence for F2, and a waiter whose membarrier
 //! call fails sleeps at most `DEGRADED_SLEEP` at a time, so the worst a
@@ -131,15 +148,19 @@ pub(crate) mod barriers {
     }
 }
 
+/// Bit 0 of `epoch`: a waiter may be asleep, not yet woken.
+const ARMED: u32 = 1;
+
 /// An event count in shared memory.
 #[repr(C)]
 #[derive(Debug)]
 pub struct EventCount {
-    /// Bumped (wrapping) by a notifier that saw a sleeper; the futex word.
+    /// The futex word: `ARMED` (bit 0) while a waiter may sleep unwoken;
+    /// bits 1.. count wakes (wrapping), so every wake changes the word.
     epoch: AtomicU32,
-    /// Processes between "registered" and "done sleeping". May be too high
-    /// by the number of waiters killed while registered; never too low while
-    /// a live waiter sleeps.
+    /// Processes between "registered" and "done sleeping" (too high by the
+    /// waiters killed while registered, or woken and not yet gone). Decides
+    /// whether a wake of one re-arms the word for the next sleeper.
     waiters: AtomicU32,
     /// Heap-model stand-in for the kernel's futex queue.
     #[cfg(loom)]
@@ -187,20 +208,47 @@ impl EventCount {
 
     #[inline]
     fn notify_fenced(&self, wake: Wake) {
-        if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake_slow(wake);
+        let v = self.epoch.load(Ordering::Relaxed);
+        if v & ARMED != 0 {
+            self.wake_slow(v, wake);
         }
     }
 
     #[cold]
-    fn wake_slow(&self, wake: Wake) {
-        // Release: pairs with the Acquire load of `epoch` in `wait_until`.
-        self.epoch.fetch_add(1, Ordering::Release);
-        let n = match wake {
-            Wake::One => 1,
-            Wake::All => i32::MAX,
-        };
-        self.futex_wake(n);
+    fn wake_slow(&self, mut v: u32, wake: Wake) {
+        // Each failed CAS is another notifier's progress (or a re-arm); a
+        // bound keeps a scribbled-on word from spinning us forever.
+        for _ in 0..64 {
+            if v & ARMED == 0 {
+                return;
+            }
+            // AcqRel, pairs with the waiter's arming RMW (AcqRel): if that
+            // RMW comes later it reads our value and sees our condition; if
+            // earlier, we read its value and see its `waiters` increment.
+            match self.epoch.compare_exchange(
+                v,
+                (v & !ARMED).wrapping_add(2),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let n = match wake {
+                        Wake::One => 1,
+                        Wake::All => i32::MAX,
+                    };
+                    let woken = self.futex_wake(n);
+                    if wake == Wake::One && woken == 1 && self.waiters.load(Ordering::Relaxed) > 0 {
+                        // Others may still sleep (`waiters` may also count
+                        // the one just woken, if it has not left yet): the
+                        // next notify wakes one, or finds none and leaves
+                        // the word disarmed.
+                        self.epoch.fetch_or(ARMED, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(now) => v = now,
+            }
+        }
     }
 
     /// Returns the first `Some` that `check` gives, sleeping between checks
@@ -228,10 +276,10 @@ impl EventCount {
                 }
             };
             self.waiters.fetch_add(1, Ordering::Relaxed);
+            // AcqRel: pairs with the disarming CAS in `wake_slow`.
+            let e = self.epoch.fetch_or(ARMED, Ordering::AcqRel) | ARMED;
             // SYNC POINT (F1): pairs with F2 in `notify`.
             heavy_fence();
-            // Acquire: pairs with the Release bump in `wake_slow`.
-            let e = self.epoch.load(Ordering::Acquire);
             if let Some(v) = check() {
                 self.waiters.fetch_sub(1, Ordering::Relaxed);
                 return Some(v);
@@ -253,8 +301,8 @@ impl EventCount {
     }
 
     #[cfg(not(loom))]
-    fn futex_wake(&self, n: i32) {
-        crate::sys::futex_wake(&self.epoch, n);
+    fn futex_wake(&self, n: i32) -> usize {
+        crate::sys::futex_wake(&self.epoch, n)
     }
 
     #[cfg(loom)]
@@ -263,8 +311,8 @@ impl EventCount {
     }
 
     #[cfg(loom)]
-    fn futex_wake(&self, _n: i32) {
-        self.model.wake_all();
+    fn futex_wake(&self, n: i32) -> usize {
+        self.model.wake(n)
     }
 }
 
@@ -320,28 +368,48 @@ impl EventCount {
 /// A futex, modelled for loom: the value check and the enqueue happen under
 /// one lock, as the kernel does them under its hash-bucket lock, so a wake
 /// between a waiter's check and its sleep cannot be lost. A lost wake-up in
-/// the protocol above shows up in the model as a deadlock. Waking all is a
-/// sound over-approximation of waking one here: the model checks that every
-/// notify reaches the sleepers, the real code's choice of how many is a
-/// throughput matter.
+/// the protocol above shows up in the model as a deadlock. A wake of one
+/// wakes one sleeper, as the kernel does, so the re-arming that hands a
+/// wake on to the next sleeper is checked too.
 #[cfg(loom)]
 #[derive(Debug, Default)]
 struct FutexModel {
-    lock: loom::sync::Mutex<()>,
+    state: loom::sync::Mutex<ModelQueue>,
     cond: loom::sync::Condvar,
+}
+
+/// Sleepers in the modelled futex queue, and wakes handed out to them.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+struct ModelQueue {
+    asleep: usize,
+    wakes: usize,
 }
 
 #[cfg(loom)]
 impl FutexModel {
     fn wait(&self, word: &AtomicU32, expected: u32) {
-        let guard = self.lock.lock().unwrap();
-        if word.load(Ordering::Relaxed) == expected {
-            drop(self.cond.wait(guard).unwrap());
+        let mut q = self.state.lock().unwrap();
+        if word.load(Ordering::Relaxed) != expected {
+            return;
         }
+        q.asleep += 1;
+        while q.wakes == 0 {
+            q = self.cond.wait(q).unwrap();
+        }
+        q.wakes -= 1;
+        q.asleep -= 1;
     }
 
-    fn wake_all(&self) {
-        drop(self.lock.lock().unwrap());
-        self.cond.notify_all();
+    /// Wakes up to `n` sleepers; returns how many, as FUTEX_WAKE does.
+    fn wake(&self, n: i32) -> usize {
+        let mut q = self.state.lock().unwrap();
+        let k = (q.asleep - q.wakes).min(n as usize);
+        q.wakes += k;
+        drop(q);
+        if k > 0 {
+            self.cond.notify_all();
+        }
+        k
     }
 }
