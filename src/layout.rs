@@ -174,6 +174,7 @@ pub(crate) struct PipeSlotHeader {
     pub recipient: AtomicU32,
     /// Checked against max payload on every read.
     pub len: AtomicU32,
+    /// Reserved (0).
     pub flags: AtomicU32,
     pub _pad: u32,
 }
@@ -206,14 +207,10 @@ pub struct SlotHeader {
     pub(crate) recipient: AtomicU32,
     /// Payload length; checked against max_payload on every read.
     pub(crate) len: AtomicU32,
-    /// `FLAG_TOMBSTONE`: published but carrying no message; skipped.
+    /// Reserved (0), for crash recovery.
     pub(crate) flags: AtomicU32,
     _pad: [u32; 7],
 }
-
-/// The slot was published without a message (an abandoned send
-/// reservation); receivers release it and move on.
-pub(crate) const FLAG_TOMBSTONE: u32 = 1;
 
 impl SlotHeader {
     /// A slot in its initial state for index `seq` (heap models and tests).

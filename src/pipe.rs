@@ -33,7 +33,7 @@ use crate::error::{
     TrySendError,
 };
 use crate::guard::{RecvGuard, Source};
-use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, FLAG_TOMBSTONE, PIPE_SLOT_HEADER_SIZE};
+use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::queue::{claim_with_retry, Claimed, QueueConfig, SendRetry};
 use crate::segment::Segment;
@@ -128,7 +128,9 @@ impl Pipe {
         let owner = seg.pipe_end_owner(1);
         let mut holder = owner.load(Ordering::Relaxed);
         loop {
-            if holder != 0 && holder != me && sys::process_exists(holder) {
+            // Our own pid too: a second handle on the same end would break
+            // the single-sender, single-receiver protocol.
+            if holder != 0 && (holder == me || sys::process_alive(holder)) {
                 return Err(SetupError::EndTaken {
                     name: name.to_owned(),
                     pid: holder,
@@ -253,7 +255,7 @@ impl Pipe {
         Claimed::Slot(t)
     }
 
-    fn publish(&self, t: u64, header: &Header, data: &[u8], flags: u32) {
+    fn publish(&self, t: u64, header: &Header, data: &[u8]) {
         let dir = self.send_dir();
         let idx = self.index(t);
         let slot = self.seg.pipe_slot(dir, idx);
@@ -262,7 +264,6 @@ impl Pipe {
         slot.recipient
             .store(encode_recipient(header.recipient), Ordering::Relaxed);
         slot.len.store(data.len() as u32, Ordering::Relaxed);
-        slot.flags.store(flags, Ordering::Relaxed);
         // SAFETY: ticket `t` is ours (the receiver is at most `capacity`
         // behind, checked in `claim_send`), so nobody reads this payload
         // until we publish; `data.len() <= max_payload`, and the payload
@@ -313,7 +314,7 @@ impl Pipe {
         }
         match claim(self) {
             Claimed::Slot(t) => {
-                self.publish(t, &msg.header_or(self.pid), msg.data.as_ref(), 0);
+                self.publish(t, &msg.header_or(self.pid), msg.data.as_ref());
                 Ok(())
             }
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
@@ -321,47 +322,42 @@ impl Pipe {
         }
     }
 
-    /// Claims the next incoming message, if published. Messages with an
-    /// impossible length are released and reported, so the pipe goes on.
+    /// Claims the next incoming message, if published. A message with an
+    /// impossible length is released and reported, so the pipe goes on.
     fn claim_recv(&self) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let dir = self.recv_dir();
         let max = self.geo.max_payload;
-        loop {
-            let t = self.next_recv.get();
-            let idx = self.index(t);
-            let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
-            // SYNC POINT. Acquire: pairs with the sender's Release store.
-            if slot.seq.load(Ordering::Acquire) != t + 1 {
-                return Ok(None);
-            }
-            let header = Header {
-                request: Request::new(slot.request.load(Ordering::Relaxed)),
-                sender: slot.sender.load(Ordering::Relaxed),
-                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-            };
-            let len = slot.len.load(Ordering::Relaxed);
-            let flags = slot.flags.load(Ordering::Relaxed);
-            if flags & FLAG_TOMBSTONE != 0 || len > max {
-                let _ = self.release(t);
-                if len > max && flags & FLAG_TOMBSTONE == 0 {
-                    return Err(CorruptKind::Length { len, max }.into());
-                }
-                continue;
-            }
-            // SAFETY: we are the only receiver of this direction and the
-            // sender does not rewrite slot `t` before we store `head > t`
-            // (in `release`); `len <= max_payload` keeps the bytes inside
-            // the slot's payload area.
-            return Ok(Some(unsafe {
-                RecvGuard::new(
-                    Source::Pipe(self),
-                    t,
-                    header,
-                    self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                    len as usize,
-                )
-            }));
+        let t = self.next_recv.get();
+        let idx = self.index(t);
+        let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
+        // SYNC POINT. Acquire: pairs with the sender's Release store.
+        if slot.seq.load(Ordering::Acquire) != t + 1 {
+            return Ok(None);
         }
+        let header = Header {
+            request: Request::new(slot.request.load(Ordering::Relaxed)),
+            sender: slot.sender.load(Ordering::Relaxed),
+            recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
+        };
+        let len = slot.len.load(Ordering::Relaxed);
+        if len > max {
+            // Release it, so the pipe goes on, and report it.
+            let _ = self.release(t);
+            return Err(CorruptKind::Length { len, max }.into());
+        }
+        // SAFETY: we are the only receiver of this direction and the
+        // sender does not rewrite slot `t` before we store `head > t`
+        // (in `release`); `len <= max_payload` keeps the bytes inside
+        // the slot's payload area.
+        Ok(Some(unsafe {
+            RecvGuard::new(
+                Source::Pipe(self),
+                t,
+                header,
+                self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
+                len as usize,
+            )
+        }))
     }
 
     /// Frees ticket `t` (the oldest held) for the sender.

@@ -9,7 +9,7 @@ use crate::error::{
     SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
 };
 use crate::guard::{RecvGuard, Source};
-use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader, FLAG_TOMBSTONE};
+use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::ring::{ClaimError, Ring};
 use crate::segment::{Segment, Sharing};
@@ -272,10 +272,62 @@ impl Queue {
 
     #[inline]
     fn claim_send(&self) -> Claimed {
-        match self.ring().try_claim_send() {
-            Ok(t) => Claimed::Slot(t),
+        match self.claim_send_many(1) {
+            Ok((t, _)) => Claimed::Slot(t),
             Err(ClaimError::Unavailable) => Claimed::Unavailable,
             Err(ClaimError::Corrupt) => Claimed::Corrupt,
+        }
+    }
+
+    /// Claims up to `max` consecutive slots. On a ring that is full because
+    /// receivers passed over its oldest message, moves that message forward
+    /// over the slots read behind it first (see [`Ring::begin_move`]), so a
+    /// message nobody takes cannot block the queue.
+    fn claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
+        let ring = self.ring();
+        for _ in 0..self.geo.capacity {
+            match ring.try_claim_send_many(max) {
+                Err(ClaimError::Unavailable) => {
+                    let Some((from, to)) = ring.begin_move() else {
+                        return Err(ClaimError::Unavailable);
+                    };
+                    self.copy_slot(from, to);
+                    ring.finish_move(from, to);
+                    self.notify_receivers();
+                }
+                r => return r,
+            }
+        }
+        Err(ClaimError::Unavailable)
+    }
+
+    /// Copies the message of ticket `from` into the slot of ticket `to`;
+    /// both are held by a move.
+    fn copy_slot(&self, from: u64, to: u64) {
+        let ring = self.ring();
+        let (src, dst) = (ring.slot(from), ring.slot(to));
+        let len = src.len.load(Ordering::Relaxed);
+        for (a, b) in [
+            (&src.request, &dst.request),
+            (&src.sender, &dst.sender),
+            (&src.recipient, &dst.recipient),
+            (&src.len, &dst.len),
+        ] {
+            b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        // An impossible length is copied as is (the receiver reports it);
+        // only the bytes that exist are moved.
+        let n = len.min(self.geo.max_payload) as usize;
+        // SAFETY: the move holds both slots, so no honest process touches
+        // either payload; `n <= max_payload <= stride`, and two different
+        // tickets of one lap map to two different slots, so the areas do
+        // not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.seg.payload_ptr(self.slot_index(from)),
+                self.seg.payload_ptr(self.slot_index(to)),
+                n,
+            );
         }
     }
 
@@ -291,7 +343,7 @@ impl Queue {
         debug_assert!(data.len() <= self.max_payload());
         let ring = self.ring();
         let slot = ring.slot(t);
-        write_header(slot, self.pid, t, header, data.len() as u32, 0);
+        write_header(slot, self.pid, t, header, data.len() as u32);
         // SAFETY: we hold the claim on ticket `t`, so no honest process
         // touches this slot's payload until we publish; the area is
         // `stride >= max_payload >= data.len()` bytes inside the mapping,
@@ -408,7 +460,7 @@ impl Queue {
         if msgs.is_empty() {
             return Ok(0);
         }
-        let (first, n) = match self.ring().try_claim_send_many(msgs.len() as u64) {
+        let (first, n) = match self.claim_send_many(msgs.len() as u64) {
             Ok(claim) => claim,
             Err(ClaimError::Unavailable) => return Err(TrySendError::Full(())),
             Err(ClaimError::Corrupt) => {
@@ -481,74 +533,69 @@ impl Queue {
         }
     }
 
-    /// Claims the oldest message `want` accepts. Tombstones are skipped, a
-    /// message with an impossible length is released (so the queue goes
-    /// on) and reported.
+    /// Claims the oldest message `want` accepts. A message with an
+    /// impossible length is released (so the queue goes on) and reported.
     fn claim_recv(&self, want: &mut Want<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let ring = self.ring();
         let max = self.geo.max_payload;
         let mut scratch = Vec::new();
-        loop {
-            let accept = |t: u64| {
-                if let Want::Any = want {
-                    return true; // no need to look before the claim
-                }
-                let (header, len, flags) = read_slot(ring.slot(t));
-                if flags & FLAG_TOMBSTONE != 0 || len > max {
-                    return true; // everyone helps clear these
-                }
-                match want {
-                    Want::Any => true,
-                    Want::Header(f) => f(&header),
-                    Want::Message(f) => {
-                        // A peek at a slot we do not hold: a producer may be
-                        // rewriting it if it was taken meanwhile. The ring
-                        // re-checks the slot after a rejection and claims
-                        // only the very message looked at after an
-                        // acceptance, so a torn peek is never acted on.
-                        scratch.clear();
-                        scratch.resize(len as usize, 0);
-                        // SAFETY: `len <= max_payload <= stride`, so the
-                        // source lies inside slot `t`'s payload area; the
-                        // destination is our own buffer of `len` bytes.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                self.seg.payload_ptr(self.slot_index(t)),
-                                scratch.as_mut_ptr(),
-                                len as usize,
-                            );
-                        }
-                        f(&header, &scratch)
-                    }
-                }
-            };
-            let t = match ring.try_claim_recv(accept) {
-                Ok(t) => t,
-                Err(ClaimError::Unavailable) => return Ok(None),
-                Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
-            };
-            let slot = ring.slot(t);
-            // Read once into locals; only the checked copy is used.
-            let (header, len, flags) = read_slot(slot);
-            slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
-            if flags & FLAG_TOMBSTONE != 0 || len > max {
-                // Nothing for the user: release, and count it done for
-                // `join`. A fenced release means a recoverer already did.
-                let _ = self.release(t);
-                self.mark_done();
-                if len > max && flags & FLAG_TOMBSTONE == 0 {
-                    return Err(CorruptKind::Length { len, max }.into());
-                }
-                continue;
+        let accept = |t: u64| {
+            if let Want::Any = want {
+                return true; // no need to look before the claim
             }
-            self.received.fetch_add(1, StdOrdering::Relaxed);
-            let data = self.seg.payload_ptr(self.slot_index(t));
-            // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`
-            // and `len` describe bytes inside the slot's payload area.
-            return Ok(Some(unsafe {
-                RecvGuard::new(Source::Queue(self), t, header, data, len as usize)
-            }));
+            let (header, len) = read_slot(ring.slot(t));
+            if len > max {
+                return true; // everyone helps clear these
+            }
+            match want {
+                Want::Any => true,
+                Want::Header(f) => f(&header),
+                Want::Message(f) => {
+                    // A peek at a slot we do not hold: a producer may be
+                    // rewriting it if it was taken meanwhile. The ring
+                    // re-checks the slot after a rejection and claims
+                    // only the very message looked at after an
+                    // acceptance, so a torn peek is never acted on.
+                    scratch.clear();
+                    scratch.resize(len as usize, 0);
+                    // SAFETY: `len <= max_payload <= stride`, so the
+                    // source lies inside slot `t`'s payload area; the
+                    // destination is our own buffer of `len` bytes.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            self.seg.payload_ptr(self.slot_index(t)),
+                            scratch.as_mut_ptr(),
+                            len as usize,
+                        );
+                    }
+                    f(&header, &scratch)
+                }
+            }
+        };
+        let t = match ring.try_claim_recv(accept) {
+            Ok(t) => t,
+            Err(ClaimError::Unavailable) => return Ok(None),
+            Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
+        };
+        let slot = ring.slot(t);
+        // Read once into locals; only the checked copy is used.
+        let (header, len) = read_slot(slot);
+        slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
+        if len > max {
+            // Not a message we can deliver: release it (so the queue
+            // goes on), count it done for `join`, and report it. A
+            // fenced release means a recoverer already did.
+            let _ = self.release(t);
+            self.mark_done();
+            return Err(CorruptKind::Length { len, max }.into());
         }
+        self.received.fetch_add(1, StdOrdering::Relaxed);
+        let data = self.seg.payload_ptr(self.slot_index(t));
+        // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`
+        // and `len` describe bytes inside the slot's payload area.
+        Ok(Some(unsafe {
+            RecvGuard::new(Source::Queue(self), t, header, data, len as usize)
+        }))
     }
 
     /// Ends the claim on ticket `t` and wakes a sender waiting for space.
@@ -883,17 +930,13 @@ enum Want<'f> {
 
 /// A slot's header fields, each read once (Relaxed; ordered by the
 /// caller's Acquire on the sequence word).
-fn read_slot(slot: &SlotHeader) -> (Header, u32, u32) {
+fn read_slot(slot: &SlotHeader) -> (Header, u32) {
     let header = Header {
         request: Request::new(slot.request.load(Ordering::Relaxed)),
         sender: slot.sender.load(Ordering::Relaxed),
         recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
     };
-    (
-        header,
-        slot.len.load(Ordering::Relaxed),
-        slot.flags.load(Ordering::Relaxed),
-    )
+    (header, slot.len.load(Ordering::Relaxed))
 }
 
 /// `pid << 32 | ticket mod 2^32`: who holds a claim (for recovery tools).
@@ -901,14 +944,13 @@ fn owner_word(pid: u32, t: u64) -> u64 {
     (pid as u64) << 32 | (t & 0xFFFF_FFFF)
 }
 
-fn write_header(slot: &SlotHeader, pid: u32, t: u64, h: &Header, len: u32, flags: u32) {
+fn write_header(slot: &SlotHeader, pid: u32, t: u64, h: &Header, len: u32) {
     slot.owner.store(owner_word(pid, t), Ordering::Relaxed);
     slot.request.store(h.request.code(), Ordering::Relaxed);
     slot.sender.store(h.sender, Ordering::Relaxed);
     slot.recipient
         .store(encode_recipient(h.recipient), Ordering::Relaxed);
     slot.len.store(len, Ordering::Relaxed);
-    slot.flags.store(flags, Ordering::Relaxed);
 }
 
 /// A reserved slot to fill in place; see [`Queue::try_reserve`].
@@ -943,8 +985,7 @@ impl SendSlot<'_> {
     }
 
     /// Publishes the first `len` bytes of the payload area as a message.
-    /// A `len` over max payload is refused and the slot released as a
-    /// tombstone.
+    /// A `len` over max payload is refused and the slot given up.
     pub fn commit(
         mut self,
         request: Request,
@@ -956,7 +997,7 @@ impl SendSlot<'_> {
         let max = q.geo.max_payload;
         let slot = q.ring().slot(self.ticket);
         if len > max as usize {
-            self.publish_tombstone();
+            self.abandon();
             return Err(TrySendError::TooLarge((), len, max));
         }
         let header = Header {
@@ -964,31 +1005,27 @@ impl SendSlot<'_> {
             sender: q.pid,
             recipient,
         };
-        write_header(slot, q.pid, self.ticket, &header, len as u32, 0);
+        write_header(slot, q.pid, self.ticket, &header, len as u32);
         let r = q.ring().publish(self.ticket);
         q.notify_receivers();
         r.map_err(|_| TrySendError::Fenced(()))
     }
 
-    fn publish_tombstone(&self) {
+    /// Gives the slot up without a message: receivers pass it, `join`
+    /// counts it done, and it frees up as if read.
+    fn abandon(&self) {
         let q = self.queue;
-        let slot = q.ring().slot(self.ticket);
-        let header = Header {
-            request: Request::new(0),
-            sender: q.pid,
-            recipient: None,
-        };
-        write_header(slot, q.pid, self.ticket, &header, 0, FLAG_TOMBSTONE);
-        // A fenced tombstone means a recoverer already skipped the slot.
-        let _ = q.ring().publish(self.ticket);
-        q.notify_receivers();
+        // Fenced: a recoverer already gave it up for us.
+        let _ = q.ring().abandon(self.ticket);
+        q.mark_done();
+        q.seg.not_full().notify(Wake::One);
     }
 }
 
 impl Drop for SendSlot<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.publish_tombstone();
+            self.abandon();
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | `t + 1`             | PUBLISHED: any receiver may take it                      |
 //! | `(t + 1) \| HELD`   | HELD: one receiver owns it and is reading it             |
 //! | `(t + 1) \| TAKEN`  | TAKEN: read; waiting for `head` to pass `t`              |
+//! | `(t + 1) \| TAKEN \| HELD` | MOVING: a read slot being refilled by a move      |
 //! | `t + capacity`      | FREE for ticket `t + capacity` (the next lap)            |
 //!
 //! Transitions, each a compare-and-swap by exactly one party:
@@ -29,6 +30,13 @@
 //!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
 //! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
 //!   and release TAKEN(h) -> FREE(h+capacity).
+//! - move (a sender finding the ring full because receivers took messages
+//!   out of order): for the oldest waiting message `from` with a run of
+//!   TAKEN slots behind it ending at `to`, claim `to` (TAKEN -> MOVING),
+//!   hold `from` (PUBLISHED -> HELD), copy the message, publish it at `to`
+//!   (MOVING -> PUBLISHED(to)), mark `from` TAKEN and advance. Without this,
+//!   a message nobody takes would keep every slot behind it from being
+//!   reused.
 //!
 //! Invariants:
 //!
@@ -50,6 +58,12 @@
 //!    and does the advancing: a TAKEN slot is never stranded at `head`.
 //!    (Plain loads would allow the store-buffering outcome where each sees
 //!    the other's old value; the loom model finds it.)
+//! 6. A TAKEN slot changes only when `head` passes it, or when a move
+//!    refills it (TAKEN -> MOVING -> PUBLISHED) while it is behind an
+//!    unread message, never at `head`. A move can bring it to `head`
+//!    later, so an advancer confirms TAKEN with an RMW, which reads the
+//!    newest value, before it moves `head` past the slot: a stale TAKEN
+//!    would skip a published message (the loom model finds that too).
 //!
 //! # Orderings
 //!
@@ -66,8 +80,8 @@
 //! # Trusting nothing
 //!
 //! Every loop is bounded. A state that no honest run produces (a sequence
-//! word ahead of its position while the position has not moved, both flags
-//! set, `tail - head` above the capacity) is reported as corruption.
+//! word ahead of its position while the position has not moved, `tail - head`
+//! above the capacity) is reported as corruption.
 
 use crate::layout::SlotHeader;
 use crate::sync::{spin_hint, AtomicU64, Ordering};
@@ -132,8 +146,9 @@ impl<'a> Ring<'a> {
         &self.slots[(t & self.mask) as usize]
     }
 
-    /// Claims the next free slot for writing; returns its ticket.
-    #[inline]
+    /// Claims the next free slot for writing; returns its ticket. (The
+    /// queue always goes through `try_claim_send_many`; the models use this.)
+    #[cfg(loom)]
     pub fn try_claim_send(&self) -> Result<u64, ClaimError> {
         self.try_claim_send_many(1).map(|(t, _)| t)
     }
@@ -249,7 +264,12 @@ impl<'a> Ring<'a> {
                     }
                 }
                 match (seq & !FLAGS, seq & FLAGS) {
-                    (s, HELD) if s == published => t += 1, // another receiver's
+                    // Another receiver's.
+                    (s, HELD) if s == published => t += 1,
+                    // Being filled by a move: the message in transit is
+                    // older than anything behind it, so stop here, as at a
+                    // slot still being written (invariant 4).
+                    (s, FLAGS) if s == published => return Err(ClaimError::Unavailable),
                     (s, TAKEN) if s == published => {
                         if t == head {
                             self.advance_from(t);
@@ -266,7 +286,7 @@ impl<'a> Ring<'a> {
                     // for us here yet.
                     (s, _) if s < t => return Err(ClaimError::Unavailable),
                     // Released already: `head` moved on; look again.
-                    (s, f) if s >= t + self.capacity() && f != FLAGS => {
+                    (s, _) if s >= t + self.capacity() => {
                         budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
                         continue 'restart;
                     }
@@ -324,6 +344,128 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Gives up the claim on ticket `t` (claimed by `try_claim_send`,
+    /// never published): the slot is marked TAKEN, so receivers pass it and
+    /// `head` frees it as if it had been read.
+    pub fn abandon(&self, t: u64) -> Result<(), Fenced> {
+        // Release: pairs with the Acquire load in `advance_from`.
+        let r = self.slot(t).seq.compare_exchange(
+            t,
+            (t + 1) | TAKEN,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        // Invariant 5, as in `release`.
+        if self.head.fetch_add(0, Ordering::AcqRel) == t {
+            self.advance_from(t);
+        }
+        r.map(drop).map_err(|_| Fenced)
+    }
+
+    /// Starts to unblock a ring that is full because receivers took
+    /// messages out of order (a selective receive passed over older ones):
+    /// the slots they read cannot be reused until `head` passes them, and
+    /// `head` waits at the oldest unread message.
+    ///
+    /// Finds the oldest waiting message `from` with a run of read (TAKEN)
+    /// slots right behind it ending at `to`, holds it (PUBLISHED -> HELD)
+    /// and claims `to` (TAKEN -> MOVING). The caller copies the message from
+    /// `from`'s slot to `to`'s and calls [`finish_move`](Self::finish_move).
+    /// Each move carries a read slot one message closer to `head`; once the
+    /// oldest message has moved, `head` frees the slots behind it.
+    ///
+    /// Order is kept: every ticket between `from` and `to` was already
+    /// read, so the message keeps its place among the messages waiting.
+    pub fn begin_move(&self) -> Option<(u64, u64)> {
+        let cap = self.capacity();
+        let h = self.head.load(Ordering::Relaxed);
+        // `tail <= head + capacity`, so equality is exact: full.
+        if self.tail.load(Ordering::Relaxed) != h + cap || h & FLAGS != 0 {
+            return None;
+        }
+        let end = h + cap;
+        let mut from = h;
+        while from + 1 < end {
+            // Acquire: pairs with the publish; we copy what it wrote.
+            if self.slot(from).seq.load(Ordering::Acquire) != from + 1 {
+                from += 1;
+                continue;
+            }
+            // The run of read slots behind it. None of them can be freed
+            // meanwhile: `head` cannot pass the unread message at `from`.
+            let mut to = from;
+            while to + 1 < end && self.slot(to + 1).seq.load(Ordering::Acquire) == (to + 2) | TAKEN
+            {
+                to += 1;
+            }
+            if to == from {
+                from += 1;
+                continue;
+            }
+            let (source, target) = (self.slot(from), self.slot(to));
+            let taken = (to + 1) | TAKEN;
+            if target
+                .seq
+                .compare_exchange(taken, taken | HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return None; // another move took it
+            }
+            if source
+                .seq
+                .compare_exchange(
+                    from + 1,
+                    (from + 1) | HELD,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                // A receiver took it after all: give the target back as it
+                // was. `head` may have reached it meanwhile (the receiver's
+                // release advances over the run): invariant 5, as in
+                // `release`.
+                let _ = target.seq.compare_exchange(
+                    taken | HELD,
+                    taken,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+                if self.head.fetch_add(0, Ordering::AcqRel) == to {
+                    self.advance_from(to);
+                }
+                return None;
+            }
+            return Some((from, to));
+        }
+        None
+    }
+
+    /// Ends a move begun by [`begin_move`](Self::begin_move), after the
+    /// message was copied from `from`'s slot to `to`'s: publishes it at
+    /// `to`, marks `from` read, and advances `head` if it waited there.
+    pub fn finish_move(&self, from: u64, to: u64) {
+        // SYNC POINT. Release: pairs with the receivers' Acquire load, as a
+        // publish does.
+        let _ = self.slot(to).seq.compare_exchange(
+            (to + 1) | TAKEN | HELD,
+            to + 1,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        // Release: pairs with the Acquire load in `advance_from`.
+        let _ = self.slot(from).seq.compare_exchange(
+            (from + 1) | HELD,
+            (from + 1) | TAKEN,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        // Invariant 5, as in `release`.
+        if self.head.fetch_add(0, Ordering::AcqRel) == from {
+            self.advance_from(from);
+        }
+    }
+
     /// Moves `head` from `h` past slots read out of order, releasing each.
     /// The caller has just seen `head == h` through an RMW (or a CAS that
     /// set it); a failed CAS here means another process moved `head` and
@@ -334,6 +476,15 @@ impl<'a> Ring<'a> {
             let taken = (h + 1) | TAKEN;
             // Acquire: pairs with the holder's Release in `release`.
             if slot.seq.load(Ordering::Acquire) != taken {
+                return;
+            }
+            // Invariant 6: confirm on the newest value (an RMW reads it); a
+            // stale TAKEN could be a slot a move has since refilled.
+            if slot
+                .seq
+                .compare_exchange(taken, taken, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 return;
             }
             // AcqRel, invariant 5 (as in `release`).

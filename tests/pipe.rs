@@ -548,7 +548,6 @@ fn child_end_taken_while_held_and_free_after_holder_dies() {
 /// with `libc::kill` without waiting for it; another child's `Pipe::open`
 /// gets `EndTaken { pid: <the dead child> }`.
 #[test]
-#[ignore = "BUG: Pipe::open treats a dead but unreaped (zombie) holder of the child end as alive: EndTaken"]
 fn child_end_free_when_holder_died_but_is_not_reaped() {
     let shm = ShmGuard::new("pipe-zombie");
     let _p = Pipe::create(shm.name(), PipeConfig::new(4, 16)).unwrap();
@@ -635,7 +634,6 @@ fn opening_the_wrong_kind_is_refused() {
 /// `EndTaken`); `a.try_send("from a")`, `b.try_send("from b")`: the parent
 /// receives only "from b"; the parent's one message is received by both.
 #[test]
-#[ignore = "BUG: a second Pipe::open of a held end in the same process succeeds; the two handles lose and duplicate messages"]
 fn second_open_of_a_held_end_in_the_same_process_is_refused() {
     let shm = ShmGuard::new("pipe-double");
     let p = Pipe::create(shm.name(), PipeConfig::new(4, 16)).unwrap();

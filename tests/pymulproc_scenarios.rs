@@ -265,14 +265,13 @@ fn queue_stress_round(seed: u64) {
     let mut rng = Rng::new(seed);
     let n = rng.range(1, 10) as usize;
     let shm = ShmGuard::new("scen-duplex-q");
-    // Capacity above every message of a round (10 × 40 DOs, as many
-    // answers, 10 DIEs): a slot taken out of order is only reused once
-    // every older message has been taken, so with a small ring a worker
-    // descheduled between taking a DO and sending its answer, while its
-    // next DO sits at the head, deadlocks the round (all slots held behind
-    // that DO, the worker blocked in `send`). Seen with capacity 64; pinned
-    // in `selective.rs` (`selective_take_frees_no_slot_while_head_waits`).
-    let mut q = Queue::create(shm.name(), QueueConfig::new(1024, STRESS_MAX_PAYLOAD)).unwrap();
+    // A small ring on purpose: a worker descheduled between taking a DO
+    // and sending its answer, while its next DO sits at the head, fills
+    // the ring behind that DO with answers taken out of order. This once
+    // deadlocked the round (seen with capacity 64); now the blocked sender
+    // moves the passed-over DO to the back (`selective.rs`,
+    // `selective_take_frees_no_slot_while_head_waits`).
+    let mut q = Queue::create(shm.name(), QueueConfig::new(32, STRESS_MAX_PAYLOAD)).unwrap();
     q.set_send_retry(patient());
     let me = std::process::id();
     let mut children: Vec<ChildProc> = (0..n)

@@ -229,6 +229,39 @@ fn selective_receive_passes_the_head() {
     });
 }
 
+/// A full ring whose oldest message was passed over (the one behind it was
+/// taken by a selective receive) is unblocked by moving that message onto
+/// the read slot behind it, while a plain receiver races for it: the
+/// message arrives exactly once, intact, and both slots are free after.
+#[test]
+fn move_passed_over_message() {
+    loom::model(|| {
+        let m = Model::new(2);
+        m.send(1);
+        m.send(2);
+        assert_eq!(m.try_recv_where(|v| v == 2), Some(2));
+        let receiver = {
+            let m = m.clone();
+            thread::spawn(move || m.try_recv())
+        };
+        let ring = m.ring();
+        let mv = ring.begin_move();
+        if let Some((from, to)) = mv {
+            // SAFETY: the move holds both slots.
+            let v = m.cell(from).with(|p| unsafe { *p });
+            // SAFETY: as above.
+            m.cell(to).with_mut(|p| unsafe { *p = v });
+            ring.finish_move(from, to);
+        }
+        let mut got: Vec<u64> = receiver.join().unwrap().into_iter().collect();
+        got.extend(m.drain());
+        assert_eq!(got, vec![1], "move {mv:?}");
+        m.send(3);
+        m.send(4);
+        assert_eq!(m.drain(), vec![3, 4]);
+    });
+}
+
 /// A producer claims two slots at once (one CAS of `tail`) while a consumer
 /// frees them one by one: a batch never takes a slot whose previous lap is
 /// still being read.
