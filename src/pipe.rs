@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{
     CorruptError, CorruptKind, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError,
@@ -371,9 +371,14 @@ impl Pipe {
         Ok(())
     }
 
-    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+    /// Waits up to `timeout` (`None`: forever) for the next message;
+    /// `Ok(None)` only on a timeout.
+    fn recv_within(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let events = self.seg.pipe_not_empty(self.recv_dir());
-        match events.wait_spinning(deadline, || self.claim_recv().transpose()) {
+        match events.wait_spinning(timeout, || self.claim_recv().transpose()) {
             Some((r, _)) => r.map(Some),
             None => Ok(None),
         }
@@ -391,7 +396,7 @@ impl Pipe {
     /// the kernel, woken by the other end's send).
     pub fn recv(&self) -> Result<Message, RecvError> {
         loop {
-            if let Some(g) = self.recv_until(None)? {
+            if let Some(g) = self.recv_within(None)? {
                 return Ok(g.into_message());
             }
         }
@@ -399,17 +404,19 @@ impl Pipe {
 
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
-        Ok(self.recv_ref_timeout_inner(timeout)?.into_message())
+        Ok(self.recv_ref_within(Some(timeout))?.into_message())
     }
 
-    fn recv_ref_timeout_inner(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        match Instant::now().checked_add(timeout) {
-            Some(d) => self.recv_until(Some(d))?.ok_or(RecvTimeoutError::Timeout),
-            None => loop {
-                if let Some(g) = self.recv_until(None)? {
-                    return Ok(g);
-                }
-            },
+    fn recv_ref_within(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        loop {
+            match self.recv_within(timeout)? {
+                Some(g) => return Ok(g),
+                None if timeout.is_some() => return Err(RecvTimeoutError::Timeout),
+                None => {}
+            }
         }
     }
 
@@ -421,7 +428,7 @@ impl Pipe {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Header, RecvTimeoutError> {
-        let g = self.recv_ref_timeout_inner(timeout.unwrap_or(Duration::MAX))?;
+        let g = self.recv_ref_within(timeout)?;
         buf.clear();
         buf.extend_from_slice(g.data());
         let header = *g.header();
@@ -440,7 +447,7 @@ impl Pipe {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        self.recv_ref_timeout_inner(timeout.unwrap_or(Duration::MAX))
+        self.recv_ref_within(timeout)
     }
 }
 

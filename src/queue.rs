@@ -635,13 +635,13 @@ impl Queue {
         Ok(self.try_recv_ref()?.into_message())
     }
 
-    /// Waits for a message `want` accepts until `deadline` (`None`:
-    /// forever): spins briefly, then yields, then sleeps in the kernel until
-    /// a sender in any process wakes it.
-    fn recv_until(
+    /// Waits up to `timeout` (`None`: forever) for a message `want`
+    /// accepts: spins briefly, then yields, then sleeps in the kernel until
+    /// a sender in any process wakes it. `Ok(None)` only on a timeout.
+    fn recv_within(
         &self,
         want: &mut Want<'_>,
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
     ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let plain = matches!(want, Want::Any);
         let events = if plain {
@@ -649,7 +649,7 @@ impl Queue {
         } else {
             self.seg.selective()
         };
-        match events.wait_spinning(deadline, || self.claim_recv(want).transpose()) {
+        match events.wait_spinning(timeout, || self.claim_recv(want).transpose()) {
             Some((Ok(g), slept)) => {
                 // We slept; if more is waiting and other plain receivers
                 // sleep, pass the wake on, so one notify per message is
@@ -666,7 +666,7 @@ impl Queue {
 
     fn recv_forever(&self, want: &mut Want<'_>) -> Result<RecvGuard<'_>, RecvError> {
         loop {
-            if let Some(g) = self.recv_until(want, None)? {
+            if let Some(g) = self.recv_within(want, None)? {
                 return Ok(g);
             }
         }
@@ -677,12 +677,8 @@ impl Queue {
         want: &mut Want<'_>,
         timeout: Duration,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self
-                .recv_until(want, Some(deadline))?
-                .ok_or(RecvTimeoutError::Timeout),
-            None => Ok(self.recv_forever(want)?),
-        }
+        self.recv_within(want, Some(timeout))?
+            .ok_or(RecvTimeoutError::Timeout)
     }
 
     /// Receives in place, waiting as long as it takes.
@@ -879,9 +875,11 @@ impl Queue {
         // Release: pairs with the Acquire load in `joined`; the work done
         // before `task_done` happens before `join` returns.
         let done = self.seg.done_count().fetch_add(1, Ordering::Release) + 1;
-        if done >= self.ring().sent() {
-            self.seg.joined().notify(Wake::All);
-        }
+        // `tail` is the senders' busiest line: read it only if a joiner may
+        // be asleep.
+        self.seg
+            .joined()
+            .notify_if(Wake::All, || done >= self.ring().sent());
     }
 
     fn is_joined(&self) -> bool {

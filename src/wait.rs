@@ -196,6 +196,19 @@ impl EventCount {
         self.notify_fenced(wake);
     }
 
+    /// [`notify`](Self::notify), but only if `cond` holds, and `cond` is
+    /// evaluated only when someone may be asleep: for a wake condition that
+    /// costs a read of a busy line (as `join`'s `done >= sent`).
+    #[inline]
+    pub(crate) fn notify_if(&self, wake: Wake, cond: impl FnOnce() -> bool) {
+        // SYNC POINT (F2): pairs with F1 in `wait_until`.
+        light_fence();
+        let v = self.epoch.load(Ordering::Relaxed);
+        if v & ARMED != 0 && cond() {
+            self.wake_slow(v, wake);
+        }
+    }
+
     /// [`notify`](Self::notify) on two event counts for the price of one
     /// fence.
     #[inline]
@@ -318,9 +331,12 @@ impl EventCount {
 
 /// How long a blocking wait spins before it yields, catching a message
 /// already on its way: waking a sleeper costs ~20 µs on a typical machine,
-/// and a reply that arrives within the spin never pays it.
+/// and a reply that arrives within the spin never pays it. Short, because
+/// when the peer shares our core, spinning only delays it (measured:
+/// blocking ping-pong on one core took 7.5 µs one-way with a 5 µs spin,
+/// 3.9 µs with 1 µs; on two cores ~210 ns either way).
 #[cfg(not(loom))]
-const SPIN: Duration = Duration::from_micros(5);
+const SPIN: Duration = Duration::from_micros(1);
 /// How long it then yields the CPU between checks before sleeping; on an
 /// oversubscribed machine this lets the peer run instead of us spinning.
 #[cfg(not(loom))]
@@ -328,17 +344,21 @@ const YIELD: Duration = Duration::from_micros(50);
 
 #[cfg(not(loom))]
 impl EventCount {
-    /// [`wait_until`](Self::wait_until), after a bounded spin and a bounded
-    /// stretch of yields. Also says whether it went to sleep.
+    /// [`wait_until`](Self::wait_until) with a timeout (`None`: forever),
+    /// after a bounded spin and a bounded stretch of yields. Also says
+    /// whether it went to sleep. The clock is read only once the first
+    /// check has failed.
     pub(crate) fn wait_spinning<T>(
         &self,
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<(T, bool)> {
         if let Some(v) = check() {
             return Some((v, false));
         }
         let start = Instant::now();
+        // A timeout too large for the clock is no deadline at all.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
         let mut i = 0u32;
         loop {
             if let Some(v) = check() {
