@@ -49,8 +49,9 @@
 //!    back to it), so a CAS from PUBLISHED(t) that succeeds proves the slot
 //!    was not touched since it was read as PUBLISHED(t).
 //! 4. Receivers scan from `head` towards `tail` and stop at the first slot
-//!    not yet published (FREE(t): being written, or not sent yet): a receiver therefore
-//!    takes one producer's messages in the order they were sent.
+//!    not yet published (FREE(t): being written, or not sent yet) or being
+//!    refilled by a move: a receiver therefore takes one producer's
+//!    messages in the order they were sent.
 //! 5. Every write of `head` is an RMW, and a receiver that marks a slot
 //!    TAKEN then reads `head` with an RMW. Of the two, the mark and the move
 //!    of `head` onto that slot, the later one in `head`'s modification order
@@ -200,7 +201,7 @@ impl<'a> Ring<'a> {
         Err(ClaimError::Corrupt)
     }
 
-    /// Publishes the slot of ticket `t` (claimed by `try_claim_send`).
+    /// Publishes the slot of ticket `t` (claimed by `try_claim_send_many`).
     #[inline]
     pub fn publish(&self, t: u64) -> Result<(), Fenced> {
         // SYNC POINT. Release: pairs with the receivers' Acquire load/CAS of
@@ -222,7 +223,7 @@ impl<'a> Ring<'a> {
     #[inline]
     pub fn try_claim_recv(&self, mut accept: impl FnMut(u64) -> bool) -> Result<u64, ClaimError> {
         // Restarts and re-examinations; plain scanning steps are bounded
-        // by `tail - head <= capacity` per pass.
+        // by one lap per pass.
         let mut budget = MAX_RETRIES;
         'restart: loop {
             let head = self.head.load(Ordering::Relaxed);
