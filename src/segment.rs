@@ -167,14 +167,7 @@ impl Segment {
         let os_name = os_name(name)?;
         crate::wait::barriers::register();
         let fd = sys::shm_open_existing(&os_name).map_err(|e| os_err(name, "shm_open", e))?;
-        let started = Instant::now();
         let mut st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
-        // A creator sizes the file right after creating it: a file smaller
-        // than a header may be one caught in between.
-        while st.size < HEADER_SIZE as u64 && started.elapsed() < INIT_WAIT {
-            std::thread::sleep(Duration::from_millis(1));
-            st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
-        }
         let me = sys::euid();
         if st.uid != me {
             return Err(SetupError::PermissionDenied {
@@ -187,6 +180,13 @@ impl Segment {
                 name: name.to_owned(),
                 reason: PermissionProblem::OpenToOthers { mode: st.mode },
             });
+        }
+        // A creator sizes the file right after creating it: a file smaller
+        // than a header may be one caught in between.
+        let started = Instant::now();
+        while st.size < HEADER_SIZE as u64 && started.elapsed() < INIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
         }
         let corrupt = |kind| SetupError::Corrupt {
             name: name.to_owned(),

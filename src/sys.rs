@@ -86,7 +86,10 @@ pub(crate) fn shm_create(name: &CString, mode: libc::mode_t) -> io::Result<Owned
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: `fd` is open.
     if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } != 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        // The name is ours (O_EXCL): do not leave it behind half-made.
+        let _ = shm_unlink(name);
+        return Err(e);
     }
     Ok(fd)
 }
