@@ -234,12 +234,13 @@ def define_rows(ex, bench, peer, args):
                           "--consumers", "1", key="msgs_per_sec")
         mpsc.note = "bench one-shot (stream has no --producers)"
 
-    # The example idles in the parent only: the parent catches the echo
-    # awake, so its RTT/2 is half a wake-up; the bench idles on both sides.
+    # Both the example and the bench idle on both sides (the example
+    # subtracts both pauses), so each one-way figure is one wake-up of a
+    # sleeping receiver plus one transfer.
     if args.idle_example or bench is None:
         wake = Side("pingpong --blocking --idle-us 200",
                     [pingpong, "--blocking", "--idle-us", "200", "--iters", "3000",
-                     "--warmup", "300"], "one_way_ns", note="example, parent-side idle only")
+                     "--warmup", "300"], "one_way_ns", note="example, both sides idle")
     else:
         wake = bench_side("bench pingpong --block --idle-us 200", "pingpong", "--block",
                           "--idle-us", "200", key="one_way_ns")
