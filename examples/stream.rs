@@ -368,6 +368,7 @@ fn recv_with<R>(
     rx: &mut Rx<'_>,
     o: &Opts,
     peer: &mut Peer,
+    buf: &mut Vec<u8>,
     f: impl FnOnce(&Header, &[u8]) -> R,
 ) -> Result<R> {
     let mut spins = 0u32;
@@ -385,14 +386,16 @@ fn recv_with<R>(
         } else {
             // `recv_timeout` is `recv` with a deadline (the same spin, yield,
             // sleep path); the timeout only serves the liveness check.
+            // Copied into one reused buffer: no allocation per message.
+            let buf = &mut *buf;
             let got = match (&*rx, o.blocking) {
-                (Rx::Queue(q), true) => timed(q.recv_timeout(LIVENESS_TIMEOUT))?,
-                (Rx::Queue(q), false) => polled(q.try_recv())?,
-                (Rx::Pipe(p), true) => timed(p.recv_timeout(LIVENESS_TIMEOUT))?,
-                (Rx::Pipe(p), false) => polled(p.try_recv())?,
+                (Rx::Queue(q), true) => timed(q.recv_into(buf, Some(LIVENESS_TIMEOUT)))?,
+                (Rx::Queue(q), false) => polled(q.try_recv_into(buf))?,
+                (Rx::Pipe(p), true) => timed(p.recv_into(buf, Some(LIVENESS_TIMEOUT)))?,
+                (Rx::Pipe(p), false) => polled(p.try_recv_into(buf))?,
             };
-            if let Some(m) = got {
-                return Ok(f(&m.header(), &m.data));
+            if let Some(h) = got {
+                return Ok(f(&h, buf));
             }
         }
         if o.blocking {
@@ -650,8 +653,9 @@ fn consumer(o: &Opts) -> Result<String> {
     let mut reports: Vec<Option<(u64, u64)>> = vec![None; np];
     let (mut received, mut reported) = (0u64, 0usize);
     let (mut first, mut last) = (None, None);
+    let mut buf = Vec::with_capacity(o.size.max(64));
     while received < n || reported < np {
-        let got = recv_with(&mut rx, o, &mut peer, |h, data| {
+        let got = recv_with(&mut rx, o, &mut peer, &mut buf, |h, data| {
             let Some(i) = pids.iter().position(|&p| p == h.sender) else {
                 return Got::UnknownSender(h.sender);
             };

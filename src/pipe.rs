@@ -35,7 +35,7 @@ use crate::error::{
 use crate::guard::{RecvGuard, Source};
 use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
-use crate::queue::{claim_with_retry, Claimed, QueueConfig, SendRetry};
+use crate::queue::{claim_with_retry, copy_out, Claimed, QueueConfig, SendRetry};
 use crate::segment::Segment;
 use crate::sync::Ordering;
 use crate::sys;
@@ -428,12 +428,15 @@ impl Pipe {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Header, RecvTimeoutError> {
-        let g = self.recv_ref_within(timeout)?;
-        buf.clear();
-        buf.extend_from_slice(g.data());
-        let header = *g.header();
-        g.finish()?;
-        Ok(header)
+        Ok(copy_out(self.recv_ref_within(timeout)?, buf)?)
+    }
+
+    /// Receives the next message into `buf` (cleared first) if there is
+    /// one, returning its header. Allocates nothing once `buf` has grown to
+    /// the largest payload.
+    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<Header, TryRecvError> {
+        let g = self.claim_recv()?.ok_or(TryRecvError::Empty)?;
+        Ok(copy_out(g, buf)?)
     }
 
     /// Receives the next message in place, if there is one. The guard

@@ -725,11 +725,25 @@ impl Queue {
             Some(t) => self.recv_ref_timeout(t)?,
             None => self.recv_ref()?,
         };
-        buf.clear();
-        buf.extend_from_slice(guard.data());
-        let header = *guard.header();
-        guard.finish()?;
-        Ok(header)
+        Ok(copy_out(guard, buf)?)
+    }
+
+    /// Receives the next message into `buf` (cleared first) if there is
+    /// one, returning its header. Allocates nothing once `buf` has grown to
+    /// the largest payload.
+    ///
+    /// ```
+    /// use mulproc::{Message, Queue, QueueConfig, Request};
+    /// # let name = format!("doc-try-recv-into-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// q.try_send(Message::new(Request::DO, b"abc".as_slice()))?;
+    /// let mut buf = Vec::with_capacity(64);
+    /// let h = q.try_recv_into(&mut buf)?;
+    /// assert_eq!((h.request, buf.as_slice()), (Request::DO, b"abc".as_slice()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<Header, TryRecvError> {
+        copy_out(self.try_recv_ref()?, buf).map_err(Into::into)
     }
 
     /// Receives the oldest message that `pred` accepts, if there is one,
@@ -935,6 +949,16 @@ fn read_slot(slot: &SlotHeader) -> (Header, u32) {
         recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
     };
     (header, slot.len.load(Ordering::Relaxed))
+}
+
+/// Copies a held message into `buf` (cleared first) and frees its slot,
+/// reporting a slot taken over meanwhile.
+pub(crate) fn copy_out(guard: RecvGuard<'_>, buf: &mut Vec<u8>) -> Result<Header, CorruptError> {
+    buf.clear();
+    buf.extend_from_slice(guard.data());
+    let header = *guard.header();
+    guard.finish()?;
+    Ok(header)
 }
 
 /// `pid << 32 | ticket mod 2^32`: who holds a claim (for recovery tools).
