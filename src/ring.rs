@@ -326,41 +326,35 @@ impl<'a> Ring<'a> {
             }
             r.map(drop).map_err(|_| Fenced)
         } else {
-            // Release: pairs with the Acquire load in `advance_from`, so the
-            // advancer's release of our slot is ordered after our reads.
-            let r = slot.seq.compare_exchange(
-                held,
-                (t + 1) | TAKEN,
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
-            // Invariant 5: an RMW reads the newest `head`. Either it is
-            // already `t` and advancing is ours to do, or whoever moves
-            // `head` to `t` does so by an RMW ordered after this one and
-            // then sees our TAKEN mark.
-            if self.head.fetch_add(0, Ordering::AcqRel) == t {
-                self.advance_from(t);
-            }
-            r.map(drop).map_err(|_| Fenced)
+            self.mark_taken(t, held)
         }
     }
 
-    /// Gives up the claim on ticket `t` (claimed by `try_claim_send`,
-    /// never published): the slot is marked TAKEN, so receivers pass it and
-    /// `head` frees it as if it had been read.
-    pub fn abandon(&self, t: u64) -> Result<(), Fenced> {
-        // Release: pairs with the Acquire load in `advance_from`.
+    /// Marks the slot of `t` TAKEN (from `from`, which we hold), then
+    /// advances `head` if it waits at `t`.
+    fn mark_taken(&self, t: u64, from: u64) -> Result<(), Fenced> {
+        // Release: pairs with the Acquire load in `advance_from`, so the
+        // advancer's release of the slot is ordered after our use of it.
         let r = self.slot(t).seq.compare_exchange(
-            t,
+            from,
             (t + 1) | TAKEN,
             Ordering::Release,
             Ordering::Relaxed,
         );
-        // Invariant 5, as in `release`.
+        // Invariant 5: an RMW reads the newest `head`. Either it is already
+        // `t` and advancing is ours to do, or whoever moves `head` to `t`
+        // does so by an RMW ordered after this one and then sees the mark.
         if self.head.fetch_add(0, Ordering::AcqRel) == t {
             self.advance_from(t);
         }
         r.map(drop).map_err(|_| Fenced)
+    }
+
+    /// Gives up the claim on ticket `t` (claimed by `try_claim_send_many`,
+    /// never published): the slot is marked TAKEN, so receivers pass it and
+    /// `head` frees it as if it had been read.
+    pub fn abandon(&self, t: u64) -> Result<(), Fenced> {
+        self.mark_taken(t, t)
     }
 
     /// Starts to unblock a ring that is full because receivers took
@@ -424,17 +418,8 @@ impl<'a> Ring<'a> {
             {
                 // A receiver took it after all: give the target back as it
                 // was. `head` may have reached it meanwhile (the receiver's
-                // release advances over the run): invariant 5, as in
-                // `release`.
-                let _ = target.seq.compare_exchange(
-                    taken | HELD,
-                    taken,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                if self.head.fetch_add(0, Ordering::AcqRel) == to {
-                    self.advance_from(to);
-                }
+                // release advances over the run).
+                let _ = self.mark_taken(to, taken | HELD);
                 return None;
             }
             return Some((from, to));
@@ -454,17 +439,7 @@ impl<'a> Ring<'a> {
             Ordering::Release,
             Ordering::Relaxed,
         );
-        // Release: pairs with the Acquire load in `advance_from`.
-        let _ = self.slot(from).seq.compare_exchange(
-            (from + 1) | HELD,
-            (from + 1) | TAKEN,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        // Invariant 5, as in `release`.
-        if self.head.fetch_add(0, Ordering::AcqRel) == from {
-            self.advance_from(from);
-        }
+        let _ = self.mark_taken(from, (from + 1) | HELD);
     }
 
     /// Moves `head` from `h` past slots read out of order, releasing each.
