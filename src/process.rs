@@ -57,7 +57,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Message, Queue, Request, SendError, SetupError};
+use crate::{Message, Pipe, Queue, Request, SendError, SetupError};
 
 /// Environment variable carrying a child's role.
 pub const ROLE_VAR: &str = "MULPROC_ROLE";
@@ -123,6 +123,12 @@ pub fn channel_name(key: &str) -> Result<String, ChannelError> {
 /// ([`channel_name`] then [`Queue::open`]).
 pub fn open_queue(key: &str) -> Result<Queue, ChannelError> {
     Ok(Queue::open(&channel_name(key)?)?)
+}
+
+/// Opens the child end of the pipe the parent passed as channel `key`
+/// ([`channel_name`] then [`Pipe::open`]).
+pub fn open_pipe(key: &str) -> Result<Pipe, ChannelError> {
+    Ok(Pipe::open(&channel_name(key)?)?)
 }
 
 /// A channel could not be found in this process's environment or opened.
@@ -229,6 +235,12 @@ impl Child {
     /// Passes `queue` as channel `key` (its [`name`](Queue::name)).
     pub fn queue(self, key: impl Into<String>, queue: &Queue) -> Child {
         self.channel(key, queue.name())
+    }
+
+    /// Passes `pipe` as channel `key` (its [`name`](Pipe::name)); the child
+    /// takes the child end with [`open_pipe`].
+    pub fn pipe(self, key: impl Into<String>, pipe: &Pipe) -> Child {
+        self.channel(key, pipe.name())
     }
 
     /// Whether the child gets this process's arguments (default `true`)

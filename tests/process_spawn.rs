@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mulproc::process::{self, ChannelError, Child, ChildProcess, SpawnError};
-use mulproc::{Message, Queue, QueueConfig, Request, SendRetry, SetupError};
+use mulproc::{Message, Pipe, PipeConfig, Queue, QueueConfig, Request, SendRetry, SetupError};
 
 /// Long enough for a loaded CI machine; a test that needs it has failed.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -88,12 +88,24 @@ fn child_main() {
         "grandchild" => role_grandchild(),
         "sleeper" => role_sleeper(),
         "worker" => role_worker(),
+        "pipe_echo" => role_pipe_echo(),
         other => {
             eprintln!("unknown role {other:?}");
             2
         }
     };
     std::process::exit(code);
+}
+
+/// Takes the child end of pipe `ctl`, echoes one message back, and exits
+/// on DIE.
+fn role_pipe_echo() -> i32 {
+    let pipe = process::open_pipe("ctl").expect("open_pipe");
+    let m = pipe.recv_timeout(PATIENCE).expect("recv");
+    pipe.send(Message::new(Request::FINISHED, m.data))
+        .expect("send echo");
+    let die = pipe.recv_timeout(PATIENCE).expect("recv DIE");
+    i32::from(die.request != Request::DIE)
 }
 
 /// Reports what it sees of its environment on channel `results`.
@@ -386,4 +398,30 @@ fn missing_program_is_a_spawn_error() {
         .spawn()
         .unwrap_err();
     assert!(matches!(err, SpawnError::Spawn(ref e) if e.kind() == std::io::ErrorKind::NotFound));
+}
+
+/// Pins: a pipe handed to a child with `Child::pipe` and taken with
+/// `process::open_pipe` not being usable from both ends (the child's end,
+/// its pid as the parent's peer, a message each way).
+#[test]
+fn child_takes_the_child_end_of_a_pipe() {
+    let parent = Pipe::create(&unique("pipe"), PipeConfig::new(8, 64)).expect("create pipe");
+    let mut c = child("pipe_echo")
+        .pipe("ctl", &parent)
+        .spawn()
+        .expect("spawn");
+    parent
+        .send(Message::new(Request::DO, b"ping".as_slice()))
+        .expect("send");
+    let echo = parent.recv_timeout(PATIENCE).expect("echo");
+    assert_eq!(echo.request, Request::FINISHED);
+    assert_eq!(echo.data, b"ping");
+    assert_eq!(echo.sender, Some(c.pid()));
+    assert_eq!(parent.peer_pid(), Some(c.pid()));
+    parent
+        .send(Message::signal(Request::DIE))
+        .expect("send DIE");
+    assert!(wait_exit(&mut c).success());
+    // The child's end was given back when its handle dropped.
+    assert_eq!(parent.peer_pid(), None);
 }
