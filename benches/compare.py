@@ -278,6 +278,11 @@ def define_rows(ex, bench, peer, args):
         Row("stream64-aq", "stream, 64 B, 1 → 1: vs ArrayQueue (threads)",
             st64(), Side("arrayqueue", P("--system", "arrayqueue", "--scenario", "stream"),
                          "msgs_per_sec"), ">=", 0.8, "≥ 0.8 × ArrayQueue", "msg/s"),
+        Row("stream64-batch-aq", "stream with the batch API, 64 B, 1 → 1: vs ArrayQueue (threads)",
+            bench_side("bench stream --batch", "stream", "--size", "64", "--batch",
+                       key="msgs_per_sec"),
+            Side("arrayqueue", P("--system", "arrayqueue", "--scenario", "stream"),
+                 "msgs_per_sec"), ">=", 1.0, "≥ 1 × ArrayQueue", "msg/s"),
         Row("stream64k-memcpy", "stream, 64 KiB, copying: bytes/s vs memcpy bandwidth",
             Side("stream --size 65536", [stream, "--size", "65536"], "msgs_per_sec",
                  scale=65536.0),
@@ -444,7 +449,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="A B rounds per scenario (default 3)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64k-memcpy mpsc-ipmpsc)")
+                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-batch-aq stream64k-memcpy mpsc-ipmpsc)")
     ap.add_argument("--idle-secs", type=float, default=10.0,
                     help="how long the idle receiver is watched (default 10)")
     ap.add_argument("--idle-example", action="store_true",

@@ -549,7 +549,13 @@ enum Copying {
     Copy,
     /// `try_reserve` + `commit`; the consumer reads in place.
     ZeroCopy,
+    /// `try_send_batch` of up to `BATCH` buffers (one claim of the tail);
+    /// the consumer takes up to `BATCH` with `try_recv_batch`, in place.
+    Batch,
 }
+
+/// Messages per batch in `Copying::Batch`.
+const BATCH: usize = 64;
 
 /// One producer child streaming to the parent.
 struct Stream {
@@ -580,6 +586,7 @@ impl Stream {
         let mode_arg = match mode {
             Copying::Copy => "copy",
             Copying::ZeroCopy => "zero-copy",
+            Copying::Batch => "batch",
         };
         let mut watch = Watch(vec![spawn(
             "producer",
@@ -607,6 +614,28 @@ impl Stream {
         let t0 = Instant::now();
         self.ctl
             .put(Wait::Block, GO, &n.to_le_bytes(), &mut self.watch);
+        if self.mode == Copying::Batch {
+            let end = self.next + n;
+            let mut spins = 0;
+            while self.next < end {
+                let (size, next) = (self.size, &mut self.next);
+                let got = self
+                    .data
+                    .try_recv_batch(BATCH, |_, d| {
+                        assert!(
+                            d.len() == size && seq_of(d) == *next & mask,
+                            "stream message {} is not the one sent",
+                            *next
+                        );
+                        *next += 1;
+                    })
+                    .expect("try_recv_batch");
+                if got == 0 {
+                    pause(&mut spins, &mut self.watch);
+                }
+            }
+            return t0.elapsed();
+        }
         for _ in 0..n {
             let mut spins = 0;
             let want = self.next & mask;
@@ -627,7 +656,7 @@ impl Stream {
                         g.finish().expect("release a received slot");
                         self.rx.len() == self.size && seq_of(&self.rx) == want
                     }
-                    Copying::ZeroCopy => {
+                    Copying::ZeroCopy | Copying::Batch => {
                         let d = g.data();
                         d.len() == self.size && seq_of(d) == want
                     }
@@ -662,11 +691,32 @@ fn producer_child(args: &[String]) -> Result<()> {
     let mut none = Watch(Vec::new());
     data.put(Wait::Block, READY, &[], &mut none);
     let mut buf = vec![0u8; size];
+    let mut bufs = vec![vec![0u8; size]; BATCH];
     let mut seq = 0u64;
     loop {
         let (request, n) = ctl.take(Wait::Block, &mut none, |h, d| (h.request, seq_of(d)));
         if request != GO {
             return Ok(());
+        }
+        if mode == "batch" {
+            let end = seq + n;
+            let mut spins = 0;
+            while seq < end {
+                let k = ((end - seq) as usize).min(BATCH);
+                for (i, b) in bufs.iter_mut().take(k).enumerate() {
+                    put_seq(b, seq + i as u64);
+                }
+                let msgs: Vec<Message<&[u8]>> = bufs[..k]
+                    .iter()
+                    .map(|b| Message::new(Request::DO, b.as_slice()))
+                    .collect();
+                match data.try_send_batch(&msgs) {
+                    Ok(sent) => seq += sent as u64,
+                    Err(e) if e.is_full() => pause(&mut spins, &mut none),
+                    Err(e) => return Err(e.to_string().into()),
+                }
+            }
+            continue;
         }
         for _ in 0..n {
             if zero_copy {
@@ -883,6 +933,7 @@ fn bench_stream(c: &mut Criterion) {
     for (mode, gname) in [
         (Copying::Copy, "stream_copy"),
         (Copying::ZeroCopy, "stream_zero_copy"),
+        (Copying::Batch, "stream_batch"),
     ] {
         let mut g = c.benchmark_group(gname);
         g.throughput(Throughput::Elements(1));
@@ -951,6 +1002,7 @@ fn oneshot(args: &[String]) -> Result<String> {
             "--pipe" => kind = Kind::Pipe,
             "--block" | "--blocking" => wait = Wait::Block,
             "--zero-copy" => mode = Copying::ZeroCopy,
+            "--batch" => mode = Copying::Batch,
             "--idle-us" => idle_us = val()?.parse()?,
             "--size" => size = val()?.parse()?,
             "--producers" => producers = val()?.parse()?,
