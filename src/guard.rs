@@ -111,6 +111,13 @@ impl<'q> RecvGuard<'q> {
         self.release()
     }
 
+    /// Gives up the guard without releasing: the caller takes over the
+    /// claim on the returned ticket.
+    pub(crate) fn into_ticket(mut self) -> u64 {
+        self.released = true;
+        self.ticket
+    }
+
     fn release(&self) -> Result<(), CorruptError> {
         match self.src {
             Source::Queue(q) => q.release(self.ticket),

@@ -490,17 +490,30 @@ impl Queue {
         F: FnMut(&Header, &[u8]),
     {
         let mut n = 0;
-        while n < max {
+        let mut stolen = false;
+        let result = loop {
+            if n == max {
+                break Ok(n);
+            }
             match self.claim_recv(&mut Want::Any) {
                 Ok(Some(g)) => {
                     f(g.header(), g.data());
+                    // Released here, without a wake-up each: senders
+                    // waiting for space are woken once for the batch.
+                    stolen |= self.ring().release(g.into_ticket()).is_err();
                     n += 1;
                 }
-                Ok(None) => break,
-                Err(e) => return Err(e.into()),
+                Ok(None) => break Ok(n),
+                Err(e) => break Err(e.into()),
             }
+        };
+        if n > 0 {
+            self.seg.not_full().notify(Wake::All);
         }
-        Ok(n)
+        if stolen {
+            return Err(CorruptError::from(CorruptKind::SlotStolen).into());
+        }
+        result
     }
 
     /// Reserves a slot to fill in place (zero-copy send) if one is free.
