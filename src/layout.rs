@@ -87,9 +87,10 @@ pub(crate) struct CachePadded<T>(pub T);
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct JoinCounters {
-    /// Messages marked done by `task_done` (plus skipped tombstones). A
-    /// queue is joined when `done_count == tail`: every claimed ticket was
-    /// received and marked done. Keeping join off the send path costs
+    /// Messages marked done by `task_done`, plus tickets that carried no
+    /// message for the user (abandoned reservations, corrupt messages
+    /// skipped). A queue is joined when `done_count == tail`: every claimed
+    /// ticket was received and marked done. Keeping join off the send path costs
     /// senders nothing: `tail` already counts what was sent.
     pub done_count: AtomicU64,
     /// Joiners sleep here; notified (all) by `task_done` when it makes

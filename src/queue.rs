@@ -520,8 +520,8 @@ impl Queue {
     ///
     /// Write up to [`max_payload`](Queue::max_payload) bytes into
     /// [`SendSlot::payload_mut`], then [`SendSlot::commit`]. A reservation
-    /// dropped without commit is published as an empty tombstone that
-    /// receivers skip, so it never blocks the queue.
+    /// dropped without commit is given up: marked read at once (receivers
+    /// pass it, `join` counts it done), so it never blocks the queue.
     ///
     /// ```
     /// use mulproc::{Queue, QueueConfig, Request};
@@ -764,7 +764,7 @@ impl Queue {
     ///
     /// A message `pred` rejects stays where it is, receivable by everyone
     /// else, and does not stop this call from taking a later message (no
-    /// head-of-line blocking, no re-queueing, no reordering). `pred` sees
+    /// head-of-line blocking, no re-queueing at the back). `pred` sees
     /// the header and the payload and may be called on a message that
     /// another receiver takes a moment later; it should be a cheap, pure
     /// test.

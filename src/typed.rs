@@ -335,8 +335,8 @@ impl Queue {
     /// no copy. An encoding that turns out larger than
     /// [`max_payload`](Queue::max_payload) is refused with
     /// [`ValueSendError::TooLarge`] (giving its exact length) and nothing is
-    /// delivered; the reserved slot is released as a tombstone that
-    /// receivers skip and that counts as done for [`join`](Queue::join).
+    /// delivered; the reserved slot is given up (marked read, so receivers
+    /// pass it, and counted done for [`join`](Queue::join)).
     /// Checking the size first would cost a second encoding on every send;
     /// use [`encoded_len`] yourself where values near the limit are common.
     ///
@@ -367,7 +367,7 @@ impl Queue {
                     .map_err(ValueSendError::from_send)
             }
             Err(postcard::Error::SerializeBufferFull) => {
-                drop(slot); // published as a tombstone
+                drop(slot); // given up: marked read, counted done
                 Err(ValueSendError::TooLarge {
                     len: encoded_len(value)?,
                     max: self.max_payload(),

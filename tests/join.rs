@@ -227,9 +227,9 @@ fn over_counting_in_another_process_changes_nothing() {
 }
 
 /// Pins: `join` waiting for a message that was never sent. A reservation
-/// dropped without commit (`try_reserve` then drop) is published as a
-/// tombstone; it counts as outstanding for `join` (and in `len`) until some
-/// receiver happens to skip over it, so with no receiver left (workers
+/// dropped without commit (`try_reserve` then drop) was published as a
+/// tombstone; it counted as outstanding for `join` (and in `len`) until some
+/// receiver happened to skip over it, so with no receiver left (workers
 /// gone) `join` never returns although every real message was done.
 ///
 /// Reproduction: send one, receive it, `task_done`; `drop(try_reserve())`;

@@ -316,7 +316,7 @@ fn zc_abandoned(i: u64) -> bool {
 }
 
 /// Fills COUNT reservations in place; commits all but the abandoned ones
-/// (dropped uncommitted: tombstones), then sends DIE.
+/// (dropped uncommitted: given up, never delivered), then sends DIE.
 fn role_reserve_producer() -> i32 {
     let q = open(&arg("QUEUE"));
     let count: u64 = arg_parse("COUNT");
@@ -354,7 +354,10 @@ fn role_ref_consumer() -> i32 {
         if h.request == Request::DIE {
             break;
         }
-        assert_eq!(h.request, ZC_REQUEST, "tombstone or stranger delivered");
+        assert_eq!(
+            h.request, ZC_REQUEST,
+            "abandoned reservation or stranger delivered"
+        );
         assert_eq!(h.sender, parent);
         while zc_abandoned(expect) {
             expect += 1;
@@ -668,7 +671,10 @@ fn zero_copy_reserve_in_child_receive_in_parent() {
         if h.request == Request::DIE {
             break;
         }
-        assert_eq!(h.request, ZC_REQUEST, "tombstone or stranger delivered");
+        assert_eq!(
+            h.request, ZC_REQUEST,
+            "abandoned reservation or stranger delivered"
+        );
         assert_eq!(h.sender, cpid);
         assert_eq!(h.recipient, None);
         while zc_abandoned(expect) {
