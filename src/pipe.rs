@@ -149,8 +149,22 @@ impl Pipe {
         let send_dir = end.index();
         let recv_dir = 1 - send_dir;
         // Acquire: pairs with the other side's Release stores of `head`.
-        let next_send = seg.pipe_tail(send_dir).load(Ordering::Acquire);
         let cached_head = seg.pipe_head(send_dir).load(Ordering::Acquire);
+        // A previous holder of this end may have died between publishing a
+        // message and storing `tail`: continue after whatever it published
+        // (and after whatever the receiver already took), never over it.
+        let cap = u64::from(seg.geometry().capacity);
+        let mut next_send = seg
+            .pipe_tail(send_dir)
+            .load(Ordering::Acquire)
+            .max(cached_head);
+        for _ in 0..cap {
+            let idx = (next_send & (cap - 1)) as usize;
+            if seg.pipe_slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
+                break;
+            }
+            next_send += 1;
+        }
         let next_recv = seg.pipe_head(recv_dir).load(Ordering::Acquire);
         Pipe {
             geo: seg.geometry(),
