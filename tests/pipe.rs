@@ -656,3 +656,29 @@ fn second_open_of_a_held_end_in_the_same_process_is_refused() {
         }
     }
 }
+
+/// Pins: a new holder of a pipe end overwriting a message its predecessor
+/// published but had not yet counted in `tail` (a holder killed between the
+/// two stores). Simulated by publishing, winding the shared `tail` of the
+/// child-to-parent direction back, and dropping the end; the next holder
+/// must send after that message, and the parent must get both.
+#[test]
+fn reopened_end_continues_after_what_was_published() {
+    // `tail` of direction 1 (child to parent): header line 4.
+    const DIR1_TAIL: u64 = 4 * 64;
+    let shm = ShmGuard::new("pipe-reopen");
+    let parent = Pipe::create(shm.name(), PipeConfig::new(4, 16)).unwrap();
+    {
+        let first = Pipe::open(shm.name()).unwrap();
+        first
+            .try_send(Message::new(Request::DO, b"first".as_slice()))
+            .unwrap();
+    }
+    patch_u64(shm.name(), DIR1_TAIL, 0);
+    let second = Pipe::open(shm.name()).unwrap();
+    second
+        .try_send(Message::new(Request::DO, b"second".as_slice()))
+        .unwrap();
+    assert_eq!(parent.try_recv().unwrap().data, b"first");
+    assert_eq!(parent.try_recv().unwrap().data, b"second");
+}
