@@ -664,9 +664,10 @@ impl Queue {
         };
         match events.wait_spinning(timeout, || self.claim_recv(want).transpose()) {
             Some((Ok(g), slept)) => {
-                // We slept; if more is waiting and other plain receivers
-                // sleep, pass the wake on, so one notify per message is
-                // never stranded on a receiver that has just been served.
+                // We slept; if more is waiting, pass a wake on. The wake
+                // protocol already re-arms for further sleepers; this covers
+                // a wake spent on a receiver that died before taking its
+                // message, or on one that found the message already gone.
                 if slept && plain && !self.is_empty() {
                     self.seg.not_empty().notify(Wake::One);
                 }

@@ -80,29 +80,22 @@ impl Model {
         std::iter::from_fn(|| self.try_recv()).collect()
     }
 
-    /// Takes one message that `accept` accepts, if any, and releases it.
+    /// Takes one message that `accept` accepts (after a peek at its
+    /// value, as the queue's predicate receive does), if any.
     fn try_recv_where(&self, accept: impl Fn(u64) -> bool) -> Option<u64> {
-        let ring = self.ring();
-        let peek = |t: u64| {
-            // A peek before the claim, as the queue's predicate receive does.
-            // SAFETY: read-only; a racy peek is what invariant 3 guards.
-            accept(self.cell(t).with(|p| unsafe { *p }))
-        };
-        match ring.try_claim_recv(peek) {
-            Ok(t) => {
-                // SAFETY: we hold ticket `t`'s slot.
-                let v = self.cell(t).with(|p| unsafe { *p });
-                ring.release(t).expect("an honest release is never fenced");
-                Some(v)
-            }
-            Err(ClaimError::Unavailable) => None,
-            Err(ClaimError::Corrupt) => panic!("corrupt on receive"),
-        }
+        // SAFETY: read-only; a racy peek is what invariant 3 guards.
+        self.take(|t| accept(self.cell(t).with(|p| unsafe { *p })))
     }
 
+    /// Takes the oldest message, if any.
     fn try_recv(&self) -> Option<u64> {
+        self.take(|_| true)
+    }
+
+    /// Claims a message through `accept`, reads it and releases the slot.
+    fn take(&self, accept: impl FnMut(u64) -> bool) -> Option<u64> {
         let ring = self.ring();
-        match ring.try_claim_recv(|_| true) {
+        match ring.try_claim_recv(accept) {
             Ok(t) => {
                 // SAFETY: we hold ticket `t`'s slot.
                 let v = self.cell(t).with(|p| unsafe { *p });
