@@ -182,12 +182,49 @@ pub enum SetupError {
     },
     /// The creator has not finished initialising the segment (it may have
     /// died half-way).
-    #[error("queue {name:?} was never fully initialised (creator pid {creator_pid})")]
+    #[error("queue {name:?} was never fully initialised (creator pid {creator_pid}, {})",
+        if *creator_alive { "still at work" } else { "dead: create it again to replace it" })]
     InitIncomplete {
         /// The name given.
         name: String,
         /// Pid recorded by the creator, 0 if it got no further than that.
         creator_pid: u32,
+        /// Whether a live process still holds the segment (its creator,
+        /// still initialising). If not, the creation crashed half-way, and
+        /// [`Queue::create`](crate::Queue::create) with
+        /// [`Stale::Recreate`](crate::Stale::Recreate) replaces it.
+        creator_alive: bool,
+    },
+    /// `create`: a segment of that name exists, but every process that
+    /// used it has exited (or its creation crashed half-way). Choose what
+    /// to do about it with [`QueueConfig::on_stale`](crate::QueueConfig::on_stale).
+    #[error("queue {name:?} exists but nobody uses it any more (stale)")]
+    Stale {
+        /// The name given.
+        name: String,
+    },
+    /// `create` with [`Stale::Reuse`](crate::Stale::Reuse): the stale
+    /// segment has another capacity, payload size or kind than asked for.
+    #[error("stale queue {name:?} has another shape than asked for; not reused")]
+    StaleShapeMismatch {
+        /// The name given.
+        name: String,
+    },
+    /// The queue already has [`MAX_HANDLES`](crate::MAX_HANDLES) open
+    /// handles (in all processes together).
+    #[error("queue {name:?} already has {max} open handles")]
+    TooManyHandles {
+        /// The name given.
+        name: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The segment is being created, or repaired after every user died, by
+    /// another process right now; try again.
+    #[error("queue {name:?} is busy being created or repaired")]
+    Busy {
+        /// The name given.
+        name: String,
     },
     /// The segment's contents cannot be trusted.
     #[error("queue {name:?}: {source}")]

@@ -11,12 +11,17 @@
 //!                            line 5  not_full event count (senders sleep here)
 //!                            line 6  join counters
 //!                            line 7  selective event count (predicate receivers sleep here)
-//! HEADER_SIZE              capacity × SlotHeader (64 bytes each)
+//! HEADER_SIZE              ControlBlock (CONTROL_SIZE bytes; queues only)
+//!                            line 8  robust control lock
+//!                            line 9  repair record
+//!                            line 10 recovery counters
+//!                            lines 11.. one HandleEntry per handle (MAX_HANDLES)
+//! QUEUE_HEADER_SIZE        capacity × SlotHeader (64 bytes each)
 //! data_offset              capacity × stride bytes of payload, slot i at i × stride
 //! ```
 //!
-//! Size of a segment:
-//! `HEADER_SIZE + capacity × (SLOT_HEADER_SIZE + round_up(max_payload, 64))`.
+//! Size of a queue segment (`QUEUE_HEADER_SIZE` = 512 + 259 × 64 = 17,088):
+//! `QUEUE_HEADER_SIZE + capacity × (SLOT_HEADER_SIZE + round_up(max_payload, 64))`.
 //!
 //! Everything here is read from memory other processes can write. The
 //! immutable part ([`LayoutInfo`]) is copied out once, checked field by field
@@ -33,7 +38,7 @@ use crate::wait::EventCount;
 /// "MULPROC\0" as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
 /// Bumped on every change to the segment's shape or protocol.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// Value of the init word once the creator has finished initialising.
 pub(crate) const INIT_DONE: u32 = 0x1A17_D04E;
 /// Cache line size assumed for padding.
@@ -42,6 +47,14 @@ pub(crate) const CACHE_LINE: usize = 64;
 pub(crate) const HEADER_SIZE: usize = 8 * CACHE_LINE;
 /// Size of one slot header.
 pub(crate) const SLOT_HEADER_SIZE: usize = 64;
+/// Most handles (`Queue` values in any process) open on one queue at once.
+pub const MAX_HANDLES: usize = 256;
+/// Size of a queue's control block (crash recovery), right after the
+/// segment header: the control lock, the repair record, the recovery
+/// counters, then one line per handle.
+pub(crate) const CONTROL_SIZE: usize = (3 + MAX_HANDLES) * CACHE_LINE;
+/// Where a queue's slot headers start.
+pub(crate) const QUEUE_HEADER_SIZE: usize = HEADER_SIZE + CONTROL_SIZE;
 /// Payload slots are rounded up to this, so every payload starts 64-aligned
 /// and two slots never share a cache line.
 pub(crate) const PAYLOAD_ALIGN: usize = 64;
@@ -121,6 +134,91 @@ pub(crate) struct SegmentHeader {
     pub selective: CachePadded<EventCount>,
 }
 
+/// A queue's crash-recovery state, right after its [`SegmentHeader`]
+/// (`CONTROL_SIZE` bytes). The data path never touches it, except each
+/// handle's own `outstanding` count.
+#[cfg(not(loom))]
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ControlBlock {
+    /// Serialises recovery (fencing stuck claims, re-publishing a dead
+    /// receiver's message, settling a dead handle's tasks) and the reset of
+    /// a stale segment. Robust: a holder that dies hands the lock, and the
+    /// unfinished repair, to the next locker.
+    pub lock: crate::control::ControlLock,
+    /// The repair in progress, written under the lock before the repair's
+    /// first step and cleared after its last, so a locker that finds the
+    /// previous holder dead can finish it.
+    pub repair: CachePadded<RepairRecord>,
+    /// What recovery did, since the segment was created.
+    pub stats: CachePadded<RecoveryCounters>,
+    /// One line per handle slot; see [`HandleEntry`].
+    pub handles: [CachePadded<HandleEntry>; MAX_HANDLES],
+}
+
+/// The repair a recoverer is in the middle of (see `recovery.rs`).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RepairRecord {
+    /// 0 = none; otherwise a `RepairKind` number.
+    pub kind: AtomicU32,
+    pub _pad: u32,
+    /// Ticket of the slot being repaired.
+    pub ticket: AtomicU64,
+}
+
+/// Counters of what recovery did (all only grow).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RecoveryCounters {
+    /// Claims of dead or stuck producers given up (their slots skipped).
+    pub skipped_claims: AtomicU64,
+    /// Messages held by dead receivers and offered again.
+    pub redelivered: AtomicU64,
+    /// Of `skipped_claims`, those whose holder was alive (stopped or too
+    /// slow) when fenced.
+    pub fenced_live: AtomicU64,
+    /// Recoveries finished by a locker after the previous holder of the
+    /// control lock died in the middle of one.
+    pub handovers: AtomicU64,
+    /// Tasks received by handles that died before `task_done`, counted
+    /// done so `join` returns.
+    pub abandoned_tasks: AtomicU64,
+    /// Moves of a dead sender (selective-receive compaction) undone.
+    pub undone_moves: AtomicU64,
+    /// Slots withheld right now (fenced live holders not yet gone).
+    pub withheld: AtomicU64,
+}
+
+/// One handle's registration. A handle owns entry `i` while it holds the
+/// exclusive OFD lock on byte `ofd::HANDLES + i` of the segment's file; the
+/// kernel drops that lock when the process dies, which is how others learn
+/// of the death (pid reuse cannot fool it).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct HandleEntry {
+    /// `HANDLE_FREE` or `HANDLE_IN_USE`.
+    pub state: AtomicU32,
+    /// Bumped by each new owner of the entry; owner words carry its low
+    /// bits, so a claim of a dead predecessor is never taken for the new
+    /// owner's.
+    pub generation: AtomicU32,
+    /// Pid of the owner (informational).
+    pub pid: AtomicU32,
+    pub _pad: u32,
+    /// Messages this handle received and has not marked done (`join`).
+    pub outstanding: AtomicU64,
+    /// The ticket this handle is about to claim as a receiver, stored
+    /// before the claiming CAS: tells a recoverer who holds a slot whose
+    /// owner word the holder had no time to write.
+    pub claiming: AtomicU64,
+}
+
+/// [`HandleEntry::state`]: nobody owns the entry.
+pub(crate) const HANDLE_FREE: u32 = 0;
+/// [`HandleEntry::state`]: a handle owns (or owned, until settled) it.
+pub(crate) const HANDLE_IN_USE: u32 = 1;
+
 /// A pipe's header: the same first two lines as a queue's (so `open` reads
 /// info and init word alike), then per-direction positions and event
 /// counts. Direction 0 carries parent-to-child messages, 1 the replies.
@@ -195,8 +293,10 @@ pub struct SlotHeader {
     /// release with `t + 1 -> t + capacity`, so a holder that was fenced by a
     /// recoverer learns it instead of overwriting.
     pub(crate) seq: AtomicU64,
-    /// Who holds the slot's current claim: `pid << 32 | (ticket as u32)`.
-    /// Informational (recovery), written Relaxed right after a claim.
+    /// Who holds the slot's current claim (see `recovery::Owner`): handle
+    /// entry, its generation, the role (sender, receiver, mover) and the
+    /// ticket. Written Relaxed right after each claim; recovery reads it to
+    /// decide whether the holder is alive.
     pub(crate) owner: AtomicU64,
     /// Message header fields, written by the producer before the publishing
     /// CAS (Release) and read by the consumer after its Acquire load of
@@ -239,6 +339,8 @@ const _: () = {
     assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_SIZE);
     assert!(std::mem::align_of::<SegmentHeader>() <= CACHE_LINE);
     assert!(HEADER_SIZE % CACHE_LINE == 0);
+    assert!(std::mem::size_of::<ControlBlock>() == CONTROL_SIZE);
+    assert!(std::mem::align_of::<ControlBlock>() == CACHE_LINE);
 };
 
 /// Field offsets are part of the cross-process format: a change here is a
@@ -287,6 +389,15 @@ impl ChannelKind {
             1 => Some(ChannelKind::Queue),
             2 => Some(ChannelKind::Pipe),
             _ => None,
+        }
+    }
+
+    /// Bytes before the first slot: the segment header, and for a queue
+    /// its control block.
+    pub(crate) fn header_size(self) -> usize {
+        match self {
+            ChannelKind::Queue => QUEUE_HEADER_SIZE,
+            ChannelKind::Pipe => HEADER_SIZE,
         }
     }
 
@@ -359,7 +470,7 @@ impl Geometry {
         let (stride, data_offset, total_size) = match kind {
             ChannelKind::Queue => {
                 let stride = round_up(max_payload as u64, PAYLOAD_ALIGN as u64);
-                let data_offset = HEADER_SIZE as u64 + cap * SLOT_HEADER_SIZE as u64;
+                let data_offset = QUEUE_HEADER_SIZE as u64 + cap * SLOT_HEADER_SIZE as u64;
                 (stride, data_offset, data_offset + cap * stride)
             }
             ChannelKind::Pipe => {
@@ -390,7 +501,7 @@ impl Geometry {
         LayoutInfo {
             magic: MAGIC,
             version: LAYOUT_VERSION,
-            header_size: HEADER_SIZE as u32,
+            header_size: self.kind.header_size() as u32,
             capacity: self.capacity,
             max_payload: self.max_payload,
             slot_header_size: self.kind.slot_header_size() as u32,
@@ -431,7 +542,7 @@ pub(crate) fn validate(info: &LayoutInfo, file_size: u64) -> Result<Geometry, La
     }
     let kind =
         ChannelKind::from_u32(info.kind).ok_or(LayoutError::Corrupt(CorruptKind::LayoutFields))?;
-    if info.header_size as usize != HEADER_SIZE
+    if info.header_size as usize != kind.header_size()
         || info.slot_header_size as usize != kind.slot_header_size()
     {
         return Err(LayoutError::Corrupt(CorruptKind::LayoutFields));
@@ -463,13 +574,13 @@ mod tests {
         assert_eq!(g.stride, 128);
         assert_eq!(
             g.total_size,
-            (HEADER_SIZE + 8 * (SLOT_HEADER_SIZE + 128)) as u64
+            (QUEUE_HEADER_SIZE + 8 * (SLOT_HEADER_SIZE + 128)) as u64
         );
         let g = Geometry::new(1024, 64).unwrap();
-        assert_eq!(g.total_size, (HEADER_SIZE + 1024 * (64 + 64)) as u64);
+        assert_eq!(g.total_size, (QUEUE_HEADER_SIZE + 1024 * (64 + 64)) as u64);
         let g = Geometry::new(2, 0).unwrap();
         assert_eq!(g.stride, 0);
-        assert_eq!(g.total_size, (HEADER_SIZE + 2 * 64) as u64);
+        assert_eq!(g.total_size, (QUEUE_HEADER_SIZE + 2 * 64) as u64);
     }
 
     #[test]

@@ -41,6 +41,8 @@ mod sys;
 mod wait;
 
 #[cfg(not(loom))]
+mod control;
+#[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
 mod pipe;
@@ -48,6 +50,8 @@ mod pipe;
 pub mod process;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
+mod recovery;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(all(feature = "serde", not(loom)))]
@@ -59,14 +63,16 @@ pub use error::{
 };
 #[cfg(not(loom))]
 pub use guard::RecvGuard;
-pub use layout::{ChannelKind, MAX_CAPACITY, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY};
+pub use layout::{
+    ChannelKind, MAX_CAPACITY, MAX_HANDLES, MAX_PAYLOAD_LIMIT, MAX_SEGMENT_SIZE, MIN_CAPACITY,
+};
 pub use message::{Header, Message, Request};
 #[cfg(not(loom))]
 pub use pipe::{Pipe, PipeConfig, PipeEnd};
 #[cfg(not(loom))]
-pub use queue::{Queue, QueueConfig, SendRetry, SendSlot};
+pub use queue::{Queue, QueueConfig, RecoveryStats, SendRetry, SendSlot};
 #[cfg(not(loom))]
-pub use segment::{Sharing, MAX_NAME_LEN};
+pub use segment::{Sharing, Stale, MAX_NAME_LEN};
 #[cfg(all(feature = "serde", not(loom)))]
 pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
 

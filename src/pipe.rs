@@ -114,7 +114,7 @@ impl Pipe {
     /// Creates a pipe named `name` and returns its parent end.
     pub fn create(name: &str, config: PipeConfig) -> Result<Pipe, SetupError> {
         let geo = config.geometry_of(ChannelKind::Pipe)?;
-        let seg = Segment::create(name, geo, config.sharing)?;
+        let seg = Segment::create(name, geo, config.sharing, config.stale)?;
         seg.pipe_end_owner(0)
             .store(std::process::id(), Ordering::Relaxed);
         Ok(Pipe::from_segment(seg, PipeEnd::Parent))

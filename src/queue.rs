@@ -11,8 +11,10 @@ use crate::error::{
 use crate::guard::{RecvGuard, Source};
 use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
+use crate::recovery::fault;
+use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
 use crate::ring::{ClaimError, Ring};
-use crate::segment::{Segment, Sharing};
+use crate::segment::{Segment, Sharing, Stale};
 use crate::sync::Ordering;
 use crate::wait::{EventCount, Wake};
 
@@ -33,6 +35,8 @@ pub struct QueueConfig {
     pub max_payload: u32,
     /// Who besides the creating user may open the queue.
     pub sharing: Sharing,
+    /// What `create` does if the name exists but its segment is stale.
+    pub stale: Stale,
 }
 
 impl QueueConfig {
@@ -42,7 +46,16 @@ impl QueueConfig {
             capacity,
             max_payload,
             sharing: Sharing::Owner,
+            stale: Stale::Fail,
         }
+    }
+
+    /// What [`Queue::create`] does if the name exists but every process
+    /// that used it has exited: fail (the default), recreate it, or reuse
+    /// it with the messages it holds. See [`Stale`].
+    pub fn on_stale(mut self, stale: Stale) -> QueueConfig {
+        self.stale = stale;
+        self
     }
 
     /// Lets the owner's group open the queue too (mode 0660).
@@ -52,11 +65,14 @@ impl QueueConfig {
     }
 
     /// Size in bytes of the segment this configuration makes:
-    /// `512 + capacity × (64 + max_payload rounded up to 64)`.
+    /// `17,088 + capacity × (64 + max_payload rounded up to 64)`: a
+    /// 512-byte header, a control block for crash recovery (16,576 bytes:
+    /// one 64-byte line per possible handle, [`MAX_HANDLES`](crate::MAX_HANDLES)),
+    /// then per slot a 64-byte header and the payload.
     ///
     /// ```
     /// use mulproc::QueueConfig;
-    /// assert_eq!(QueueConfig::new(1024, 64).segment_size().unwrap(), 512 + 1024 * 128);
+    /// assert_eq!(QueueConfig::new(1024, 64).segment_size().unwrap(), 17_088 + 1024 * 128);
     /// ```
     pub fn segment_size(&self) -> Result<u64, ConfigError> {
         Ok(self.geometry()?.total_size)
@@ -129,8 +145,36 @@ pub struct Queue {
     geo: Geometry,
     pid: u32,
     retry: SendRetry,
-    /// Messages this handle received and has not marked done.
-    received: AtomicU64,
+    /// This handle's entry in the segment's handle table.
+    id: HandleId,
+    /// Owner words are this plus role and ticket.
+    unblock: Duration,
+    watchdog: Watchdog,
+    /// Coarse time of the last check for dead handles by a joiner.
+    join_check_ms: AtomicU64,
+}
+
+/// What crash recovery did on a queue since it was created, summed over
+/// every process; see [`Queue::recovery_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryStats {
+    /// Claims of producers that died (or stalled past the unblock timeout)
+    /// before publishing: their slots were skipped, nothing delivered.
+    pub skipped_claims: u64,
+    /// Of those, claims whose producer was still alive (stopped or too
+    /// slow): its publish failed with `Fenced`.
+    pub fenced_live: u64,
+    /// Messages held in place by receivers that died, offered again.
+    pub redelivered: u64,
+    /// Tasks received by handles that died or were dropped before
+    /// `task_done`, counted done so that `join` returns.
+    pub abandoned_tasks: u64,
+    /// Moves (of a sender compacting a full ring) undone after it died.
+    pub undone_moves: u64,
+    /// Repairs finished by another process after the recoverer died in
+    /// the middle of one.
+    pub handovers: u64,
 }
 
 impl fmt::Debug for Queue {
@@ -178,19 +222,19 @@ pub(crate) fn claim_with_retry(
 impl Queue {
     /// Creates a queue named `name`. Fails with
     /// [`SetupError::AlreadyExists`] if the name is taken (by anyone).
+    ///
+    /// If the name exists but every process that used it has exited, the
+    /// configuration's [`on_stale`](QueueConfig::on_stale) decides.
     pub fn create(name: &str, config: QueueConfig) -> Result<Queue, SetupError> {
         let geo = config.geometry()?;
-        let seg = Segment::create(name, geo, config.sharing)?;
-        Ok(Queue::from_segment(seg))
+        let seg = Segment::create(name, geo, config.sharing, config.stale)?;
+        Queue::from_segment(seg)
     }
 
     /// Opens the queue named `name`, after checking that the segment is
     /// ours to trust (owner, mode, magic, version, layout, size, init).
     pub fn open(name: &str) -> Result<Queue, SetupError> {
-        Ok(Queue::from_segment(Segment::open(
-            name,
-            ChannelKind::Queue,
-        )?))
+        Queue::from_segment(Segment::open(name, ChannelKind::Queue)?)
     }
 
     /// Removes the name `name` from the system. Processes that have the
@@ -199,14 +243,66 @@ impl Queue {
         Segment::remove(name)
     }
 
-    fn from_segment(seg: Segment) -> Queue {
-        Queue {
+    fn from_segment(seg: Segment) -> Result<Queue, SetupError> {
+        let id = recovery::register(&seg)?;
+        Ok(Queue {
             geo: seg.geometry(),
             seg,
             pid: std::process::id(),
             retry: SendRetry::default(),
-            received: AtomicU64::new(0),
+            id,
+            unblock: recovery::DEFAULT_UNBLOCK_TIMEOUT,
+            watchdog: Watchdog::default(),
+            join_check_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets this handle's unblock timeout (default 500 ms): a message slot
+    /// claimed by a live producer and not published for this long, while
+    /// this handle waits, is given up (fenced) so the queue goes on; the
+    /// producer's late send fails with `Fenced` and writes nothing others
+    /// can see. Claims of producers known dead are given up after about
+    /// 10 ms whatever this says.
+    pub fn set_unblock_timeout(&mut self, timeout: Duration) {
+        self.unblock = timeout;
+    }
+
+    /// What crash recovery has done on this queue, over all processes.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        let c = &self.seg.control().stats.0;
+        let get = |a: &crate::sync::AtomicU64| a.load(Ordering::Relaxed);
+        RecoveryStats {
+            skipped_claims: get(&c.skipped_claims),
+            fenced_live: get(&c.fenced_live),
+            redelivered: get(&c.redelivered),
+            abandoned_tasks: get(&c.abandoned_tasks),
+            undone_moves: get(&c.undone_moves),
+            handovers: get(&c.handovers),
         }
+    }
+
+    fn recovery(&self) -> Recovery<'_> {
+        Recovery::new(&self.seg, Some(self.id), self.unblock)
+    }
+
+    /// Runs the stall detector if it is due (a few ms since its last run);
+    /// true if it repaired something, so the caller should look again.
+    #[inline]
+    fn poll_recovery(&self) -> bool {
+        self.watchdog.poll(|seen| {
+            let changed = self.recovery().scan(seen);
+            if changed {
+                self.notify_receivers();
+                self.seg.not_full().notify(Wake::All);
+            }
+            changed
+        })
+    }
+
+    /// This handle's entry in the handle table.
+    #[inline]
+    fn entry(&self) -> &crate::layout::HandleEntry {
+        self.seg.handle_entry(self.id.index as usize)
     }
 
     /// Whether dropping this handle removes the name (true for the
@@ -274,8 +370,60 @@ impl Queue {
     fn claim_send(&self) -> Claimed {
         match self.claim_send_many(1) {
             Ok((t, _)) => Claimed::Slot(t),
-            Err(ClaimError::Unavailable) => Claimed::Unavailable,
+            Err(ClaimError::Unavailable) => {
+                if self.poll_recovery() {
+                    if let Ok((t, _)) = self.claim_send_many(1) {
+                        return Claimed::Slot(t);
+                    }
+                }
+                Claimed::Unavailable
+            }
             Err(ClaimError::Corrupt) => Claimed::Corrupt,
+        }
+    }
+
+    /// Signs the claims on `first..first + n` with our owner word, then
+    /// checks that no recoverer fenced them meanwhile (the Dekker pair with
+    /// `Recovery::fence`, see `recovery.rs`). Returns how many of the first
+    /// claims still stand; the rest were fenced, and are given back.
+    #[inline]
+    fn sign_claims(&self, first: u64, n: u64) -> u64 {
+        let ring = self.ring();
+        for t in first..first + n {
+            ring.slot(t)
+                .owner
+                .store(owner_word(self.id, Role::Send, t), Ordering::Relaxed);
+        }
+        crate::wait::light_fence();
+        for t in first..first + n {
+            if !ring.still_claimed(t) {
+                // Fenced before we wrote anything: give up this claim and
+                // the ones after it (kept in order: the ones before stand).
+                for u in t..first + n {
+                    if ring.still_claimed(u) {
+                        let _ = ring.abandon(u);
+                        self.mark_done();
+                    } else {
+                        self.lift_own_quarantine(u);
+                    }
+                }
+                return t - first;
+            }
+        }
+        n
+    }
+
+    /// After a fenced publish or abandon of ticket `t`: we write into its
+    /// slot no more, so a quarantine set for our sake can end.
+    fn lift_own_quarantine(&self, t: u64) {
+        let slot = self.ring().slot(t);
+        let me = owner_word(self.id, Role::Send, t);
+        if self
+            .ring()
+            .lift_quarantine(t, || slot.owner.load(Ordering::Relaxed) == me)
+        {
+            recovery::note_lifted(&self.seg);
+            self.seg.not_full().notify(Wake::All);
         }
     }
 
@@ -291,10 +439,19 @@ impl Queue {
                     let Some((from, to)) = ring.begin_move() else {
                         return Err(ClaimError::Unavailable);
                     };
+                    for t in [from, to] {
+                        ring.slot(t)
+                            .owner
+                            .store(owner_word(self.id, Role::Move, t), Ordering::Relaxed);
+                    }
                     self.copy_slot(from, to);
                     ring.finish_move(from, to);
                     self.notify_receivers();
                 }
+                Ok((first, n)) => match self.sign_claims(first, n) {
+                    0 => continue, // fenced at once: claim again
+                    kept => return Ok((first, kept)),
+                },
                 r => return r,
             }
         }
@@ -343,7 +500,7 @@ impl Queue {
         debug_assert!(data.len() <= self.max_payload());
         let ring = self.ring();
         let slot = ring.slot(t);
-        write_header(slot, self.pid, t, header, data.len() as u32);
+        write_header(slot, header, data.len() as u32);
         // SAFETY: we hold the claim on ticket `t`, so no honest process
         // touches this slot's payload until we publish; the area is
         // `stride >= max_payload >= data.len()` bytes inside the mapping,
@@ -355,7 +512,8 @@ impl Queue {
                 data.len(),
             );
         }
-        ring.publish(t).map_err(drop)
+        fault::point("before-publish");
+        ring.publish(t).map_err(|_| self.lift_own_quarantine(t))
     }
 
     /// [`fill_and_publish_quiet`](Self::fill_and_publish_quiet), then wakes
@@ -552,7 +710,11 @@ impl Queue {
         let ring = self.ring();
         let max = self.geo.max_payload;
         let mut scratch = Vec::new();
+        let entry = self.entry();
         let accept = |t: u64| {
+            // Announced before the claiming CAS (which releases it): if we
+            // die before writing the owner word, recovery still knows.
+            entry.claiming.store(t, Ordering::Relaxed);
             if let Want::Any = want {
                 return true; // no need to look before the claim
             }
@@ -587,13 +749,17 @@ impl Queue {
         };
         let t = match ring.try_claim_recv(accept) {
             Ok(t) => t,
-            Err(ClaimError::Unavailable) => return Ok(None),
+            Err(ClaimError::Unavailable) => {
+                self.poll_recovery();
+                return Ok(None);
+            }
             Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
         };
         let slot = ring.slot(t);
+        slot.owner
+            .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);
         // Read once into locals; only the checked copy is used.
         let (header, len) = read_slot(slot);
-        slot.owner.store(owner_word(self.pid, t), Ordering::Relaxed);
         if len > max {
             // Not a message we can deliver: release it (so the queue
             // goes on), count it done for `join`, and report it. A
@@ -602,7 +768,9 @@ impl Queue {
             self.mark_done();
             return Err(CorruptKind::Length { len, max }.into());
         }
-        self.received.fetch_add(1, StdOrdering::Relaxed);
+        // Counted in shared memory, so that if we die before `task_done`
+        // recovery can count it done for `join` (see `recovery.rs`).
+        entry.outstanding.fetch_add(1, Ordering::Relaxed);
         let data = self.seg.payload_ptr(self.slot_index(t));
         // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`
         // and `len` describe bytes inside the slot's payload area.
@@ -889,10 +1057,9 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.received
-            .fetch_update(StdOrdering::Relaxed, StdOrdering::Relaxed, |n| {
-                n.checked_sub(1)
-            })
+        self.entry()
+            .outstanding
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .map_err(|_| TaskDoneError::TooManyCalls)?;
         self.mark_done();
         Ok(())
@@ -913,7 +1080,21 @@ impl Queue {
     fn is_joined(&self) -> bool {
         // Acquire: pairs with the Release in `mark_done`.
         let done = self.seg.done_count().load(Ordering::Acquire);
-        done >= self.ring().sent()
+        if done >= self.ring().sent() {
+            return true;
+        }
+        // Not yet: a handle that died holding tasks would keep it so
+        // forever. Look for dead handles now and then (a probe per handle).
+        let now = recovery::coarse_ms();
+        if now >= self.join_check_ms.load(StdOrdering::Relaxed) {
+            self.join_check_ms.store(now + 50, StdOrdering::Relaxed);
+            self.poll_recovery();
+            if self.recovery().settle_dead_handles() > 0 {
+                let done = self.seg.done_count().load(Ordering::Acquire);
+                return done >= self.ring().sent();
+            }
+        }
+        false
     }
 
     /// Waits until every message sent to the queue has been received and
@@ -975,13 +1156,7 @@ pub(crate) fn copy_out(guard: RecvGuard<'_>, buf: &mut Vec<u8>) -> Result<Header
     Ok(header)
 }
 
-/// `pid << 32 | ticket mod 2^32`: who holds a claim (for recovery tools).
-fn owner_word(pid: u32, t: u64) -> u64 {
-    (pid as u64) << 32 | (t & 0xFFFF_FFFF)
-}
-
-fn write_header(slot: &SlotHeader, pid: u32, t: u64, h: &Header, len: u32) {
-    slot.owner.store(owner_word(pid, t), Ordering::Relaxed);
+fn write_header(slot: &SlotHeader, h: &Header, len: u32) {
     slot.request.store(h.request.code(), Ordering::Relaxed);
     slot.sender.store(h.sender, Ordering::Relaxed);
     slot.recipient
@@ -1041,18 +1216,23 @@ impl SendSlot<'_> {
             sender: q.pid,
             recipient,
         };
-        write_header(slot, q.pid, self.ticket, &header, len as u32);
+        write_header(slot, &header, len as u32);
         let r = q.ring().publish(self.ticket);
         q.notify_receivers();
-        r.map_err(|_| TrySendError::Fenced(()))
+        r.map_err(|_| {
+            q.lift_own_quarantine(self.ticket);
+            TrySendError::Fenced(())
+        })
     }
 
     /// Gives the slot up without a message: receivers pass it, `join`
     /// counts it done, and it frees up as if read.
     fn abandon(&self) {
         let q = self.queue;
-        // Fenced: a recoverer already gave it up for us.
-        let _ = q.ring().abandon(self.ticket);
+        // Fenced: a recoverer already gave it up for us (and counted it).
+        if q.ring().abandon(self.ticket).is_err() {
+            q.lift_own_quarantine(self.ticket);
+        }
         q.mark_done();
         q.seg.not_full().notify(Wake::One);
     }
@@ -1063,5 +1243,13 @@ impl Drop for SendSlot<'_> {
         if !self.done {
             self.abandon();
         }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // What this handle received and did not mark done will never be:
+        // count it done (abandoned) so `join` does not wait for it.
+        recovery::unregister(&self.seg, self.id);
     }
 }

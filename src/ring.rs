@@ -91,7 +91,12 @@ use crate::sync::{spin_hint, AtomicU64, Ordering};
 pub(crate) const HELD: u64 = 1 << 63;
 /// The slot was read out of order; `head` has not passed it yet.
 pub(crate) const TAKEN: u64 = 1 << 62;
-const FLAGS: u64 = HELD | TAKEN;
+/// The slot is withheld from use: a recoverer fenced the claim of a
+/// producer that is still alive, which may yet write into it.
+pub(crate) const QUARANTINED: u64 = 1 << 61;
+const FLAGS: u64 = HELD | TAKEN | QUARANTINED;
+const TAKEN_Q: u64 = TAKEN | QUARANTINED;
+const MOVING: u64 = TAKEN | HELD;
 
 /// Upper bound on retries of one claim. Honest contention fails a CAS a
 /// handful of times; this many means the words are being rewritten under us.
@@ -185,6 +190,24 @@ impl<'a> Ring<'a> {
                     Ok(_) => return Ok((pos, n)),
                     Err(now) => pos = now,
                 }
+            } else if seq == pos | QUARANTINED {
+                // Ticket `pos` maps to a withheld slot: take the ticket and
+                // pass it by, so the quarantine costs one slot, not the ring.
+                match self.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        if self.skip(pos) {
+                            // The quarantine ended meanwhile: the slot is ours.
+                            return Ok((pos, 1));
+                        }
+                        pos += 1;
+                    }
+                    Err(now) => pos = now,
+                }
             } else if seq & !FLAGS < pos {
                 // The previous lap's message is still in the slot: full.
                 return Err(ClaimError::Unavailable);
@@ -250,10 +273,12 @@ impl<'a> Ring<'a> {
                         continue;
                     }
                     // Acquire: pairs with `publish`, as the load above.
+                    // Release: a recoverer that sees HELD (Acquire) also
+                    // sees the caller's claim intent, stored before.
                     match slot.seq.compare_exchange(
                         seq,
                         seq | HELD,
-                        Ordering::Acquire,
+                        Ordering::AcqRel,
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => return Ok(t),
@@ -270,8 +295,8 @@ impl<'a> Ring<'a> {
                     // Being filled by a move: the message in transit is
                     // older than anything behind it, so stop here, as at a
                     // slot still being written (invariant 4).
-                    (s, FLAGS) if s == published => return Err(ClaimError::Unavailable),
-                    (s, TAKEN) if s == published => {
+                    (s, MOVING) if s == published => return Err(ClaimError::Unavailable),
+                    (s, TAKEN) | (s, TAKEN_Q) if s == published => {
                         if t == head {
                             self.advance_from(t);
                             budget = budget.checked_sub(1).ok_or(ClaimError::Corrupt)?;
@@ -282,7 +307,9 @@ impl<'a> Ring<'a> {
                     // Not published for this lap: nothing sent yet, or a
                     // producer still writing it. Stop here, so that one
                     // producer's messages are taken in the order sent.
-                    (s, 0) if s == t => return Err(ClaimError::Unavailable),
+                    // (A skip ticket of a withheld slot, likewise: claimed
+                    // or not, nothing is there.)
+                    (s, 0) | (s, QUARANTINED) if s == t => return Err(ClaimError::Unavailable),
                     // An older lap not yet released (a stale view): nothing
                     // for us here yet.
                     (s, _) if s < t => return Err(ClaimError::Unavailable),
@@ -341,13 +368,143 @@ impl<'a> Ring<'a> {
             Ordering::Release,
             Ordering::Relaxed,
         );
+        self.advance_if_head(t);
+        r.map(drop).map_err(|_| Fenced)
+    }
+
+    /// After a slot was marked passable (TAKEN): advances `head` if it
+    /// waits at `t`.
+    fn advance_if_head(&self, t: u64) {
         // Invariant 5: an RMW reads the newest `head`. Either it is already
         // `t` and advancing is ours to do, or whoever moves `head` to `t`
         // does so by an RMW ordered after this one and then sees the mark.
         if self.head.fetch_add(0, Ordering::AcqRel) == t {
             self.advance_from(t);
         }
-        r.map(drop).map_err(|_| Fenced)
+    }
+
+    /// Passes by ticket `pos`, just claimed on a withheld slot: marks it
+    /// read (still withheld) so receivers and `head` pass it. Returns true
+    /// if the quarantine ended first: the slot is then FREE(pos) and the
+    /// claim an ordinary one.
+    fn skip(&self, pos: u64) -> bool {
+        // Release, as any mark that `head` may act on.
+        match self.slot(pos).seq.compare_exchange(
+            pos | QUARANTINED,
+            (pos + 1) | TAKEN_Q,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                self.advance_if_head(pos);
+                false
+            }
+            // Either the quarantine ended (ours now), or a recoverer found
+            // this skip stuck and passed it for us.
+            Err(now) => now == pos,
+        }
+    }
+
+    /// The sequence word of `t`'s slot, for recovery's decisions.
+    pub fn seq(&self, t: u64) -> u64 {
+        // Acquire: what the word's last writer wrote before is visible
+        // (a receiver's claim intent, a producer's owner word).
+        self.slot(t).seq.load(Ordering::Acquire)
+    }
+
+    /// `head`, for recovery's scan.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
+    /// True if the claim on ticket `t` (by `try_claim_send_many`) still
+    /// stands: no recoverer fenced it.
+    #[inline]
+    pub fn still_claimed(&self, t: u64) -> bool {
+        self.slot(t).seq.load(Ordering::Relaxed) == t
+    }
+
+    /// Fences the unpublished claim on ticket `t`: FREE(t) becomes read and
+    /// withheld, so receivers and `head` pass it while its producer, if it
+    /// still lives, cannot have the slot reused under its late writes. The
+    /// holder's own publish (or abandon) then fails. Err if the slot was
+    /// not FREE(t) any more.
+    pub fn fence_claim(&self, t: u64) -> Result<(), Fenced> {
+        // AcqRel: the recoverer's later reads (the owner word) come after.
+        self.slot(t)
+            .seq
+            .compare_exchange(t, (t + 1) | TAKEN_Q, Ordering::AcqRel, Ordering::Relaxed)
+            .map_err(|_| Fenced)?;
+        self.advance_if_head(t);
+        Ok(())
+    }
+
+    /// Passes a skip ticket (of a withheld slot) whose producer died before
+    /// marking it.
+    pub fn fence_skip(&self, t: u64) -> Result<(), Fenced> {
+        self.slot(t)
+            .seq
+            .compare_exchange(
+                t | QUARANTINED,
+                (t + 1) | TAKEN_Q,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| Fenced)?;
+        self.advance_if_head(t);
+        Ok(())
+    }
+
+    /// Ends the quarantine of `t`'s slot, whatever lap its word is at, as
+    /// long as `still_ours()` says the quarantine is the one meant (the
+    /// owner word, unchanged while the slot is withheld, names its holder).
+    /// Returns true if this call cleared the flag.
+    pub fn lift_quarantine(&self, t: u64, mut still_ours: impl FnMut() -> bool) -> bool {
+        let slot = self.slot(t);
+        let mut cur = slot.seq.load(Ordering::Acquire);
+        for _ in 0..MAX_RETRIES {
+            if cur & QUARANTINED == 0 || !still_ours() {
+                return false;
+            }
+            // Release: the late holder's writes to the slot happen before
+            // whoever reuses it.
+            match slot.seq.compare_exchange(
+                cur,
+                cur & !QUARANTINED,
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
+    }
+
+    /// Offers again the message of ticket `t`, held by a receiver that died:
+    /// HELD -> PUBLISHED. (Its bytes are unchanged: receivers only read.)
+    pub fn redeliver(&self, t: u64) -> Result<(), Fenced> {
+        self.slot(t)
+            .seq
+            .compare_exchange((t + 1) | HELD, t + 1, Ordering::Release, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| Fenced)
+    }
+
+    /// Undoes the claim of a dead mover on the target `to` (MOVING ->
+    /// TAKEN: the read slot it was, whatever was half-copied into it).
+    pub fn undo_move_target(&self, to: u64) -> Result<(), Fenced> {
+        self.slot(to)
+            .seq
+            .compare_exchange(
+                (to + 1) | MOVING,
+                (to + 1) | TAKEN,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| Fenced)?;
+        self.advance_if_head(to);
+        Ok(())
     }
 
     /// Gives up the claim on ticket `t` (claimed by `try_claim_send_many`,
@@ -375,7 +532,7 @@ impl<'a> Ring<'a> {
         let cap = self.capacity();
         let h = self.head.load(Ordering::Relaxed);
         // `tail <= head + capacity`, so equality is exact: full.
-        if self.tail.load(Ordering::Relaxed) != h + cap || h & FLAGS != 0 {
+        if h & FLAGS != 0 || self.tail.load(Ordering::Relaxed) != h + cap {
             return None;
         }
         let end = h + cap;
@@ -449,9 +606,9 @@ impl<'a> Ring<'a> {
     fn advance_from(&self, mut h: u64) {
         for _ in 0..self.capacity().min(u64::from(MAX_RETRIES)) {
             let slot = self.slot(h);
-            let taken = (h + 1) | TAKEN;
             // Acquire: pairs with the holder's Release in `release`.
-            if slot.seq.load(Ordering::Acquire) != taken {
+            let taken = slot.seq.load(Ordering::Acquire);
+            if taken & !QUARANTINED != (h + 1) | TAKEN {
                 return;
             }
             // Invariant 6: confirm on the newest value (an RMW reads it); a
@@ -472,14 +629,23 @@ impl<'a> Ring<'a> {
                 return;
             }
             // SYNC POINT. Release: pairs with the producer's Acquire load in
-            // `try_claim_send`. Only the winner of the `head` CAS releases,
-            // so this cannot fail for an honest peer.
-            let _ = slot.seq.compare_exchange(
-                taken,
-                h + self.capacity(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            // `try_claim_send`. Only the winner of the `head` CAS releases;
+            // the one change that can come between is a quarantine ending
+            // (the flag cleared), so retry once with the new value. A
+            // withheld slot stays withheld for the next lap.
+            let mut cur = taken;
+            for _ in 0..4 {
+                match slot.seq.compare_exchange(
+                    cur,
+                    (h + self.capacity()) | (cur & QUARANTINED),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) if now & !QUARANTINED == (h + 1) | TAKEN => cur = now,
+                    Err(_) => break,
+                }
+            }
             h += 1;
         }
     }

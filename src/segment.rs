@@ -16,9 +16,11 @@ use crate::layout::{
     self, ChannelKind, Geometry, LayoutError, LayoutInfo, PipeHeader, PipeSlotHeader,
     SegmentHeader, SlotHeader, HEADER_SIZE, INIT_DONE, LAYOUT_VERSION, MAX_SEGMENT_SIZE,
 };
+use crate::layout::{ControlBlock, HandleEntry, MAX_HANDLES, QUEUE_HEADER_SIZE};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{self, Mapping};
+use crate::sys::{self, ofd, Mapping};
 use crate::wait::EventCount;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Longest queue name, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
@@ -64,6 +66,27 @@ pub enum Sharing {
     Group,
 }
 
+/// What [`Queue::create`](crate::Queue::create) does when the name exists
+/// but its segment is stale: every process that used it has exited (killed,
+/// crashed, or ended without removing it), or its creation crashed half-way.
+/// A segment some live process still has open is never stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Stale {
+    /// Fail with [`SetupError::Stale`]. The default.
+    #[default]
+    Fail,
+    /// Remove it and create a new, empty one.
+    Recreate,
+    /// Keep it and the messages in it: repair what its dead users left
+    /// (claims never published are skipped, messages held by dead
+    /// receivers offered again, their unfinished tasks counted abandoned)
+    /// and carry on. Fails with [`SetupError::StaleShapeMismatch`] if its
+    /// capacity or payload size differ from the ones asked for; a segment
+    /// whose creation crashed half-way is recreated.
+    Reuse,
+}
+
 impl Sharing {
     fn mode(self) -> libc::mode_t {
         match self {
@@ -77,6 +100,12 @@ impl Sharing {
 #[derive(Debug)]
 pub(crate) struct Segment {
     map: Mapping,
+    /// Kept open for the liveness locks (`sys::ofd`), which the kernel
+    /// drops when the last descriptor of this open file description closes.
+    fd: OwnedFd,
+    /// Orders this handle's threads on the control lock (the kernel lock
+    /// is per open file description, shared by our threads).
+    control_local: std::sync::Mutex<()>,
     geo: Geometry,
     name: String,
     os_name: CString,
@@ -107,28 +136,105 @@ fn os_err(name: &str, op: &'static str, e: io::Error) -> SetupError {
 }
 
 impl Segment {
-    /// Creates a new segment (fails if the name exists), initialises it and
-    /// marks it complete. The name is removed again if any step fails.
+    /// Creates a new segment, initialises it and marks it complete. The
+    /// name is removed again if any step fails. If the name exists and its
+    /// segment is stale (every process that used it is gone), `stale`
+    /// decides: fail with [`SetupError::Stale`], recreate, or reuse.
     pub(crate) fn create(
         name: &str,
         geo: Geometry,
         sharing: Sharing,
+        stale: Stale,
     ) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
         crate::wait::barriers::register();
-        let fd =
-            sys::shm_create(&os_name, sharing.mode()).map_err(|e| os_err(name, "shm_open", e))?;
+        for _ in 0..3 {
+            match sys::shm_create(&os_name, sharing.mode()) {
+                Ok(fd) => return Segment::create_on(name, &os_name, fd, geo),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(os_err(name, "shm_open", e)),
+            }
+            let exists = || SetupError::AlreadyExists {
+                name: name.to_owned(),
+            };
+            let fd = match sys::shm_open_existing(&os_name) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue, // removed meanwhile
+                Err(_) => return Err(exists()),
+            };
+            // Only our own, private segments can be judged stale; anything
+            // else under the name is somebody else's.
+            let st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+            if st.uid != sys::euid() || st.mode & 0o007 != 0 || !is_stale(&fd)? {
+                return Err(exists());
+            }
+            // Stale. Fence out anyone who turns up from now on.
+            if !ofd::try_lock(&fd, ofd::USERS, ofd::Kind::Exclusive)
+                .map_err(|e| os_err(name, "fcntl(F_OFD_SETLK)", e))?
+            {
+                return Err(exists());
+            }
+            let init_done = file_init_done(&fd, &st);
+            match stale {
+                Stale::Fail => {
+                    return Err(SetupError::Stale {
+                        name: name.to_owned(),
+                    })
+                }
+                Stale::Reuse if init_done => {
+                    let seg = Segment::reuse(name, &os_name, fd, st, geo)?;
+                    if geo.kind == ChannelKind::Queue {
+                        crate::recovery::repair_stale(&seg);
+                    }
+                    seg.share_users()?;
+                    return Ok(seg);
+                }
+                // Recreate (and Reuse of a segment whose creation crashed
+                // half-way: there is nothing in it to keep).
+                _ => {
+                    if sys::shm_unlink(&os_name).is_err() {
+                        return Err(exists());
+                    }
+                }
+            }
+        }
+        Err(SetupError::AlreadyExists {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Sizes, maps and initialises a segment just created on `fd`, holding
+    /// the users lock exclusively until the init word is written.
+    fn create_on(
+        name: &str,
+        os_name: &CString,
+        fd: OwnedFd,
+        geo: Geometry,
+    ) -> Result<Segment, SetupError> {
         // From here on, undo the name on failure.
         let undo = |e: SetupError| {
-            let _ = sys::shm_unlink(&os_name);
+            let _ = sys::shm_unlink(os_name);
             e
         };
+        // Someone judging our fresh file stale between shm_open and this
+        // lock holds it now and will replace the file: leave it to them.
+        match ofd::try_lock(&fd, ofd::USERS, ofd::Kind::Exclusive) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(SetupError::AlreadyExists {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) => return Err(undo(os_err(name, "fcntl(F_OFD_SETLK)", e))),
+        }
         let st = sys::fstat(&fd).map_err(|e| undo(os_err(name, "fstat", e)))?;
         sys::ftruncate(&fd, geo.total_size).map_err(|e| undo(os_err(name, "ftruncate", e)))?;
         let map = Mapping::map(&fd, geo.total_size as usize)
             .map_err(|e| undo(os_err(name, "mmap", e)))?;
         let seg = Segment {
             map,
+            fd,
+            control_local: std::sync::Mutex::new(()),
             geo,
             name: name.to_owned(),
             os_name: os_name.clone(),
@@ -136,12 +242,53 @@ impl Segment {
             remove_on_drop: true,
         };
         seg.initialise();
+        seg.share_users().map_err(undo)?;
         Ok(seg)
     }
 
+    /// Takes over a stale segment (every user gone; we hold the users lock
+    /// exclusively): verifies it as `open` does and that it has the shape
+    /// asked for. The caller repairs it before use.
+    fn reuse(
+        name: &str,
+        os_name: &CString,
+        fd: OwnedFd,
+        st: sys::FileStat,
+        geo: Geometry,
+    ) -> Result<Segment, SetupError> {
+        let (map, found) = verify(name, &fd, st, geo.kind)?;
+        if found != geo {
+            return Err(SetupError::StaleShapeMismatch {
+                name: name.to_owned(),
+            });
+        }
+        Ok(Segment {
+            map,
+            fd,
+            control_local: std::sync::Mutex::new(()),
+            geo,
+            name: name.to_owned(),
+            os_name: os_name.clone(),
+            dev_ino: (st.dev, st.ino),
+            remove_on_drop: true,
+        })
+    }
+
+    /// Turns our exclusive hold of the users lock into a shared one (after
+    /// initialising or repairing): others may open the segment now.
+    pub(crate) fn share_users(&self) -> Result<(), SetupError> {
+        match ofd::try_lock(&self.fd, ofd::USERS, ofd::Kind::Shared) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SetupError::Busy {
+                name: self.name.clone(),
+            }),
+            Err(e) => Err(os_err(&self.name, "fcntl(F_OFD_SETLK)", e)),
+        }
+    }
+
     /// Writes the layout and the initial slot sequence numbers, then the
-    /// init word. The file is zero-filled by `ftruncate`, so every atomic
-    /// not written here starts at 0.
+    /// init word. The file is zero-filled by `ftruncate`, so
+    /// every atomic not written here starts at 0.
     fn initialise(&self) {
         let info = self.geo.info(std::process::id(), sys::euid());
         let hdr = self.header_ptr();
@@ -162,97 +309,35 @@ impl Segment {
 
     /// Opens an existing segment and checks, before trusting anything in
     /// it: owner and mode, size, magic, version, init complete, and every
-    /// layout field against the layout formula.
+    /// layout field against the layout formula. Holds the users lock
+    /// (shared) for as long as the segment is open.
     pub(crate) fn open(name: &str, kind: ChannelKind) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
         crate::wait::barriers::register();
         let fd = sys::shm_open_existing(&os_name).map_err(|e| os_err(name, "shm_open", e))?;
-        let mut st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
-        let me = sys::euid();
-        if st.uid != me {
-            return Err(SetupError::PermissionDenied {
-                name: name.to_owned(),
-                reason: PermissionProblem::OtherOwner { owner: st.uid, me },
-            });
-        }
-        if st.mode & 0o007 != 0 {
-            return Err(SetupError::PermissionDenied {
-                name: name.to_owned(),
-                reason: PermissionProblem::OpenToOthers { mode: st.mode },
-            });
-        }
-        // A creator sizes the file right after creating it: a file smaller
-        // than a header may be one caught in between.
+        let st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
+        let (map, geo) = verify(name, &fd, st, kind)?;
+        // A creator holds the users lock exclusively until just after its
+        // init word; so does a process repairing a stale segment.
         let started = Instant::now();
-        while st.size < HEADER_SIZE as u64 && started.elapsed() < INIT_WAIT {
-            std::thread::sleep(Duration::from_millis(1));
-            st = sys::fstat(&fd).map_err(|e| os_err(name, "fstat", e))?;
-        }
-        let corrupt = |kind| SetupError::Corrupt {
-            name: name.to_owned(),
-            source: CorruptError { kind },
-        };
-        if st.size == 0 {
-            return Err(SetupError::InitIncomplete {
-                name: name.to_owned(),
-                creator_pid: 0,
-            });
-        }
-        if st.size < HEADER_SIZE as u64 {
-            return Err(corrupt(CorruptKind::Truncated {
-                expected: HEADER_SIZE as u64,
-                found: st.size,
-            }));
-        }
-        let map_len = st.size.min(MAX_SEGMENT_SIZE) as usize;
-        let map = Mapping::map(&fd, map_len).map_err(|e| os_err(name, "mmap", e))?;
-        let hdr = map.as_ptr().cast::<SegmentHeader>();
-        // SAFETY: the mapping holds at least HEADER_SIZE bytes, enough for a
-        // SegmentHeader, and is page aligned; AtomicU32 accepts any bits.
-        let init = unsafe { &(*addr_of!((*hdr).init.0)) };
-        let read_info = || {
-            // SAFETY: as above; LayoutInfo is Pod, so any bytes are a valid
-            // value, and the volatile copy never creates a reference to
-            // memory another process may be writing.
-            unsafe { ptr::read_volatile(addr_of!((*hdr).info.0)) }
-        };
-        // Acquire: pairs with the Release store in `initialise`.
-        while init.load(Ordering::Acquire) != INIT_DONE {
-            if started.elapsed() >= INIT_WAIT {
-                let info: LayoutInfo = read_info();
-                if info.magic != layout::MAGIC && info.magic != 0 {
-                    return Err(SetupError::NotAQueue {
-                        name: name.to_owned(),
-                    });
+        loop {
+            match ofd::try_lock(&fd, ofd::USERS, ofd::Kind::Shared) {
+                Ok(true) => break,
+                Ok(false) if started.elapsed() < INIT_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1))
                 }
-                return Err(SetupError::InitIncomplete {
-                    name: name.to_owned(),
-                    creator_pid: info.creator_pid,
-                });
+                Ok(false) => {
+                    return Err(SetupError::Busy {
+                        name: name.to_owned(),
+                    })
+                }
+                Err(e) => return Err(os_err(name, "fcntl(F_OFD_SETLK)", e)),
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let info = read_info();
-        let geo = layout::validate(&info, map.len() as u64).map_err(|e| match e {
-            LayoutError::BadMagic => SetupError::NotAQueue {
-                name: name.to_owned(),
-            },
-            LayoutError::Version(found) => SetupError::IncompatibleVersion {
-                name: name.to_owned(),
-                found,
-                expected: LAYOUT_VERSION,
-            },
-            LayoutError::Corrupt(kind) => corrupt(kind),
-        })?;
-        if geo.kind != kind {
-            return Err(SetupError::WrongKind {
-                name: name.to_owned(),
-                found: geo.kind,
-                expected: kind,
-            });
         }
         Ok(Segment {
             map,
+            fd,
+            control_local: std::sync::Mutex::new(()),
             geo,
             name: name.to_owned(),
             os_name,
@@ -307,6 +392,36 @@ impl Segment {
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.geo
+    }
+
+    /// Takes the queue's control lock (see `control.rs`).
+    pub(crate) fn lock_control(
+        &self,
+        timeout: Duration,
+    ) -> Result<crate::control::ControlGuard<'_>, crate::control::LockError> {
+        self.control()
+            .lock
+            .lock(&self.fd, &self.control_local, timeout)
+    }
+
+    /// The descriptor the liveness locks are taken on.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// A queue's control block.
+    pub(crate) fn control(&self) -> &ControlBlock {
+        debug_assert_eq!(self.geo.kind, ChannelKind::Queue);
+        // SAFETY: a queue's mapping holds QUEUE_HEADER_SIZE bytes at least
+        // (checked by `validate`), the control block at HEADER_SIZE, 64
+        // aligned; its fields are atomics and a pthread mutex, which accept
+        // any bits (the mutex's calls report what they cannot use).
+        unsafe { &*self.map.as_ptr().add(HEADER_SIZE).cast::<ControlBlock>() }
+    }
+
+    /// Handle entry `i` (< MAX_HANDLES) of a queue.
+    pub(crate) fn handle_entry(&self, i: usize) -> &HandleEntry {
+        &self.control().handles[i % MAX_HANDLES].0
     }
 
     fn header_ptr(&self) -> *const SegmentHeader {
@@ -370,7 +485,10 @@ impl Segment {
         // mapping's offset HEADER_SIZE.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(HEADER_SIZE).cast::<SlotHeader>(),
+                self.map
+                    .as_ptr()
+                    .add(QUEUE_HEADER_SIZE)
+                    .cast::<SlotHeader>(),
                 self.geo.capacity as usize,
             )
         }
@@ -447,6 +565,164 @@ impl Segment {
         // of header; PipeSlotHeader is all atomics, valid for any bits.
         unsafe { &*self.pipe_slot_ptr(dir, index).cast::<PipeSlotHeader>() }
     }
+}
+
+/// The checks `open` makes before trusting a segment, on an open
+/// descriptor: owner and mode, size, magic, version, init complete (waiting
+/// for it a little), every layout field, and the kind.
+fn verify(
+    name: &str,
+    fd: &OwnedFd,
+    mut st: sys::FileStat,
+    kind: ChannelKind,
+) -> Result<(Mapping, Geometry), SetupError> {
+    let me = sys::euid();
+    if st.uid != me {
+        return Err(SetupError::PermissionDenied {
+            name: name.to_owned(),
+            reason: PermissionProblem::OtherOwner { owner: st.uid, me },
+        });
+    }
+    if st.mode & 0o007 != 0 {
+        return Err(SetupError::PermissionDenied {
+            name: name.to_owned(),
+            reason: PermissionProblem::OpenToOthers { mode: st.mode },
+        });
+    }
+    let creator_alive = || ofd::held_by_other(fd, ofd::USERS, ofd::Kind::Shared).unwrap_or(true);
+    // A creator sizes the file right after creating it: a file smaller
+    // than a header may be one caught in between.
+    let started = Instant::now();
+    while st.size < HEADER_SIZE as u64 && started.elapsed() < INIT_WAIT {
+        std::thread::sleep(Duration::from_millis(1));
+        st = sys::fstat(fd).map_err(|e| os_err(name, "fstat", e))?;
+    }
+    let corrupt = |kind| SetupError::Corrupt {
+        name: name.to_owned(),
+        source: CorruptError { kind },
+    };
+    if st.size == 0 {
+        return Err(SetupError::InitIncomplete {
+            name: name.to_owned(),
+            creator_pid: 0,
+            creator_alive: creator_alive(),
+        });
+    }
+    if st.size < HEADER_SIZE as u64 {
+        return Err(corrupt(CorruptKind::Truncated {
+            expected: HEADER_SIZE as u64,
+            found: st.size,
+        }));
+    }
+    let map_len = st.size.min(MAX_SEGMENT_SIZE) as usize;
+    let map = Mapping::map(fd, map_len).map_err(|e| os_err(name, "mmap", e))?;
+    let hdr = map.as_ptr().cast::<SegmentHeader>();
+    // SAFETY: the mapping holds at least HEADER_SIZE bytes, enough for a
+    // SegmentHeader, and is page aligned; AtomicU32 accepts any bits.
+    let init = unsafe { &(*addr_of!((*hdr).init.0)) };
+    let read_info = || {
+        // SAFETY: as above; LayoutInfo is Pod, so any bytes are a valid
+        // value, and the volatile copy never creates a reference to
+        // memory another process may be writing.
+        unsafe { ptr::read_volatile(addr_of!((*hdr).info.0)) }
+    };
+    // Acquire: pairs with the Release store in `initialise`.
+    while init.load(Ordering::Acquire) != INIT_DONE {
+        if started.elapsed() >= INIT_WAIT {
+            let info: LayoutInfo = read_info();
+            if info.magic != layout::MAGIC && info.magic != 0 {
+                return Err(SetupError::NotAQueue {
+                    name: name.to_owned(),
+                });
+            }
+            return Err(SetupError::InitIncomplete {
+                name: name.to_owned(),
+                creator_pid: info.creator_pid,
+                creator_alive: creator_alive(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let info = read_info();
+    let geo = layout::validate(&info, map.len() as u64).map_err(|e| match e {
+        LayoutError::BadMagic => SetupError::NotAQueue {
+            name: name.to_owned(),
+        },
+        LayoutError::Version(found) => SetupError::IncompatibleVersion {
+            name: name.to_owned(),
+            found,
+            expected: LAYOUT_VERSION,
+        },
+        LayoutError::Corrupt(kind) => corrupt(kind),
+    })?;
+    if geo.kind != kind {
+        return Err(SetupError::WrongKind {
+            name: name.to_owned(),
+            found: geo.kind,
+            expected: kind,
+        });
+    }
+    Ok((map, geo))
+}
+
+/// True if nobody alive uses the segment on `fd`: no process holds the
+/// users lock, and none takes it within the time a creator needs to get
+/// from `shm_open` to taking it. A segment of another layout version (whose
+/// users may not take the lock) is never judged stale.
+fn is_stale(fd: &OwnedFd) -> Result<bool, SetupError> {
+    let started = Instant::now();
+    loop {
+        if ofd::held_by_other(fd, ofd::USERS, ofd::Kind::Exclusive).unwrap_or(true) {
+            return Ok(false);
+        }
+        let st = match sys::fstat(fd) {
+            Ok(st) => st,
+            Err(_) => return Ok(false),
+        };
+        if file_init_done(fd, &st) {
+            return Ok(true);
+        }
+        if started.elapsed() >= INIT_WAIT {
+            // Never initialised, and nobody has held it for this long: the
+            // creator died half-way.
+            return Ok(file_version(fd, &st).is_none_or(|v| v == LAYOUT_VERSION));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Reads a copy of the segment's first two lines from the file.
+fn read_head(fd: &OwnedFd, st: &sys::FileStat) -> Option<[u8; 2 * layout::CACHE_LINE]> {
+    if st.size < (2 * layout::CACHE_LINE) as u64 {
+        return None;
+    }
+    let mut buf = [0u8; 2 * layout::CACHE_LINE];
+    // SAFETY: `fd` is open; `buf` is writable for its whole length.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    (n == buf.len() as isize).then_some(buf)
+}
+
+/// The layout version written in the file, if it is a mulproc segment.
+fn file_version(fd: &OwnedFd, st: &sys::FileStat) -> Option<u32> {
+    let head = read_head(fd, st)?;
+    let info: LayoutInfo = bytemuck::pod_read_unaligned(&head[..std::mem::size_of::<LayoutInfo>()]);
+    (info.magic == layout::MAGIC).then_some(info.version)
+}
+
+/// True if the file's init word says initialisation completed, for this
+/// layout version.
+fn file_init_done(fd: &OwnedFd, st: &sys::FileStat) -> bool {
+    let Some(head) = read_head(fd, st) else {
+        return false;
+    };
+    let info: LayoutInfo = bytemuck::pod_read_unaligned(&head[..std::mem::size_of::<LayoutInfo>()]);
+    let init = u32::from_le_bytes([
+        head[layout::CACHE_LINE],
+        head[layout::CACHE_LINE + 1],
+        head[layout::CACHE_LINE + 2],
+        head[layout::CACHE_LINE + 3],
+    ]);
+    info.magic == layout::MAGIC && info.version == LAYOUT_VERSION && init == INIT_DONE
 }
 
 impl Drop for Segment {

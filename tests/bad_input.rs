@@ -15,7 +15,7 @@ use mulproc::{
     MAX_NAME_LEN, MAX_PAYLOAD_LIMIT,
 };
 
-// Byte layout of a segment (layout version 1), from src/layout.rs.
+// Byte layout of a segment (layout version 2), from src/layout.rs.
 const MAGIC_AT: u64 = 0;
 const VERSION_AT: u64 = 8;
 const HEADER_SIZE_AT: u64 = 12;
@@ -29,7 +29,9 @@ const CREATOR_PID_AT: u64 = 48;
 const KIND_AT: u64 = 56; // ChannelKind: 1 = queue, 2 = pipe
 const INIT_AT: u64 = 64;
 const TAIL_AT: u64 = 2 * 64;
-const HEADER: u64 = 512;
+/// Where a queue's slot headers start: the 512-byte segment header, then
+/// the control block (3 lines + one line per handle, 256 handles).
+const HEADER: u64 = 512 + (3 + 256) * 64;
 const SLOT: u64 = 64;
 const SLOT_SEQ: u64 = 0;
 const SLOT_LEN: u64 = 28;
@@ -37,11 +39,11 @@ const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
 const INIT_DONE: u32 = 0x1A17_D04E;
 
 /// The queue every forging test starts from: 8 slots of 64 bytes, so
-/// stride 64, data at 512 + 8 × 64 = 1024, total 1024 + 8 × 64 = 1536.
+/// stride 64, data at HEADER + 8 × 64, total that + 8 × 64.
 const CAP: u32 = 8;
 const MAXP: u32 = 64;
-const DATA_OFFSET: u64 = 1024;
-const TOTAL: u64 = 1536;
+const DATA_OFFSET: u64 = HEADER + 8 * 64;
+const TOTAL: u64 = DATA_OFFSET + 8 * 64;
 
 /// Creates a real queue under `shm`'s name and closes it, leaving its file
 /// for the caller to damage.
@@ -80,7 +82,7 @@ fn oversized_payload_is_refused_and_nothing_written() {
     q.try_send(Message::new(Request::DO, b"ok".as_slice()))
         .unwrap();
     assert_eq!(q.len(), 1);
-    // Next ticket is 1: slot 1's payload at 512 + 4×64 + 1×64.
+    // Next ticket is 1: slot 1's payload at HEADER + 4×64 + 1×64.
     let slot1_payload = HEADER + 4 * SLOT + 64;
     let big = vec![0x5Au8; 9];
     for via_send in [false, true] {
@@ -349,14 +351,14 @@ fn forged_wrong_magic() {
 /// `IncompatibleVersion` with both versions.
 #[test]
 fn forged_wrong_version() {
-    for v in [0u32, 2, u32::MAX] {
+    for v in [0u32, 1, 3, u32::MAX] {
         let shm = ShmGuard::new("version");
         leave_segment(&shm);
         patch_u32(shm.name(), VERSION_AT, v);
         match Queue::open(shm.name()) {
             Err(SetupError::IncompatibleVersion {
                 found, expected, ..
-            }) => assert_eq!((found, expected), (v, 1)),
+            }) => assert_eq!((found, expected), (v, 2)),
             other => panic!("version {v}: expected IncompatibleVersion, got {other:?}"),
         }
     }
@@ -389,12 +391,12 @@ fn forged_truncated() {
     let shm = ShmGuard::new("truncated-consistent");
     leave_segment(&shm);
     patch_u32(shm.name(), CAPACITY_AT, 16);
-    patch_u64(shm.name(), DATA_OFFSET_AT, 512 + 16 * 64);
-    patch_u64(shm.name(), TOTAL_SIZE_AT, 512 + 16 * 128);
+    patch_u64(shm.name(), DATA_OFFSET_AT, HEADER + 16 * 64);
+    patch_u64(shm.name(), TOTAL_SIZE_AT, HEADER + 16 * 128);
     assert_eq!(
         corrupt_kind(Queue::open(shm.name())),
         CorruptKind::Truncated {
-            expected: 512 + 16 * 128,
+            expected: HEADER + 16 * 128,
             found: TOTAL
         }
     );
@@ -512,8 +514,8 @@ fn forged_valid_segment_opens() {
         b[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes())
     };
     put64(&mut bytes, MAGIC_AT, MAGIC);
-    put32(&mut bytes, VERSION_AT, 1);
-    put32(&mut bytes, HEADER_SIZE_AT, 512);
+    put32(&mut bytes, VERSION_AT, 2);
+    put32(&mut bytes, HEADER_SIZE_AT, HEADER as u32);
     put32(&mut bytes, CAPACITY_AT, CAP);
     put32(&mut bytes, MAX_PAYLOAD_AT, MAXP);
     put32(&mut bytes, SLOT_HEADER_SIZE_AT, 64);

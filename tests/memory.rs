@@ -50,7 +50,7 @@ fn unique(tag: &str) -> String {
 const MESSAGES: u64 = 100_000;
 
 /// Pins: the segment size formula in the README and `QueueConfig` docs,
-/// `512 + capacity × (64 + round_up(max_payload, 64))`, matching the file
+/// `17,088 + capacity × (64 + round_up(max_payload, 64))`, matching the file
 /// that is really created, with a slot header of 64 bytes.
 #[test]
 fn segment_size_is_the_documented_formula() {
@@ -58,7 +58,7 @@ fn segment_size_is_the_documented_formula() {
         let name = unique("size");
         let cfg = QueueConfig::new(cap, max);
         let q = Queue::create(&name, cfg).unwrap();
-        let expected = 512 + cap as u64 * (64 + (max as u64).div_ceil(64) * 64);
+        let expected = 17_088 + cap as u64 * (64 + (max as u64).div_ceil(64) * 64);
         assert_eq!(cfg.segment_size().unwrap(), expected);
         let on_disk = std::fs::metadata(format!("/dev/shm/mulproc.{name}"))
             .unwrap()

@@ -310,7 +310,7 @@ impl Kind {
     /// and the payload, rounded up to 64, and a pipe has two directions.
     fn size(self) -> u64 {
         match self {
-            Kind::Queue => 512 + 4 * (64 + 64),
+            Kind::Queue => 17_088 + 4 * (64 + 64),
             Kind::Pipe => 512 + 2 * 2 * 64,
         }
     }
