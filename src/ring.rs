@@ -19,6 +19,16 @@
 //! | `(t + 1) \| TAKEN`  | TAKEN: read; waiting for `head` to pass `t`              |
 //! | `(t + 1) \| TAKEN \| HELD` | MOVING: a read slot being refilled by a move      |
 //! | `t + capacity`      | FREE for ticket `t + capacity` (the next lap)            |
+//! | `t \| QUARANTINED`  | SKIP: the slot is withheld; ticket `t` is passed by      |
+//! | `(t + 1) \| TAKEN \| QUARANTINED` | passed (or fenced), still withheld         |
+//!
+//! QUARANTINED marks a slot whose claim a recoverer fenced while the
+//! claimant may still be alive (stopped, or too slow): it may yet write
+//! into the slot, so the slot leaves circulation until the claimant's
+//! failed publish (or a recoverer that finds it dead) lifts the flag.
+//! Meanwhile the flag travels with the slot's word from lap to lap, and a
+//! producer whose ticket lands on it takes the ticket and marks it passed
+//! (`skip`): a withheld slot costs one slot, never the ring.
 //!
 //! Transitions, each a compare-and-swap by exactly one party:
 //!
@@ -30,6 +40,10 @@
 //!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
 //! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
 //!   and release TAKEN(h) -> FREE(h+capacity).
+//! - recovery (`recovery.rs` decides when): fence FREE(t) -> TAKEN |
+//!   QUARANTINED of a stuck claim (the claimant's publish then fails);
+//!   pass a stuck SKIP; HELD -> PUBLISHED for a dead receiver's message;
+//!   MOVING -> TAKEN for a dead mover's target; lift QUARANTINED.
 //! - move (a sender finding the ring full because receivers took messages
 //!   out of order): for the oldest waiting message `from` with a run of
 //!   TAKEN slots behind it ending at `to`, claim `to` (TAKEN -> MOVING),
@@ -45,9 +59,10 @@
 //! 2. While the slot of `head` is HELD, only its holder moves `head`
 //!    (an advancer needs TAKEN at `head`), so the holder's CAS of `head`
 //!    `t -> t+1` cannot fail.
-//! 3. PUBLISHED(t) occurs once in the slot's history (no transition leads
-//!    back to it), so a CAS from PUBLISHED(t) that succeeds proves the slot
-//!    was not touched since it was read as PUBLISHED(t).
+//! 3. PUBLISHED(t) occurs once in the slot's history except when recovery
+//!    returns a dead receiver's HELD(t) to it, and receivers never write a
+//!    slot: so a CAS from PUBLISHED(t) that succeeds proves the slot holds
+//!    the very message that was read as PUBLISHED(t).
 //! 4. Receivers scan from `head` towards `tail` and stop at the first slot
 //!    not yet published (FREE(t): being written, or not sent yet) or being
 //!    refilled by a move: a receiver therefore takes one producer's
@@ -59,6 +74,13 @@
 //!    and does the advancing: a TAKEN slot is never stranded at `head`.
 //!    (Plain loads would allow the store-buffering outcome where each sees
 //!    the other's old value; the loom model finds it.)
+//! 7. QUARANTINED is set only by a fence (under the control lock) and
+//!    cleared only by the fenced claimant, or by a recoverer that found it
+//!    dead; no claim is made on a withheld slot (a skip takes the ticket,
+//!    not the slot), so its owner word keeps naming the claimant. Every
+//!    clearing is a Release RMW and every taker of the slot afterwards
+//!    reads it with Acquire (the claim load, `skip`'s failed CAS): the
+//!    claimant's last writes happen before the slot's next use.
 //! 6. A TAKEN slot changes only when `head` passes it, or when a move
 //!    refills it (TAKEN -> MOVING -> PUBLISHED) while it is behind an
 //!    unread message, never at `head`. A move can bring it to `head`
@@ -388,12 +410,15 @@ impl<'a> Ring<'a> {
     /// if the quarantine ended first: the slot is then FREE(pos) and the
     /// claim an ordinary one.
     fn skip(&self, pos: u64) -> bool {
-        // Release, as any mark that `head` may act on.
+        // Release, as any mark that `head` may act on. Acquire on failure:
+        // if the quarantine just ended, the holder's last writes to the
+        // slot (before its Release lift) happen before ours (the loom
+        // model of the quarantine finds the race without it).
         match self.slot(pos).seq.compare_exchange(
             pos | QUARANTINED,
             (pos + 1) | TAKEN_Q,
             Ordering::Release,
-            Ordering::Relaxed,
+            Ordering::Acquire,
         ) {
             Ok(_) => {
                 self.advance_if_head(pos);
