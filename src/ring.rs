@@ -74,6 +74,12 @@
 //!    and does the advancing: a TAKEN slot is never stranded at `head`.
 //!    (Plain loads would allow the store-buffering outcome where each sees
 //!    the other's old value; the loom model finds it.)
+//! 6. A TAKEN slot changes only when `head` passes it, or when a move
+//!    refills it (TAKEN -> MOVING -> PUBLISHED) while it is behind an
+//!    unread message, never at `head`. A move can bring it to `head`
+//!    later, so an advancer confirms TAKEN with an RMW, which reads the
+//!    newest value, before it moves `head` past the slot: a stale TAKEN
+//!    would skip a published message (the loom model finds that too).
 //! 7. QUARANTINED is set only by a fence (under the control lock) and
 //!    cleared only by the fenced claimant, or by a recoverer that found it
 //!    dead; no claim is made on a withheld slot (a skip takes the ticket,
@@ -81,12 +87,6 @@
 //!    clearing is a Release RMW and every taker of the slot afterwards
 //!    reads it with Acquire (the claim load, `skip`'s failed CAS): the
 //!    claimant's last writes happen before the slot's next use.
-//! 6. A TAKEN slot changes only when `head` passes it, or when a move
-//!    refills it (TAKEN -> MOVING -> PUBLISHED) while it is behind an
-//!    unread message, never at `head`. A move can bring it to `head`
-//!    later, so an advancer confirms TAKEN with an RMW, which reads the
-//!    newest value, before it moves `head` past the slot: a stale TAKEN
-//!    would skip a published message (the loom model finds that too).
 //!
 //! # Orderings
 //!
