@@ -38,7 +38,7 @@ use crate::message::{decode_recipient, encode_recipient, Header, Message, Reques
 use crate::queue::{claim_with_retry, copy_out, Claimed, QueueConfig, SendRetry};
 use crate::segment::Segment;
 use crate::sync::Ordering;
-use crate::sys;
+use crate::sys::ofd;
 use crate::wait::Wake;
 
 /// A pipe is configured like a queue: capacity (per direction) and max
@@ -115,33 +115,16 @@ impl Pipe {
     pub fn create(name: &str, config: PipeConfig) -> Result<Pipe, SetupError> {
         let geo = config.geometry_of(ChannelKind::Pipe)?;
         let seg = Segment::create(name, geo, config.sharing, config.stale)?;
-        seg.pipe_end_owner(0)
-            .store(std::process::id(), Ordering::Relaxed);
+        take_end(&seg, PipeEnd::Parent)?;
         Ok(Pipe::from_segment(seg, PipeEnd::Parent))
     }
 
     /// Opens the pipe named `name` and takes its child end. Fails with
-    /// [`SetupError::EndTaken`] while another live process holds it.
+    /// [`SetupError::EndTaken`] while another live handle holds it (in
+    /// this process or another).
     pub fn open(name: &str) -> Result<Pipe, SetupError> {
         let seg = Segment::open(name, ChannelKind::Pipe)?;
-        let me = std::process::id();
-        let owner = seg.pipe_end_owner(1);
-        let mut holder = owner.load(Ordering::Relaxed);
-        loop {
-            // Our own pid too: a second handle on the same end would break
-            // the single-sender, single-receiver protocol.
-            if holder != 0 && (holder == me || sys::process_alive(holder)) {
-                return Err(SetupError::EndTaken {
-                    name: name.to_owned(),
-                    pid: holder,
-                });
-            }
-            // Free, or held by a dead process: take it.
-            match owner.compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => holder = now,
-            }
-        }
+        take_end(&seg, PipeEnd::Child)?;
         Ok(Pipe::from_segment(seg, PipeEnd::Child))
     }
 
@@ -468,14 +451,39 @@ impl Pipe {
     }
 }
 
+/// Takes `end` of the pipe on `seg`: an exclusive lock on the end's byte of
+/// the segment's file, which the kernel drops when the holder's process
+/// dies (so a dead holder's end is free at once, and a reused pid cannot
+/// keep it), then the holder's pid, for [`Pipe::peer_pid`].
+fn take_end(seg: &Segment, end: PipeEnd) -> Result<(), SetupError> {
+    let byte = ofd::PIPE_ENDS + end.index() as i64;
+    let owner = seg.pipe_end_owner(end.index());
+    match ofd::try_lock(seg.fd(), byte, ofd::Kind::Exclusive) {
+        Ok(true) => {
+            owner.store(std::process::id(), Ordering::Release);
+            Ok(())
+        }
+        Ok(false) => Err(SetupError::EndTaken {
+            name: seg.name().to_owned(),
+            pid: owner.load(Ordering::Relaxed),
+        }),
+        Err(e) => Err(SetupError::Os {
+            name: seg.name().to_owned(),
+            op: "fcntl(F_OFD_SETLK)",
+            source: e,
+        }),
+    }
+}
+
 impl Drop for Pipe {
     fn drop(&mut self) {
-        // Give the end back, so another process may take it.
+        // Give the end back (the lock goes with the descriptor anyway).
         let _ = self.seg.pipe_end_owner(self.end.index()).compare_exchange(
             self.pid,
             0,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
+        let _ = ofd::unlock(self.seg.fd(), ofd::PIPE_ENDS + self.end.index() as i64);
     }
 }

@@ -216,37 +216,6 @@ impl Drop for Mapping {
     }
 }
 
-/// True if a process with this pid is alive: it exists and is neither a
-/// zombie (killed, not yet reaped by its parent) nor dead.
-pub(crate) fn process_alive(pid: u32) -> bool {
-    if !process_exists(pid) {
-        return false;
-    }
-    match std::fs::read(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the command name, which is in
-        // parentheses and may itself contain ") ".
-        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
-            Some(i) => !matches!(stat.get(i + 2), Some(b'Z' | b'X' | b'x')),
-            None => true,
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(_) => true, // no /proc: trust kill(pid, 0)
-    }
-}
-
-/// True if a process with this pid exists (it may belong to another user).
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// `membarrier(2)` commands (linux/membarrier.h).
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
@@ -294,6 +263,8 @@ pub(crate) mod ofd {
     pub(crate) const USERS: i64 = LOCK_BASE;
     /// The control lock (`control.rs`): held exclusively by its holder.
     pub(crate) const CONTROL: i64 = LOCK_BASE + 1;
+    /// A pipe's ends: the holder of end `e` holds `PIPE_ENDS + e`.
+    pub(crate) const PIPE_ENDS: i64 = LOCK_BASE + 2;
     /// First per-handle byte; handle `i` holds `HANDLES + i` exclusively.
     pub(crate) const HANDLES: i64 = LOCK_BASE + 16;
 
