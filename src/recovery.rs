@@ -191,11 +191,12 @@ pub(crate) fn register(seg: &Segment) -> Result<HandleId, SetupError> {
         }
         let entry = seg.handle_entry(i);
         if entry.state.load(Ordering::Acquire) != HANDLE_FREE {
-            // A predecessor died without settling: do it now.
+            // A predecessor died without settling: do it now, under the
+            // control lock if we can get it (settling is made of CASs and
+            // swaps, so a racing settler cannot double-count even without).
             let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
-            if let Some(_guard) = rec.lock() {
-                rec.settle(i);
-            }
+            let _guard = rec.lock();
+            rec.settle(i);
         }
         let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
         entry.generation.store(generation, Ordering::Relaxed);
@@ -338,6 +339,11 @@ impl<'a> Recovery<'a> {
     fn claimants(&self, t: u64) -> Holder {
         let mut found = false;
         for i in 0..MAX_HANDLES {
+            // Not us: had we won this claim, our owner word would name it
+            // (we sign before anything else), so we only lost the race.
+            if self.me.is_some_and(|me| me.index as usize == i) {
+                continue;
+            }
             let e = self.seg.handle_entry(i);
             if e.state.load(Ordering::Acquire) == HANDLE_IN_USE
                 && e.claiming.load(Ordering::Relaxed) == t
