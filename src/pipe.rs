@@ -116,7 +116,7 @@ impl Pipe {
         let geo = config.geometry_of(ChannelKind::Pipe)?;
         let seg = Segment::create(name, geo, config.sharing, config.stale)?;
         take_end(&seg, PipeEnd::Parent)?;
-        Ok(Pipe::from_segment(seg, PipeEnd::Parent))
+        Pipe::from_segment(seg, PipeEnd::Parent)
     }
 
     /// Opens the pipe named `name` and takes its child end. Fails with
@@ -125,22 +125,31 @@ impl Pipe {
     pub fn open(name: &str) -> Result<Pipe, SetupError> {
         let seg = Segment::open(name, ChannelKind::Pipe)?;
         take_end(&seg, PipeEnd::Child)?;
-        Ok(Pipe::from_segment(seg, PipeEnd::Child))
+        Pipe::from_segment(seg, PipeEnd::Child)
     }
 
-    fn from_segment(seg: Segment, end: PipeEnd) -> Pipe {
+    fn from_segment(seg: Segment, end: PipeEnd) -> Result<Pipe, SetupError> {
         let send_dir = end.index();
         let recv_dir = 1 - send_dir;
-        // Acquire: pairs with the other side's Release stores of `head`.
-        let cached_head = seg.pipe_head(send_dir).load(Ordering::Acquire);
+        // Positions only ever grow by one per message: one at 2^62 or
+        // beyond was written by no honest process (and would overflow).
+        let corrupt = || SetupError::Corrupt {
+            name: seg.name().to_owned(),
+            source: CorruptKind::Positions.into(),
+        };
+        let position = |p: &crate::sync::AtomicU64| {
+            // Acquire: pairs with the other side's Release stores.
+            let v = p.load(Ordering::Acquire);
+            (v < POSITION_LIMIT).then_some(v)
+        };
+        let cached_head = position(seg.pipe_head(send_dir)).ok_or_else(corrupt)?;
+        let sent = position(seg.pipe_tail(send_dir)).ok_or_else(corrupt)?;
+        let next_recv = position(seg.pipe_head(recv_dir)).ok_or_else(corrupt)?;
         // A previous holder of this end may have died between publishing a
         // message and storing `tail`: continue after whatever it published
         // (and after whatever the receiver already took), never over it.
         let cap = u64::from(seg.geometry().capacity);
-        let mut next_send = seg
-            .pipe_tail(send_dir)
-            .load(Ordering::Acquire)
-            .max(cached_head);
+        let mut next_send = sent.max(cached_head);
         for _ in 0..cap {
             let idx = (next_send & (cap - 1)) as usize;
             if seg.pipe_slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
@@ -148,8 +157,7 @@ impl Pipe {
             }
             next_send += 1;
         }
-        let next_recv = seg.pipe_head(recv_dir).load(Ordering::Acquire);
-        Pipe {
+        Ok(Pipe {
             geo: seg.geometry(),
             seg,
             pid: std::process::id(),
@@ -158,7 +166,7 @@ impl Pipe {
             next_send: Cell::new(next_send),
             cached_head: Cell::new(cached_head),
             next_recv: Cell::new(next_recv),
-        }
+        })
     }
 
     /// Removes the name `name` from the system.
@@ -450,6 +458,9 @@ impl Pipe {
         self.recv_ref_within(timeout)
     }
 }
+
+/// Positions at or above this are corrupt (see `Pipe::from_segment`).
+const POSITION_LIMIT: u64 = 1 << 62;
 
 /// Takes `end` of the pipe on `seg`: an exclusive lock on the end's byte of
 /// the segment's file, which the kernel drops when the holder's process

@@ -1069,7 +1069,12 @@ impl Queue {
     fn mark_done(&self) {
         // Release: pairs with the Acquire load in `joined`; the work done
         // before `task_done` happens before `join` returns.
-        let done = self.seg.done_count().fetch_add(1, Ordering::Release) + 1;
+        // Wrapping: the count is in shared memory and may hold anything.
+        let done = self
+            .seg
+            .done_count()
+            .fetch_add(1, Ordering::Release)
+            .wrapping_add(1);
         // `tail` is the senders' busiest line: read it only if a joiner may
         // be asleep.
         self.seg

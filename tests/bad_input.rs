@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mulproc::{
-    ConfigError, CorruptError, CorruptKind, Message, NameProblem, PermissionProblem, Queue,
+    ConfigError, CorruptError, CorruptKind, Message, NameProblem, PermissionProblem, Pipe, Queue,
     QueueConfig, RecvTimeoutError, Request, SetupError, TryRecvError, TrySendError, MAX_CAPACITY,
     MAX_NAME_LEN, MAX_PAYLOAD_LIMIT,
 };
@@ -761,4 +761,45 @@ fn scribbled_layout_info_never_panics() {
         }
     }
     eprintln!("{opened} of 150 damaged segments still opened");
+}
+
+/// Pins (found by the fuzz targets, `tests/fuzz/artifacts/`): positions and
+/// counters at the top of their range, written by another process, give
+/// `Corrupt` or are carried on with, never an arithmetic overflow (a panic
+/// in debug builds): a pipe whose direction heads or tails are near
+/// `u64::MAX` when an end is opened; a queue whose `done_count` is
+/// `u64::MAX` when a task is marked done or a reservation given up.
+#[test]
+fn positions_and_counters_at_the_top_of_their_range() {
+    // Pipe header: line 2 + 2 × dir holds dir's tail, the next line its
+    // head. The child end reads its own direction's (1) and the head of the
+    // other.
+    for (what, at) in [
+        ("dir 0 head", 3 * 64),
+        ("dir 1 tail", 4 * 64),
+        ("dir 1 head", 5 * 64),
+    ] {
+        let shm = ShmGuard::new("pipe-top");
+        let mut p = Pipe::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
+        p.set_remove_on_drop(false);
+        drop(p);
+        patch_u64(shm.name(), at, u64::MAX);
+        match Pipe::open(shm.name()) {
+            Err(SetupError::Corrupt { source, .. }) => {
+                assert_eq!(source.kind, CorruptKind::Positions, "{what}")
+            }
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+    }
+    // Queue: the join counter (line 6) at its top.
+    let shm = ShmGuard::new("done-top");
+    let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
+    patch_u64(shm.name(), 6 * 64, u64::MAX);
+    drop(q.try_reserve().unwrap()); // given up: counted done
+    q.try_send(Message::new(Request::DO, b"x".as_slice()))
+        .unwrap();
+    q.try_recv().unwrap();
+    q.task_done().unwrap();
+    // The count wrapped: join may not be satisfied, but answers.
+    let _ = q.join_timeout(Duration::from_millis(10));
 }
