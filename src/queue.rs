@@ -289,8 +289,8 @@ impl Queue {
     /// true if it repaired something, so the caller should look again.
     #[inline]
     fn poll_recovery(&self) -> bool {
-        self.watchdog.poll(|seen| {
-            let changed = self.recovery().scan(seen);
+        self.watchdog.poll(|seen, lift_due| {
+            let changed = self.recovery().scan(seen, lift_due);
             if changed {
                 self.notify_receivers();
                 self.seg.not_full().notify(Wake::All);

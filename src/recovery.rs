@@ -71,6 +71,9 @@ pub(crate) const DEFAULT_UNBLOCK_TIMEOUT: Duration = Duration::from_millis(500);
 const DEAD_GRACE: Duration = Duration::from_millis(10);
 /// Least time between two scans by one handle.
 const CHECK_EVERY_MS: u64 = 5;
+/// Least time between two passes over withheld slots by one handle (a pass
+/// reads every slot's word; it runs only while some slot is withheld).
+const LIFT_EVERY_MS: u64 = 20;
 /// Longest wait for the control lock; a recoverer that cannot get it tries
 /// again at its next scan.
 const LOCK_WAIT: Duration = Duration::from_millis(100);
@@ -591,14 +594,16 @@ impl<'a> Recovery<'a> {
 
     /// Looks at the slots that can stall the queue and deals with those
     /// stuck long enough. Returns true if it changed anything.
-    pub(crate) fn scan(&self, seen: &mut Vec<Seen>) -> bool {
+    /// `lift_due`: time to look at withheld slots (a pass over the whole
+    /// ring) if there are any.
+    pub(crate) fn scan(&self, seen: &mut Vec<Seen>, lift_due: bool) -> bool {
         let now = Instant::now();
         let control = self.seg.control();
         // A repair record with nobody at work on it: its recoverer died.
         // Taking the lock hands the repair over (see `lock`). Withheld
         // slots: their holders may have died since (checked now and then).
         if control.repair.0.kind.load(Ordering::Relaxed) != 0
-            || control.stats.0.withheld.load(Ordering::Relaxed) > 0 && coarse_ms() % 100 < 5
+            || control.stats.0.withheld.load(Ordering::Relaxed) > 0 && lift_due
         {
             if let Some(_guard) = self.lock() {
                 self.lift_orphaned_quarantines();
@@ -716,6 +721,8 @@ pub(crate) struct Seen {
 pub(crate) struct Watchdog {
     /// Coarse milliseconds before which no scan starts.
     next_ms: StdAtomicU64,
+    /// Coarse milliseconds before which no scan looks at withheld slots.
+    lift_ms: StdAtomicU64,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -723,7 +730,7 @@ impl Watchdog {
     /// Scans if the last scan was long enough ago. Returns true if
     /// recovery changed something (worth trying the operation again).
     #[inline]
-    pub(crate) fn poll(&self, scan: impl FnOnce(&mut Vec<Seen>) -> bool) -> bool {
+    pub(crate) fn poll(&self, scan: impl FnOnce(&mut Vec<Seen>, bool) -> bool) -> bool {
         let now_ms = coarse_ms();
         if now_ms < self.next_ms.load(StdOrdering::Relaxed) {
             return false;
@@ -732,13 +739,18 @@ impl Watchdog {
     }
 
     #[cold]
-    fn poll_slow(&self, now_ms: u64, scan: impl FnOnce(&mut Vec<Seen>) -> bool) -> bool {
+    fn poll_slow(&self, now_ms: u64, scan: impl FnOnce(&mut Vec<Seen>, bool) -> bool) -> bool {
         self.next_ms
             .store(now_ms + CHECK_EVERY_MS, StdOrdering::Relaxed);
         let Ok(mut seen) = self.seen.try_lock() else {
             return false;
         };
-        scan(&mut seen)
+        let lift_due = now_ms >= self.lift_ms.load(StdOrdering::Relaxed);
+        if lift_due {
+            self.lift_ms
+                .store(now_ms + LIFT_EVERY_MS, StdOrdering::Relaxed);
+        }
+        scan(&mut seen, lift_due)
     }
 }
 

@@ -187,6 +187,9 @@ impl<'a> Ring<'a> {
     pub fn try_claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
         let max = max.clamp(1, self.capacity());
         let mut pos = self.tail.load(Ordering::Relaxed);
+        // Withheld slots passed by: a lap of them means every slot is
+        // withheld, which is "full", not corruption.
+        let mut skipped = 0;
         for _ in 0..MAX_RETRIES {
             if pos & FLAGS != 0 {
                 return Err(ClaimError::Corrupt);
@@ -227,6 +230,10 @@ impl<'a> Ring<'a> {
                             return Ok((pos, 1));
                         }
                         pos += 1;
+                        skipped += 1;
+                        if skipped >= self.capacity() {
+                            return Err(ClaimError::Unavailable);
+                        }
                     }
                     Err(now) => pos = now,
                 }
