@@ -212,6 +212,13 @@ pub(crate) struct HandleEntry {
     /// before the claiming CAS: tells a recoverer who holds a slot whose
     /// owner word the holder had no time to write.
     pub claiming: AtomicU64,
+    /// The tickets `sending_from..sending_to` this handle is about to claim
+    /// as a sender, stored before the claiming CAS of `tail` (which
+    /// releases them): tells a recoverer who holds a claim whose owner word
+    /// the holder had no time to write. `sending_to` is cleared when a
+    /// claim attempt fails.
+    pub sending_from: AtomicU64,
+    pub sending_to: AtomicU64,
 }
 
 /// [`HandleEntry::state`]: nobody owns the entry.

@@ -382,35 +382,17 @@ impl Queue {
         }
     }
 
-    /// Signs the claims on `first..first + n` with our owner word, then
-    /// checks that no recoverer fenced them meanwhile (the Dekker pair with
-    /// `Recovery::fence`, see `recovery.rs`). Returns how many of the first
-    /// claims still stand; the rest were fenced, and are given back.
+    /// Signs the claims on `first..first + n` with our owner word: from
+    /// here on recovery knows whose they are without looking at the
+    /// announcement (see `recovery.rs`).
     #[inline]
-    fn sign_claims(&self, first: u64, n: u64) -> u64 {
+    fn sign_claims(&self, first: u64, n: u64) {
         let ring = self.ring();
         for t in first..first + n {
             ring.slot(t)
                 .owner
                 .store(owner_word(self.id, Role::Send, t), Ordering::Relaxed);
         }
-        crate::wait::light_fence();
-        for t in first..first + n {
-            if !ring.still_claimed(t) {
-                // Fenced before we wrote anything: give up this claim and
-                // the ones after it (kept in order: the ones before stand).
-                for u in t..first + n {
-                    if ring.still_claimed(u) {
-                        let _ = ring.abandon(u);
-                        self.mark_done();
-                    } else {
-                        self.lift_own_quarantine(u);
-                    }
-                }
-                return t - first;
-            }
-        }
-        n
     }
 
     /// After a fenced publish or abandon of ticket `t`: we write into its
@@ -433,9 +415,17 @@ impl Queue {
     /// message nobody takes cannot block the queue.
     fn claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
         let ring = self.ring();
+        let entry = self.entry();
+        // Stored on our own line, before each claiming CAS (which
+        // releases them): who is about to hold these tickets.
+        let announce = |from: u64, to: u64| {
+            entry.sending_from.store(from, Ordering::Relaxed);
+            entry.sending_to.store(to, Ordering::Relaxed);
+        };
         for _ in 0..self.geo.capacity {
-            match ring.try_claim_send_many(max) {
+            match ring.try_claim_send_many(max, announce) {
                 Err(ClaimError::Unavailable) => {
+                    entry.sending_to.store(0, Ordering::Relaxed);
                     let Some((from, to)) = ring.begin_move() else {
                         return Err(ClaimError::Unavailable);
                     };
@@ -448,11 +438,14 @@ impl Queue {
                     ring.finish_move(from, to);
                     self.notify_receivers();
                 }
-                Ok((first, n)) => match self.sign_claims(first, n) {
-                    0 => continue, // fenced at once: claim again
-                    kept => return Ok((first, kept)),
-                },
-                r => return r,
+                Ok((first, n)) => {
+                    self.sign_claims(first, n);
+                    return Ok((first, n));
+                }
+                r => {
+                    entry.sending_to.store(0, Ordering::Relaxed);
+                    return r;
+                }
             }
         }
         Err(ClaimError::Unavailable)

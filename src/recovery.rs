@@ -12,18 +12,15 @@
 //! predecessor is never taken for the new owner's.
 //!
 //! Right after each claim the claimant writes the slot's owner word:
-//! entry, generation, role (sender, receiver, mover) and ticket. A claim
-//! whose owner word does not name it yet ("unknown holder") is handled per
-//! side:
-//!
-//! - a sender stores its owner word, then (light fence) re-reads the
-//!   sequence word before writing anything into the slot; a recoverer
-//!   fences first, then (heavy fence: membarrier) reads the owner word.
-//!   Either the recoverer sees the owner, or the sender sees the fence and
-//!   writes nothing. (The same asymmetric Dekker pair as `wait.rs`.)
-//! - a receiver stores the ticket it is about to claim in its handle entry
-//!   (`claiming`) before the claiming CAS, which publishes it (Release);
-//!   the recoverer looks for entries claiming that ticket.
+//! entry, generation, role (sender, receiver, mover) and ticket. Before
+//! the claim, on its own line of the handle table, it *announces* it: a
+//! sender the tickets it is about to claim (`sending_from..sending_to`,
+//! released by its CAS of `tail`), a receiver the ticket (`claiming`,
+//! released by its claiming CAS). A claim whose owner word does not name it
+//! yet is attributed to the live handles whose announcement covers it (a
+//! handle that lost the race for it counts until its next attempt: when in
+//! doubt, a holder is alive). That costs a sender two stores to a line
+//! only it writes, and no load.
 //!
 //! # Stuck claims and what recovery does
 //!
@@ -38,7 +35,10 @@
 //! fenced may still be writing into its slot, so the slot leaves
 //! circulation (its tickets are passed by) until that holder's publish or
 //! abandon fails and it lifts the quarantine itself, or it dies and a
-//! recoverer does.
+//! recoverer does. A fenced claim that was not signed yet gets the fenced
+//! ticket in its owner word (`FENCED_MARK`), so the lift pass can still
+//! ask who announced it; the holder's signature, if it comes, replaces
+//! the mark.
 //!
 //! Recovery actions run under the segment's robust control lock, one at a
 //! time, each recorded in the repair record before its first step. A
@@ -79,6 +79,10 @@ const LIFT_EVERY_MS: u64 = 20;
 const LOCK_WAIT: Duration = Duration::from_millis(100);
 /// Most slots one scan looks at.
 const SCAN_LIMIT: u64 = 4096;
+/// Owner word of a withheld slot whose claimant had not signed when it
+/// was fenced: names no handle (entry 0), carries the fenced ticket's low
+/// 32 bits.
+const FENCED_MARK: u64 = 1 << 47;
 /// Owner-word generation bits.
 const GEN_BITS: u32 = 14;
 const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
@@ -413,29 +417,78 @@ impl<'a> Recovery<'a> {
     /// the holder turns out to be alive.
     fn fence(&self, t: u64, dead: bool) {
         self.record(Repair::Fence, t);
+        let before = self.ring.slot(t).owner.load(Ordering::Relaxed);
         if self.ring.fence_claim(t).is_err() {
             self.clear_record();
             return; // published or given up meanwhile
         }
         fault::point("in-repair");
-        let keep = if dead {
-            false
-        } else {
-            // The Dekker pair with the sender's post-claim check: after
-            // this barrier, either we see its owner word or it sees the
-            // fence and writes nothing.
-            crate::wait::heavy_fence();
-            self.holder(t, &[Role::Send]) == Holder::Alive
-        };
+        // Withheld unless its holder is known dead: a live one may still
+        // write into the slot, and lifts the quarantine itself when its
+        // publish fails.
+        let keep = !dead && self.sender(t) != Holder::Dead;
         let stats = self.stats();
         stats.skipped_claims.fetch_add(1, Ordering::Relaxed);
         if keep {
+            // Not signed yet: leave the fenced ticket in the owner word for
+            // the lift pass (the holder's signature, if it comes, replaces
+            // it, and names who will lift).
+            let slot = self.ring.slot(t);
+            if named(before, &[Role::Send], t).is_none() {
+                let _ = slot.owner.compare_exchange(
+                    before,
+                    FENCED_MARK | (t & 0xFFFF_FFFF),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             stats.fenced_live.fetch_add(1, Ordering::Relaxed);
             stats.withheld.fetch_add(1, Ordering::Relaxed);
         } else {
             self.ring.lift_quarantine(t, || true);
         }
         self.clear_record();
+    }
+
+    /// The holder of the unpublished claim on `t`: the handle its owner
+    /// word names, or else the handles whose announcement covers it.
+    fn sender(&self, t: u64) -> Holder {
+        match self.holder(t, &[Role::Send]) {
+            Holder::Unknown => self.announced(t as u32),
+            h => h,
+        }
+    }
+
+    /// For a claim not signed yet: alive if some live handle announced a
+    /// range of tickets covering one whose low 32 bits are `t_low` (a
+    /// handle that lost the race for it counts too, until its next claim:
+    /// never recover on a guess), dead if only dead handles did, unknown if
+    /// none did.
+    fn announced(&self, t_low: u32) -> Holder {
+        let mut found = false;
+        for i in 0..MAX_HANDLES {
+            let e = self.seg.handle_entry(i);
+            if e.state.load(Ordering::Acquire) != HANDLE_IN_USE {
+                continue;
+            }
+            let (from, to) = (
+                e.sending_from.load(Ordering::Relaxed),
+                e.sending_to.load(Ordering::Relaxed),
+            );
+            let n = to.wrapping_sub(from);
+            if to == 0 || n > self.ring_capacity() || t_low.wrapping_sub(from as u32) as u64 >= n {
+                continue;
+            }
+            if self.lock_held(i) {
+                return Holder::Alive;
+            }
+            found = true;
+        }
+        if found {
+            Holder::Dead
+        } else {
+            Holder::Unknown
+        }
     }
 
     /// Lifts the quarantine of every withheld slot whose holder is gone
@@ -446,11 +499,15 @@ impl<'a> Recovery<'a> {
             if slot.seq.load(Ordering::Acquire) & QUARANTINED == 0 {
                 continue;
             }
-            // The owner word of a withheld slot is its fenced holder's
-            // (nobody claims the slot while it is withheld).
+            // The owner word of a withheld slot is its fenced holder's, or
+            // the fenced ticket if it had not signed (nobody claims the
+            // slot while it is withheld).
             let word = slot.owner.load(Ordering::Relaxed);
-            let alive =
-                named(word, &[Role::Send], word).is_some_and(|(e, g)| self.entry_alive(e, g));
+            let alive = if word >> 32 == FENCED_MARK >> 32 {
+                self.announced(word as u32) == Holder::Alive
+            } else {
+                named(word, &[Role::Send], word).is_some_and(|(e, g)| self.entry_alive(e, g))
+            };
             if !alive && self.ring.lift_quarantine(i, || true) {
                 note_lifted(self.seg);
             }
@@ -528,7 +585,8 @@ impl<'a> Recovery<'a> {
     /// if the positions are not ones an honest run produces (flag bits
     /// set, `tail` behind `head`): recovery never acts on those.
     fn window(&self, limit: u64) -> (u64, u64) {
-        let (head, tail) = (self.ring.head(), self.ring.sent());
+        // Acquire: the announcements of the claims counted are visible.
+        let (head, tail) = (self.ring.head(), self.ring.sent_acquire());
         if (head | tail) & (HELD | TAKEN | QUARANTINED) != 0 || tail < head {
             return (head, head);
         }
@@ -566,7 +624,7 @@ impl<'a> Recovery<'a> {
         for t in head..end {
             let v = self.ring.seq(t);
             if v == t {
-                match self.holder(t, &[Role::Send]) {
+                match self.sender(t) {
                     Holder::Alive => {}
                     h => self.fence(t, h == Holder::Dead),
                 }
@@ -657,7 +715,7 @@ impl<'a> Recovery<'a> {
     fn resolve(&self, t: u64, v: u64, age: Duration) -> bool {
         let timed_out = age >= self.unblock;
         if v == t {
-            let holder = self.holder(t, &[Role::Send]);
+            let holder = self.sender(t);
             if holder != Holder::Dead && !timed_out {
                 return false;
             }

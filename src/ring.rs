@@ -97,8 +97,10 @@
 //! - HELD -> TAKEN (Release) pairs with the advancer's Acquire load before
 //!   it releases the slot on the holder's behalf (the holder's reads happen
 //!   before the next producer's writes, transitively).
-//! - `head` and `tail` are Relaxed: they are hints for where to look; every
-//!   decision is confirmed on a sequence word.
+//! - `head` and `tail` are Relaxed hints for where to look; every decision
+//!   is confirmed on a sequence word. Except: the claiming CAS of `tail`
+//!   is Release, pairing with recovery's Acquire load (`sent_acquire`), so
+//!   the claimant's announcement is visible with the claim.
 //!
 //! # Trusting nothing
 //!
@@ -178,13 +180,22 @@ impl<'a> Ring<'a> {
     /// queue always goes through `try_claim_send_many`; the models use this.)
     #[cfg(loom)]
     pub fn try_claim_send(&self) -> Result<u64, ClaimError> {
-        self.try_claim_send_many(1).map(|(t, _)| t)
+        self.try_claim_send_many(1, |_, _| {}).map(|(t, _)| t)
     }
 
     /// Claims up to `max` consecutive free slots with one CAS of `tail`;
     /// returns the first ticket and how many were claimed (at least 1).
+    ///
+    /// `announce(from, to)` is called before each CAS attempt with the
+    /// tickets it would claim; the CAS releases what it stored (a
+    /// recoverer that reads `tail` with Acquire sees it). Recovery uses it
+    /// to know who holds a claim not yet signed.
     #[inline]
-    pub fn try_claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
+    pub fn try_claim_send_many(
+        &self,
+        max: u64,
+        mut announce: impl FnMut(u64, u64),
+    ) -> Result<(u64, u64), ClaimError> {
         let max = max.clamp(1, self.capacity());
         let mut pos = self.tail.load(Ordering::Relaxed);
         // Withheld slots passed by: a lap of them means every slot is
@@ -206,10 +217,13 @@ impl<'a> Ring<'a> {
                 while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n {
                     n += 1;
                 }
+                announce(pos, pos + n);
+                // Release: the announcement happens before the claim, for
+                // a recoverer that sees the claim through `sent_acquire`.
                 match self.tail.compare_exchange_weak(
                     pos,
                     pos + n,
-                    Ordering::Relaxed,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => return Ok((pos, n)),
@@ -449,11 +463,10 @@ impl<'a> Ring<'a> {
         self.head.load(Ordering::Relaxed)
     }
 
-    /// True if the claim on ticket `t` (by `try_claim_send_many`) still
-    /// stands: no recoverer fenced it.
-    #[inline]
-    pub fn still_claimed(&self, t: u64) -> bool {
-        self.slot(t).seq.load(Ordering::Relaxed) == t
+    /// The enqueue position, read with Acquire: the announcements of the
+    /// claims it counts are visible (see `try_claim_send_many`).
+    pub fn sent_acquire(&self) -> u64 {
+        self.tail.load(Ordering::Acquire)
     }
 
     /// Fences the unpublished claim on ticket `t`: FREE(t) becomes read and

@@ -83,7 +83,7 @@ const DEGRADED_SLEEP: Duration = Duration::from_millis(1);
 /// F2: free when this process is registered for membarrier, a full fence
 /// otherwise.
 #[inline]
-pub(crate) fn light_fence() {
+fn light_fence() {
     #[cfg(not(loom))]
     {
         if barriers::registered() {
@@ -99,7 +99,7 @@ pub(crate) fn light_fence() {
 /// F1: a full fence here and, through membarrier, in every registered
 /// process.
 #[inline]
-pub(crate) fn heavy_fence() {
+fn heavy_fence() {
     fence(Ordering::SeqCst);
     #[cfg(not(loom))]
     barriers::global();

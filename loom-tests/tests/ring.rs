@@ -5,7 +5,7 @@
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{fence, AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use mulproc::__loom::{ClaimError, EventCount, Ring, SlotHeader, Wake};
@@ -273,7 +273,7 @@ fn batch_claim_against_consumer() {
             })
         };
         let mut sent = vec![1];
-        if let Ok((first, n)) = m.ring().try_claim_send_many(2) {
+        if let Ok((first, n)) = m.ring().try_claim_send_many(2, |_, _| {}) {
             for i in 0..n {
                 let v = 10 + i;
                 // SAFETY: the batch claim gave us tickets first..first+n.
@@ -324,30 +324,31 @@ fn two_sleepers_two_sends() {
 
 // ------------------------------------------------------------- recovery ---
 
-/// A recoverer fences the claim of a producer that is slow, not dead: the
-/// sender's owner word and post-claim check against the recoverer's fence
-/// and owner read (both behind SeqCst fences, the model of the light and
-/// heavy fence), as the queue does. Whatever the interleaving, the late
+/// A recoverer fences the claim of a producer that is slow, not dead,
+/// while the producer is anywhere between announcing its claim and
+/// publishing. As the queue does: the producer announces the tickets it
+/// is about to claim, claims (the tail CAS releases the announcement),
+/// signs, writes, publishes, and lifts the quarantine if the publish
+/// fails; the recoverer reads `tail` with Acquire, fences, and withholds
+/// the slot if the claim is signed or announced by a live handle (here:
+/// always, the producer lives). Whatever the interleaving, the late
 /// producer's payload write never races with the next lap's producer on
-/// the same slot (loom's cell check), a fenced publish fails, and every
-/// message whose publish succeeded arrives exactly once.
+/// the same slot (loom's cell check), and every message whose publish
+/// succeeded arrives exactly once.
 #[test]
 fn fenced_live_producer_never_overwrites() {
     loom::model(|| {
         let m = Model::new(2);
         let owner = Arc::new(AtomicU64::new(0));
-        // The slow producer's claim (ticket 0); the rest of its send runs
-        // in its thread.
-        let t = m.ring().try_claim_send().unwrap();
+        let announced = Arc::new(AtomicU64::new(0));
         let late = {
-            let (m, owner) = (m.clone(), owner.clone());
+            let (m, owner, announced) = (m.clone(), owner.clone(), announced.clone());
             thread::spawn(move || {
                 let ring = m.ring();
+                let (t, _) = ring
+                    .try_claim_send_many(1, |_, _| announced.store(1, Ordering::Relaxed))
+                    .ok()?;
                 owner.store(1, Ordering::Relaxed);
-                fence(Ordering::SeqCst);
-                if !ring.still_claimed(t) {
-                    return None; // fenced before writing anything
-                }
                 // SAFETY: we hold the claim, or a quarantine keeps the slot
                 // ours; loom checks exactly this.
                 m.cell(t).with_mut(|p| unsafe { *p = 100 });
@@ -361,14 +362,14 @@ fn fenced_live_producer_never_overwrites() {
             })
         };
         let recoverer = {
-            let (m, owner) = (m.clone(), owner.clone());
+            let (m, owner, announced) = (m.clone(), owner.clone(), announced.clone());
             thread::spawn(move || {
                 let ring = m.ring();
-                if ring.fence_claim(0).is_ok() {
-                    fence(Ordering::SeqCst);
-                    if owner.load(Ordering::Relaxed) == 0 {
-                        // Not signed: the producer will see the fence and
-                        // write nothing, so the slot can go back at once.
+                if ring.sent_acquire() > 0 && ring.seq(0) == 0 && ring.fence_claim(0).is_ok() {
+                    let alive = owner.load(Ordering::Relaxed) == 1
+                        || announced.load(Ordering::Relaxed) == 1;
+                    if !alive {
+                        // Nobody announced it: nobody can write into it.
                         ring.lift_quarantine(0, || true);
                     }
                 }
