@@ -82,6 +82,6 @@ pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSend
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::layout::SlotHeader;
-    pub use crate::ring::{ClaimError, Fenced, Ring};
+    pub use crate::ring::{ClaimError, ClaimEvent, Fenced, Ring};
     pub use crate::wait::{EventCount, Wake};
 }

@@ -13,7 +13,7 @@ use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::recovery::fault;
 use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
-use crate::ring::{ClaimError, Ring};
+use crate::ring::{ClaimError, ClaimEvent, Ring};
 use crate::segment::{Segment, Sharing, Stale};
 use crate::sync::Ordering;
 use crate::wait::{EventCount, Wake};
@@ -147,7 +147,7 @@ pub struct Queue {
     retry: SendRetry,
     /// This handle's entry in the segment's handle table.
     id: HandleId,
-    /// Owner words are this plus role and ticket.
+    /// This handle's unblock timeout (`set_unblock_timeout`).
     unblock: Duration,
     watchdog: Watchdog,
     /// Coarse time of the last check for dead handles by a joiner.
@@ -416,14 +416,18 @@ impl Queue {
     fn claim_send_many(&self, max: u64) -> Result<(u64, u64), ClaimError> {
         let ring = self.ring();
         let entry = self.entry();
-        // Stored on our own line, before each claiming CAS (which
-        // releases them): who is about to hold these tickets.
-        let announce = |from: u64, to: u64| {
-            entry.sending_from.store(from, Ordering::Relaxed);
-            entry.sending_to.store(to, Ordering::Relaxed);
+        let on = |e: ClaimEvent| match e {
+            // Stored on our own line, before each claiming CAS (which
+            // releases them): who is about to hold these tickets.
+            ClaimEvent::Announce { from, to } => {
+                entry.sending_from.store(from, Ordering::Relaxed);
+                entry.sending_to.store(to, Ordering::Relaxed);
+            }
+            // A ticket passed by on a withheld slot: no message, done.
+            ClaimEvent::Skipped => self.mark_done(),
         };
         for _ in 0..self.geo.capacity {
-            match ring.try_claim_send_many(max, announce) {
+            match ring.try_claim_send_many(max, on) {
                 Err(ClaimError::Unavailable) => {
                     entry.sending_to.store(0, Ordering::Relaxed);
                     let Some((from, to)) = ring.begin_move() else {
@@ -1227,11 +1231,13 @@ impl SendSlot<'_> {
     /// counts it done, and it frees up as if read.
     fn abandon(&self) {
         let q = self.queue;
-        // Fenced: a recoverer already gave it up for us (and counted it).
-        if q.ring().abandon(self.ticket).is_err() {
+        // Fenced: a recoverer already gave it up for us, and counted it
+        // done.
+        if q.ring().abandon(self.ticket).is_ok() {
+            q.mark_done();
+        } else {
             q.lift_own_quarantine(self.ticket);
         }
-        q.mark_done();
         q.seg.not_full().notify(Wake::One);
     }
 }

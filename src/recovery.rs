@@ -257,6 +257,14 @@ pub(crate) fn repair_stale(seg: &Segment) {
     }
 }
 
+/// Counts a ticket that carries no message (a fenced claim, a passed skip
+/// ticket) done for `join`, and wakes joiners.
+fn ticket_done(seg: &Segment) {
+    // Release, as `mark_done`'s.
+    seg.done_count().fetch_add(1, Ordering::Release);
+    seg.joined().notify(Wake::All);
+}
+
 /// Counts `n` tasks done without `task_done`, and wakes joiners.
 fn abandon_tasks(seg: &Segment, n: u64) {
     seg.control()
@@ -393,6 +401,7 @@ impl<'a> Recovery<'a> {
             // that follows) lifts that. Either way the claim was skipped.
             if self.ring.fence_claim(t).is_ok() || self.ring.seq(t) & QUARANTINED != 0 {
                 stats.skipped_claims.fetch_add(1, Ordering::Relaxed);
+                ticket_done(self.seg);
             }
         } else if kind == Repair::Redeliver as u32 {
             if self.ring.redeliver(t).is_ok() {
@@ -402,8 +411,8 @@ impl<'a> Recovery<'a> {
             if self.ring.undo_move_target(t).is_ok() {
                 stats.undone_moves.fetch_add(1, Ordering::Relaxed);
             }
-        } else if kind == Repair::Skip as u32 {
-            let _ = self.ring.fence_skip(t);
+        } else if kind == Repair::Skip as u32 && self.ring.fence_skip(t).is_ok() {
+            ticket_done(self.seg);
         }
         self.clear_record();
     }
@@ -429,6 +438,9 @@ impl<'a> Recovery<'a> {
         let keep = !dead && self.sender(t) != Holder::Dead;
         let stats = self.stats();
         stats.skipped_claims.fetch_add(1, Ordering::Relaxed);
+        // The ticket carries no message; its holder, if alive, will not
+        // count it (its publish or abandon fails).
+        ticket_done(self.seg);
         if keep {
             // Not signed yet: leave the fenced ticket in the owner word for
             // the lift pass (the holder's signature, if it comes, replaces
@@ -544,6 +556,9 @@ impl<'a> Recovery<'a> {
     fn pass_skip(&self, t: u64) -> bool {
         self.record(Repair::Skip, t);
         let ok = self.ring.fence_skip(t).is_ok();
+        if ok {
+            ticket_done(self.seg);
+        }
         self.clear_record();
         ok
     }

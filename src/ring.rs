@@ -136,6 +136,31 @@ pub enum ClaimError {
     Corrupt,
 }
 
+/// What `Ring::try_claim_send_many` tells its caller along the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimEvent {
+    /// About to try claiming tickets `from..to`.
+    Announce {
+        /// First ticket.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// Took a ticket of a withheld slot and passed it by.
+    Skipped,
+}
+
+/// How a skip ticket went (`Ring::skip`).
+enum Skip {
+    /// We marked it passed.
+    Passed,
+    /// The quarantine ended first: the slot is FREE for the ticket, and
+    /// the claim an ordinary one.
+    Ours,
+    /// A recoverer found the skip stuck and passed it for us.
+    PassedForUs,
+}
+
 /// A commit or release found the slot's sequence word changed under it:
 /// a recoverer reclaimed the slot (or the segment was scribbled on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,21 +205,24 @@ impl<'a> Ring<'a> {
     /// queue always goes through `try_claim_send_many`; the models use this.)
     #[cfg(loom)]
     pub fn try_claim_send(&self) -> Result<u64, ClaimError> {
-        self.try_claim_send_many(1, |_, _| {}).map(|(t, _)| t)
+        self.try_claim_send_many(1, |_| {}).map(|(t, _)| t)
     }
 
     /// Claims up to `max` consecutive free slots with one CAS of `tail`;
     /// returns the first ticket and how many were claimed (at least 1).
     ///
-    /// `announce(from, to)` is called before each CAS attempt with the
-    /// tickets it would claim; the CAS releases what it stored (a
-    /// recoverer that reads `tail` with Acquire sees it). Recovery uses it
-    /// to know who holds a claim not yet signed.
+    /// `on(ClaimEvent::Announce { from, to })` is called before each CAS
+    /// attempt with the tickets it would claim; the CAS releases what it
+    /// stored (a recoverer that reads `tail` with Acquire sees it).
+    /// Recovery uses it to know who holds a claim not yet signed.
+    /// `on(ClaimEvent::Skipped)` is called for each ticket taken and passed
+    /// by on a withheld slot (it carries no message: `join` must count it
+    /// done), also when the claim then fails.
     #[inline]
     pub fn try_claim_send_many(
         &self,
         max: u64,
-        mut announce: impl FnMut(u64, u64),
+        mut on: impl FnMut(ClaimEvent),
     ) -> Result<(u64, u64), ClaimError> {
         let max = max.clamp(1, self.capacity());
         let mut pos = self.tail.load(Ordering::Relaxed);
@@ -217,7 +245,10 @@ impl<'a> Ring<'a> {
                 while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n {
                     n += 1;
                 }
-                announce(pos, pos + n);
+                on(ClaimEvent::Announce {
+                    from: pos,
+                    to: pos + n,
+                });
                 // Release: the announcement happens before the claim, for
                 // a recoverer that sees the claim through `sent_acquire`.
                 match self.tail.compare_exchange_weak(
@@ -239,9 +270,11 @@ impl<'a> Ring<'a> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        if self.skip(pos) {
-                            // The quarantine ended meanwhile: the slot is ours.
-                            return Ok((pos, 1));
+                        match self.skip(pos) {
+                            Skip::Ours => return Ok((pos, 1)),
+                            Skip::Passed => on(ClaimEvent::Skipped),
+                            // The recoverer counted it.
+                            Skip::PassedForUs => {}
                         }
                         pos += 1;
                         skipped += 1;
@@ -427,10 +460,8 @@ impl<'a> Ring<'a> {
     }
 
     /// Passes by ticket `pos`, just claimed on a withheld slot: marks it
-    /// read (still withheld) so receivers and `head` pass it. Returns true
-    /// if the quarantine ended first: the slot is then FREE(pos) and the
-    /// claim an ordinary one.
-    fn skip(&self, pos: u64) -> bool {
+    /// read (still withheld) so receivers and `head` pass it.
+    fn skip(&self, pos: u64) -> Skip {
         // Release, as any mark that `head` may act on. Acquire on failure:
         // if the quarantine just ended, the holder's last writes to the
         // slot (before its Release lift) happen before ours (the loom
@@ -443,11 +474,10 @@ impl<'a> Ring<'a> {
         ) {
             Ok(_) => {
                 self.advance_if_head(pos);
-                false
+                Skip::Passed
             }
-            // Either the quarantine ended (ours now), or a recoverer found
-            // this skip stuck and passed it for us.
-            Err(now) => now == pos,
+            Err(now) if now == pos => Skip::Ours,
+            Err(_) => Skip::PassedForUs,
         }
     }
 

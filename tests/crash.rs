@@ -54,6 +54,23 @@ fn recv_values(q: &Queue, n: usize, bound: Duration) -> Vec<u32> {
         .collect()
 }
 
+/// Marks `received` messages done: `join` must wait until the very last
+/// one (a ticket that carried no message, a skipped claim or a passed
+/// withheld slot, counted done twice would let it return early) and then
+/// return.
+fn assert_joins_exactly(q: &Queue, received: usize) {
+    for _ in 0..received - 1 {
+        q.task_done().unwrap();
+    }
+    assert!(
+        q.join_timeout(Duration::from_millis(50)).is_err(),
+        "join returned with a task not done"
+    );
+    q.task_done().unwrap();
+    q.join_timeout(RECOVERY_BOUND)
+        .expect("join after every message was done");
+}
+
 fn stop(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we spawned and a valid signal number.
     let rc = unsafe { libc::kill(pid as i32, signal) };
@@ -211,6 +228,8 @@ fn producer_killed_after_claim_is_skipped() {
     }
     assert!(q.is_empty());
     assert_eq!(q.recovery_stats().skipped_claims, 1);
+    // The skipped claim counts as done: join waits for the 32 messages.
+    assert_joins_exactly(&q, 32);
 }
 
 /// Fault 2, the copying `send`: a producer killed after copying its whole
@@ -385,6 +404,9 @@ fn stopped_producer_is_fenced_and_overwrites_nothing() {
         q.try_send(msg(200 + i)).unwrap();
     }
     assert_eq!(recv_values(&q, 4, RECOVERY_BOUND), [200, 201, 202, 203]);
+    // The fenced claim and every ticket passed by on the withheld slot
+    // count as done, once: join waits for the 28 messages, no fewer.
+    assert_joins_exactly(&q, 28);
 }
 
 /// Fault 6 through the copying `send`: stopped after the copy, before the

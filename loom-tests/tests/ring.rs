@@ -8,7 +8,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use mulproc::__loom::{ClaimError, EventCount, Ring, SlotHeader, Wake};
+use mulproc::__loom::{ClaimError, ClaimEvent, EventCount, Ring, SlotHeader, Wake};
 
 /// A ring on the heap with one payload cell per slot. The payload is a loom
 /// `UnsafeCell`, so any access to it that the ring's orderings do not
@@ -273,7 +273,7 @@ fn batch_claim_against_consumer() {
             })
         };
         let mut sent = vec![1];
-        if let Ok((first, n)) = m.ring().try_claim_send_many(2, |_, _| {}) {
+        if let Ok((first, n)) = m.ring().try_claim_send_many(2, |_| {}) {
             for i in 0..n {
                 let v = 10 + i;
                 // SAFETY: the batch claim gave us tickets first..first+n.
@@ -346,7 +346,11 @@ fn fenced_live_producer_never_overwrites() {
             thread::spawn(move || {
                 let ring = m.ring();
                 let (t, _) = ring
-                    .try_claim_send_many(1, |_, _| announced.store(1, Ordering::Relaxed))
+                    .try_claim_send_many(1, |e| {
+                        if let ClaimEvent::Announce { .. } = e {
+                            announced.store(1, Ordering::Relaxed)
+                        }
+                    })
                     .ok()?;
                 owner.store(1, Ordering::Relaxed);
                 // SAFETY: we hold the claim, or a quarantine keeps the slot
