@@ -287,9 +287,12 @@ impl Queue {
 
     /// Runs the stall detector if it is due (a few ms since its last run);
     /// true if it repaired something, so the caller should look again.
+    /// `waiting`: called from a wait (after a sleep or a yield) rather than
+    /// from a caller's own polling loop, which only every 16th call looks
+    /// at the clock.
     #[inline]
-    fn poll_recovery(&self) -> bool {
-        self.watchdog.poll(|seen, lift_due| {
+    fn poll_recovery(&self, waiting: bool) -> bool {
+        self.watchdog.poll(waiting, |seen, lift_due| {
             let changed = self.recovery().scan(seen, lift_due);
             if changed {
                 self.notify_receivers();
@@ -367,11 +370,11 @@ impl Queue {
     }
 
     #[inline]
-    fn claim_send(&self) -> Claimed {
+    fn claim_send(&self, waiting: bool) -> Claimed {
         match self.claim_send_many(1) {
             Ok((t, _)) => Claimed::Slot(t),
             Err(ClaimError::Unavailable) => {
-                if self.poll_recovery() {
+                if self.poll_recovery(waiting) {
                     if let Ok((t, _)) = self.claim_send_many(1) {
                         return Claimed::Slot(t);
                     }
@@ -550,7 +553,7 @@ impl Queue {
         if len > self.max_payload() {
             return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
         }
-        match self.claim_send() {
+        match self.claim_send(false) {
             Claimed::Slot(t) => self.finish_send(t, msg),
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
@@ -579,7 +582,7 @@ impl Queue {
         if len > self.max_payload() {
             return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
         }
-        match claim_with_retry(self.seg.not_full(), self.retry, || self.claim_send()) {
+        match claim_with_retry(self.seg.not_full(), self.retry, || self.claim_send(true)) {
             Claimed::Slot(t) => self.finish_send(t, msg),
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
@@ -650,7 +653,7 @@ impl Queue {
             if n == max {
                 break Ok(n);
             }
-            match self.claim_recv(&mut Want::Any) {
+            match self.claim_recv(&mut Want::Any, false) {
                 Ok(Some(g)) => {
                     f(g.header(), g.data());
                     // Released here, without a wake-up each: senders
@@ -690,7 +693,7 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_reserve(&self) -> Result<SendSlot<'_>, TrySendError<()>> {
-        match self.claim_send() {
+        match self.claim_send(false) {
             Claimed::Slot(ticket) => Ok(SendSlot {
                 queue: self,
                 ticket,
@@ -703,7 +706,11 @@ impl Queue {
 
     /// Claims the oldest message `want` accepts. A message with an
     /// impossible length is released (so the queue goes on) and reported.
-    fn claim_recv(&self, want: &mut Want<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+    fn claim_recv(
+        &self,
+        want: &mut Want<'_>,
+        waiting: bool,
+    ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let ring = self.ring();
         let max = self.geo.max_payload;
         let mut scratch = Vec::new();
@@ -747,7 +754,7 @@ impl Queue {
         let t = match ring.try_claim_recv(accept) {
             Ok(t) => t,
             Err(ClaimError::Unavailable) => {
-                self.poll_recovery();
+                self.poll_recovery(waiting);
                 return Ok(None);
             }
             Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
@@ -797,7 +804,8 @@ impl Queue {
     /// the payload straight from shared memory and frees the slot when
     /// dropped.
     pub fn try_recv_ref(&self) -> Result<RecvGuard<'_>, TryRecvError> {
-        self.claim_recv(&mut Want::Any)?.ok_or(TryRecvError::Empty)
+        self.claim_recv(&mut Want::Any, false)?
+            .ok_or(TryRecvError::Empty)
     }
 
     /// Receives the next message if there is one.
@@ -827,7 +835,14 @@ impl Queue {
         } else {
             self.seg.selective()
         };
-        match events.wait_spinning(timeout, || self.claim_recv(want).transpose()) {
+        // Past its first spins, a wait is slow enough to look at the clock
+        // on every check.
+        let mut checks = 0u32;
+        let check = || {
+            checks = checks.saturating_add(1);
+            self.claim_recv(want, checks > 64).transpose()
+        };
+        match events.wait_spinning(timeout, check) {
             Some((Ok(g), slept)) => {
                 // We slept; if more is waiting, pass a wake on. The wake
                 // protocol already re-arms for further sleepers; this covers
@@ -956,7 +971,7 @@ impl Queue {
     where
         F: FnMut(&Header, &[u8]) -> bool,
     {
-        let guard = self.claim_recv(&mut Want::Message(&mut pred))?;
+        let guard = self.claim_recv(&mut Want::Message(&mut pred), false)?;
         Ok(guard.ok_or(TryRecvError::Empty)?.into_message())
     }
 
@@ -1090,7 +1105,7 @@ impl Queue {
         let now = recovery::coarse_ms();
         if now >= self.join_check_ms.load(StdOrdering::Relaxed) {
             self.join_check_ms.store(now + 50, StdOrdering::Relaxed);
-            self.poll_recovery();
+            self.poll_recovery(true);
             if self.recovery().settle_dead_handles() > 0 {
                 let done = self.seg.done_count().load(Ordering::Acquire);
                 return done >= self.ring().sent();

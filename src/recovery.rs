@@ -792,6 +792,8 @@ pub(crate) struct Seen {
 /// the queue empty or full.
 #[derive(Debug, Default)]
 pub(crate) struct Watchdog {
+    /// Calls from polling loops, to look at the clock on every 16th.
+    calls: std::sync::atomic::AtomicU32,
     /// Coarse milliseconds before which no scan starts.
     next_ms: StdAtomicU64,
     /// Coarse milliseconds before which no scan looks at withheld slots.
@@ -803,7 +805,20 @@ impl Watchdog {
     /// Scans if the last scan was long enough ago. Returns true if
     /// recovery changed something (worth trying the operation again).
     #[inline]
-    pub(crate) fn poll(&self, scan: impl FnOnce(&mut Vec<Seen>, bool) -> bool) -> bool {
+    pub(crate) fn poll(
+        &self,
+        waiting: bool,
+        scan: impl FnOnce(&mut Vec<Seen>, bool) -> bool,
+    ) -> bool {
+        if !waiting {
+            // A caller's polling loop: a plain count (a lost update between
+            // threads only shifts the sample) before the clock.
+            let n = self.calls.load(StdOrdering::Relaxed).wrapping_add(1);
+            self.calls.store(n, StdOrdering::Relaxed);
+            if n % 16 != 0 {
+                return false;
+            }
+        }
         let now_ms = coarse_ms();
         if now_ms < self.next_ms.load(StdOrdering::Relaxed) {
             return false;
