@@ -401,12 +401,10 @@ impl Queue {
     /// After a fenced publish or abandon of ticket `t`: we write into its
     /// slot no more, so a quarantine set for our sake can end.
     fn lift_own_quarantine(&self, t: u64) {
-        let slot = self.ring().slot(t);
+        let ring = self.ring();
+        let slot = ring.slot(t);
         let me = owner_word(self.id, Role::Send, t);
-        if self
-            .ring()
-            .lift_quarantine(t, || slot.owner.load(Ordering::Relaxed) == me)
-        {
+        if ring.lift_quarantine(t, || slot.owner.load(Ordering::Relaxed) == me) {
             recovery::note_lifted(&self.seg);
             self.seg.not_full().notify(Wake::All);
         }

@@ -115,17 +115,22 @@ pub(crate) fn owner_word(id: HandleId, role: Role, t: u64) -> u64 {
         | (t & 0xFFFF_FFFF)
 }
 
-/// The handle an owner word names, if it names a claim of `role` on `t`.
-fn named(word: u64, roles: &[Role], t: u64) -> Option<(usize, u32)> {
+/// What an owner word says: entry, generation (low bits), role, ticket (low
+/// 32 bits); `None` if it names no entry.
+fn parse(word: u64) -> Option<(usize, u32, u64, u32)> {
     let entry = (word >> 48) as usize;
-    let role = (word >> 46) & 3;
-    if entry == 0 || entry > MAX_HANDLES || word & 0xFFFF_FFFF != t & 0xFFFF_FFFF {
+    if entry == 0 || entry > MAX_HANDLES {
         return None;
     }
-    if !roles.iter().any(|r| *r as u64 == role) {
-        return None;
-    }
-    Some((entry - 1, ((word >> 32) as u32) & GEN_MASK))
+    let generation = ((word >> 32) as u32) & GEN_MASK;
+    Some((entry - 1, generation, (word >> 46) & 3, word as u32))
+}
+
+/// The handle an owner word names, if it names a claim of one of `roles`
+/// on `t`.
+fn named(word: u64, roles: &[Role], t: u64) -> Option<(usize, u32)> {
+    let (entry, generation, role, t_low) = parse(word)?;
+    (t_low == t as u32 && roles.iter().any(|r| *r as u64 == role)).then_some((entry, generation))
 }
 
 /// Whether a claim's holder lives.
@@ -260,13 +265,15 @@ pub(crate) fn repair_stale(seg: &Segment) {
 /// Counts a ticket that carries no message (a fenced claim, a passed skip
 /// ticket) done for `join`, and wakes joiners.
 fn ticket_done(seg: &Segment) {
-    // Release, as `mark_done`'s.
+    // Release: pairs with the Acquire load in the queue's `is_joined`, as
+    // `mark_done`'s does.
     seg.done_count().fetch_add(1, Ordering::Release);
     seg.joined().notify(Wake::All);
 }
 
 /// Counts `n` tasks done without `task_done`, and wakes joiners.
 fn abandon_tasks(seg: &Segment, n: u64) {
+    // Release on done_count, as in `ticket_done`.
     seg.control()
         .stats
         .0
@@ -471,6 +478,16 @@ impl<'a> Recovery<'a> {
         }
     }
 
+    /// The holder of the message held at `t` (by a receiver, or a mover's
+    /// source): the handle its owner word names, or else the handles that
+    /// announced they were claiming it.
+    fn receiver(&self, t: u64) -> Holder {
+        match self.holder(t, &[Role::Recv, Role::Move]) {
+            Holder::Unknown => self.claimants(t),
+            h => h,
+        }
+    }
+
     /// For a claim not signed yet: alive if some live handle announced a
     /// range of tickets covering one whose low 32 bits are `t_low` (a
     /// handle that lost the race for it counts too, until its next claim:
@@ -518,7 +535,9 @@ impl<'a> Recovery<'a> {
             let alive = if word >> 32 == FENCED_MARK >> 32 {
                 self.announced(word as u32) == Holder::Alive
             } else {
-                named(word, &[Role::Send], word).is_some_and(|(e, g)| self.entry_alive(e, g))
+                parse(word).is_some_and(|(e, g, role, _)| {
+                    role == Role::Send as u64 && self.entry_alive(e, g)
+                })
             };
             if !alive && self.ring.lift_quarantine(i, || true) {
                 note_lifted(self.seg);
@@ -646,10 +665,7 @@ impl<'a> Recovery<'a> {
             } else if v == t | QUARANTINED {
                 self.pass_skip(t);
             } else if v == (t + 1) | HELD {
-                if self.holder(t, &[Role::Recv, Role::Move]) == Holder::Dead
-                    || (self.holder(t, &[Role::Recv, Role::Move]) == Holder::Unknown
-                        && self.claimants(t) != Holder::Alive)
-                {
+                if self.receiver(t) != Holder::Alive {
                     self.redeliver(t, self.receiver_entry(t));
                 }
             } else if v == (t + 1) | HELD | TAKEN && self.holder(t, &[Role::Move]) != Holder::Alive
@@ -749,14 +765,11 @@ impl<'a> Recovery<'a> {
             };
             return self.pass_skip(t);
         }
-        let roles: &[Role] = if v & TAKEN != 0 {
-            &[Role::Move]
+        // HELD: a receiver's (or a mover's source); MOVING: a mover's target.
+        let holder = if v & TAKEN == 0 {
+            self.receiver(t)
         } else {
-            &[Role::Recv, Role::Move]
-        };
-        let holder = match self.holder(t, roles) {
-            Holder::Unknown if v & TAKEN == 0 => self.claimants(t),
-            h => h,
+            self.holder(t, &[Role::Move])
         };
         if holder == Holder::Alive || holder == Holder::Unknown && !timed_out {
             return false;

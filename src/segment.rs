@@ -685,44 +685,34 @@ fn is_stale(fd: &OwnedFd) -> Result<bool, SetupError> {
         if started.elapsed() >= INIT_WAIT {
             // Never initialised, and nobody has held it for this long: the
             // creator died half-way.
-            return Ok(file_version(fd, &st).is_none_or(|v| v == LAYOUT_VERSION));
+            return Ok(file_head(fd, &st).is_none_or(|(v, _)| v == LAYOUT_VERSION));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// Reads a copy of the segment's first two lines from the file.
-fn read_head(fd: &OwnedFd, st: &sys::FileStat) -> Option<[u8; 2 * layout::CACHE_LINE]> {
+/// What the file's first two lines say, read with `pread` (no mapping):
+/// its layout version and whether its init word says initialisation
+/// completed. `None` if it is too short or not a mulproc segment.
+fn file_head(fd: &OwnedFd, st: &sys::FileStat) -> Option<(u32, bool)> {
     if st.size < (2 * layout::CACHE_LINE) as u64 {
         return None;
     }
-    let mut buf = [0u8; 2 * layout::CACHE_LINE];
-    // SAFETY: `fd` is open; `buf` is writable for its whole length.
-    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    (n == buf.len() as isize).then_some(buf)
-}
-
-/// The layout version written in the file, if it is a mulproc segment.
-fn file_version(fd: &OwnedFd, st: &sys::FileStat) -> Option<u32> {
-    let head = read_head(fd, st)?;
+    let mut head = [0u8; 2 * layout::CACHE_LINE];
+    // SAFETY: `fd` is open; `head` is writable for its whole length.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), head.as_mut_ptr().cast(), head.len(), 0) };
+    if n != head.len() as isize {
+        return None;
+    }
     let info: LayoutInfo = bytemuck::pod_read_unaligned(&head[..std::mem::size_of::<LayoutInfo>()]);
-    (info.magic == layout::MAGIC).then_some(info.version)
+    let init = bytemuck::pod_read_unaligned::<u32>(&head[layout::CACHE_LINE..][..4]);
+    (info.magic == layout::MAGIC).then_some((info.version, init == INIT_DONE))
 }
 
-/// True if the file's init word says initialisation completed, for this
-/// layout version.
+/// True if the file is a segment of this layout version whose
+/// initialisation completed.
 fn file_init_done(fd: &OwnedFd, st: &sys::FileStat) -> bool {
-    let Some(head) = read_head(fd, st) else {
-        return false;
-    };
-    let info: LayoutInfo = bytemuck::pod_read_unaligned(&head[..std::mem::size_of::<LayoutInfo>()]);
-    let init = u32::from_le_bytes([
-        head[layout::CACHE_LINE],
-        head[layout::CACHE_LINE + 1],
-        head[layout::CACHE_LINE + 2],
-        head[layout::CACHE_LINE + 3],
-    ]);
-    info.magic == layout::MAGIC && info.version == LAYOUT_VERSION && init == INIT_DONE
+    file_head(fd, st) == Some((LAYOUT_VERSION, true))
 }
 
 impl Drop for Segment {

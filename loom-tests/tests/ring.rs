@@ -76,6 +76,29 @@ impl Model {
         assert!(self.try_send(v, 1), "ring unexpectedly full");
     }
 
+    /// Sends each of `values` (two tries each), and if `interleave`
+    /// receives one message after each send; returns what was sent and
+    /// what was received.
+    fn send_each(&self, values: &[u64], interleave: bool) -> (Vec<u64>, Vec<u64>) {
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        for &v in values {
+            if self.try_send(v, 2) {
+                sent.push(v);
+            }
+            if interleave {
+                got.extend(self.try_recv());
+            }
+        }
+        (sent, got)
+    }
+
+    /// Up to two messages, each taken if there is one.
+    fn recv_two(&self) -> Vec<u64> {
+        let mut got: Vec<u64> = self.try_recv().into_iter().collect();
+        got.extend(self.try_recv());
+        got
+    }
+
     /// Everything left, in ticket order.
     fn drain(&self) -> Vec<u64> {
         std::iter::from_fn(|| self.try_recv()).collect()
@@ -181,11 +204,7 @@ fn two_consumers_race() {
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let m = m.clone();
-                thread::spawn(move || {
-                    let mut got: Vec<u64> = m.try_recv().into_iter().collect();
-                    got.extend(m.try_recv());
-                    got
-                })
+                thread::spawn(move || m.recv_two())
             })
             .collect();
         let third = m.try_send(3, 3);
@@ -266,11 +285,7 @@ fn batch_claim_against_consumer() {
         m.send(1);
         let consumer = {
             let m = m.clone();
-            thread::spawn(move || {
-                let mut got: Vec<u64> = m.try_recv().into_iter().collect();
-                got.extend(m.try_recv());
-                got
-            })
+            thread::spawn(move || m.recv_two())
         };
         let mut sent = vec![1];
         if let Ok((first, n)) = m.ring().try_claim_send_many(2, |_| {}) {
@@ -381,14 +396,7 @@ fn fenced_live_producer_never_overwrites() {
         };
         recoverer.join().unwrap();
         // Another producer laps the ring over the fenced slot.
-        let mut sent = Vec::new();
-        let mut got = Vec::new();
-        for v in [1, 2] {
-            if m.try_send(v, 2) {
-                sent.push(v);
-            }
-            got.extend(m.try_recv());
-        }
+        let (mut sent, mut got) = m.send_each(&[1, 2], true);
         sent.extend(late.join().unwrap());
         got.extend(m.drain());
         got.sort();
@@ -418,14 +426,7 @@ fn quarantine_lift_races_skip() {
                 m.ring().lift_quarantine(t, || true);
             })
         };
-        let mut sent = Vec::new();
-        let mut got = Vec::new();
-        for v in [1, 2, 3] {
-            if m.try_send(v, 2) {
-                sent.push(v);
-            }
-            got.extend(m.try_recv());
-        }
+        let (sent, mut got) = m.send_each(&[1, 2, 3], true);
         holder.join().unwrap();
         got.extend(m.drain());
         assert_eq!(got, sent);
@@ -455,18 +456,10 @@ fn dead_receivers_message_is_redelivered() {
         m.ring().redeliver(0).expect("held by the dead receiver");
         let receiver = {
             let m = m.clone();
-            thread::spawn(move || {
-                let mut got: Vec<u64> = m.try_recv().into_iter().collect();
-                got.extend(m.try_recv());
-                got
-            })
+            thread::spawn(move || m.recv_two())
         };
         let mut sent = vec![1];
-        for v in [2, 3] {
-            if m.try_send(v, 2) {
-                sent.push(v);
-            }
-        }
+        sent.extend(m.send_each(&[2, 3], false).0);
         let mut got = receiver.join().unwrap();
         got.extend(m.drain());
         assert_eq!(got, sent);
