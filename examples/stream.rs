@@ -501,15 +501,17 @@ fn producer(args: &[String]) -> Result<()> {
         queue = Queue::open(&data_name(base))?;
         Chan::Queue(&queue)
     };
-    send(tx, &o, &mut peer, READY, &[])?;
-    // Wait for the go, which comes once every producer is ready: over the
-    // pipe's other direction, or on the go queue.
+    // Open the go queue before saying READY: once every producer is ready
+    // the consumer removes its name.
     let go_from = if o.pipe {
         tx
     } else {
         go_queue = Queue::open(&go_name(base))?;
         Chan::Queue(&go_queue)
     };
+    send(tx, &o, &mut peer, READY, &[])?;
+    // Wait for the go, which comes once every producer is ready: over the
+    // pipe's other direction, or on the go queue.
     let go = recv_setup(go_from, &mut peer, "go from the consumer")?;
     if go.request != GO {
         return Err(format!("expected GO, got {go:?}").into());
