@@ -300,6 +300,17 @@ impl<'a> Ring<'a> {
         Err(ClaimError::Corrupt)
     }
 
+    /// Whether the `k`-th slot from `tail` (`k` in `1..=capacity`) is free
+    /// for its lap: a hint that a receiver draining in order has freed a
+    /// run of `k` slots. Reads no line a receiver is working on unless the
+    /// run is there.
+    #[inline]
+    pub fn free_ahead(&self, k: u64) -> bool {
+        let t = self.tail.load(Ordering::Relaxed) + k.clamp(1, self.capacity()) - 1;
+        // Relaxed: a hint; the claim that follows confirms with Acquire.
+        self.slot(t).seq.load(Ordering::Relaxed) == t
+    }
+
     /// Publishes the slot of ticket `t` (claimed by `try_claim_send_many`).
     #[inline]
     pub fn publish(&self, t: u64) -> Result<(), Fenced> {
@@ -416,18 +427,23 @@ impl<'a> Ring<'a> {
                 .head
                 .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
-            // SYNC POINT. Release: pairs with the producer's Acquire load in
-            // `try_claim_send`; our reads happen before its writes.
-            let r = slot.seq.compare_exchange(
-                held,
-                t + self.capacity(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            // A store, not a compare-and-swap: nobody else writes a slot a
+            // live receiver holds (recovery re-offers only a dead holder's),
+            // so the load suffices to report a segment scribbled on, and a
+            // store does not stall on a line a full sender is polling.
+            let r = if slot.seq.load(Ordering::Relaxed) == held {
+                // SYNC POINT. Release: pairs with the producer's Acquire
+                // load in `try_claim_send`; our reads happen before its
+                // writes.
+                slot.seq.store(t + self.capacity(), Ordering::Release);
+                Ok(())
+            } else {
+                Err(Fenced)
+            };
             if moved {
                 self.advance_from(t + 1);
             }
-            r.map(drop).map_err(|_| Fenced)
+            r
         } else {
             self.mark_taken(t, held)
         }
