@@ -4,7 +4,7 @@
 //! ```text
 //! offset 0                 SegmentHeader (HEADER_SIZE bytes, repr(C))
 //!                            line 0  LayoutInfo: magic, version, sizes (Pod, written once)
-//!                            line 1  init word (INIT_DONE, written last, Release)
+//!                            line 1  init word (INIT_DONE, written last, Release), passed-over flag
 //!                            line 2  tail: enqueue position (u64)
 //!                            line 3  head: dequeue position (u64)
 //!                            line 4  not_empty event count (receivers sleep here)
@@ -38,7 +38,7 @@ use crate::wait::EventCount;
 /// "MULPROC\0" as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
 /// Bumped on every change to the segment's shape or protocol.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// Value of the init word once the creator has finished initialising.
 pub(crate) const INIT_DONE: u32 = 0x1A17_D04E;
 /// Cache line size assumed for padding.
@@ -111,14 +111,28 @@ pub(crate) struct JoinCounters {
     pub joined: EventCount,
 }
 
+/// Line 1 of a queue.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct QueueInit {
+    /// `INIT_DONE` once initialisation is complete. Written last with
+    /// Release by the creator; read with Acquire by `open` (pairs with it).
+    pub init: AtomicU32,
+    /// Non-zero once a selective receiver has passed over a published
+    /// message. Until then no message can wait behind read slots, so a
+    /// full ring is simply full and senders skip looking for a message to
+    /// move (a scan of every slot, see `Ring::begin_move`). Only ever set.
+    pub passed_over: AtomicU32,
+}
+
 /// The segment header.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct SegmentHeader {
     pub info: CachePadded<LayoutInfo>,
-    /// `INIT_DONE` once initialisation is complete. Written last with
-    /// Release by the creator; read with Acquire by `open` (pairs with it).
-    pub init: CachePadded<AtomicU32>,
+    /// The init word, and a flag written at most once afterwards: both
+    /// read far more often than written.
+    pub init: CachePadded<QueueInit>,
     /// Enqueue position: the next ticket a producer claims. Only grows.
     pub tail: CachePadded<AtomicU64>,
     /// Dequeue position: the next ticket a consumer claims. Only grows;

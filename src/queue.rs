@@ -195,15 +195,59 @@ pub(crate) enum Claimed {
     Corrupt,
 }
 
-/// Claims a slot, waiting for space as `retry` says: `retry.tries` waits of
-/// up to `retry.wait`, asleep on `not_full` and woken when a receiver frees
-/// a slot.
+/// How a blocking send waits for space before it sleeps: looks `2^k`
+/// spin hints apart, `k` growing to this (about 1.5 µs apart here)...
+const BACKOFF_MAX_SHIFT: u32 = 6;
+/// ... then yields between looks, up to this long in all.
+const BACKOFF_FOR: Duration = Duration::from_micros(50);
+/// The run of free slots a blocking send waits for while it spins (a
+/// quarter of the ring at most).
+const SEND_RUN: u64 = 32;
+
+/// Claims a slot, waiting for space as `retry` says: first polling with
+/// growing pauses and then yields (about 50 µs), then up to `retry.tries`
+/// waits of up to `retry.wait`, asleep on `not_full` and woken when a
+/// receiver frees a slot.
+///
+/// While it spins it waits for `room()`, a run of free slots, rather than
+/// for one: on a full ring the slot a sender would claim next is the one
+/// the receiver is reading, and every look at it takes that line from the
+/// receiver; sender and receiver then move in lockstep, one line apart,
+/// and each message costs both a transfer of it. `room()` looks at a slot
+/// a run ahead instead, which the receiver reaches only after draining
+/// the run, which the sender then fills in one go. (Measured, 64-byte
+/// stream: 6.4 M msg/s polling the next slot, see the README.)
 pub(crate) fn claim_with_retry(
     not_full: &EventCount,
     retry: SendRetry,
+    mut room: impl FnMut() -> bool,
     mut claim: impl FnMut() -> Claimed,
 ) -> Claimed {
     let mut claimed = claim();
+    if !matches!(claimed, Claimed::Unavailable) {
+        return claimed;
+    }
+    let start = Instant::now();
+    let mut shift = 0;
+    loop {
+        if shift < BACKOFF_MAX_SHIFT {
+            for _ in 0..1u32 << shift {
+                crate::sync::spin_hint();
+            }
+            shift += 1;
+            if !room() {
+                continue;
+            }
+        } else if start.elapsed() < BACKOFF_FOR.min(retry.wait) {
+            std::thread::yield_now();
+        } else {
+            break;
+        }
+        claimed = claim();
+        if !matches!(claimed, Claimed::Unavailable) {
+            return claimed;
+        }
+    }
     for _ in 0..retry.tries {
         if !matches!(claimed, Claimed::Unavailable) {
             break;
@@ -431,6 +475,12 @@ impl Queue {
             match ring.try_claim_send_many(max, on) {
                 Err(ClaimError::Unavailable) => {
                     entry.sending_to.store(0, Ordering::Relaxed);
+                    // Relaxed: a hint. A rejection we miss here was made
+                    // by a receiver still scanning; the next full poll (or
+                    // the next sender's) sees it.
+                    if self.seg.passed_over().load(Ordering::Relaxed) == 0 {
+                        return Err(ClaimError::Unavailable);
+                    }
                     let Some((from, to)) = ring.begin_move() else {
                         return Err(ClaimError::Unavailable);
                     };
@@ -580,7 +630,13 @@ impl Queue {
         if len > self.max_payload() {
             return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
         }
-        match claim_with_retry(self.seg.not_full(), self.retry, || self.claim_send(true)) {
+        let room = || {
+            self.ring()
+                .free_ahead(SEND_RUN.min(self.geo.capacity as u64 / 4))
+        };
+        match claim_with_retry(self.seg.not_full(), self.retry, room, || {
+            self.claim_send(true)
+        }) {
             Claimed::Slot(t) => self.finish_send(t, msg),
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
@@ -724,7 +780,7 @@ impl Queue {
             if len > max {
                 return true; // everyone helps clear these
             }
-            match want {
+            let taken = match want {
                 Want::Any => true,
                 Want::Header(f) => f(&header),
                 Want::Message(f) => {
@@ -747,7 +803,17 @@ impl Queue {
                     }
                     f(&header, &scratch)
                 }
+            };
+            if !taken {
+                // From now on a message may wait behind read slots: full
+                // senders must look for one to move. Set once; the load
+                // keeps the line shared for everyone after that.
+                let flag = self.seg.passed_over();
+                if flag.load(Ordering::Relaxed) == 0 {
+                    flag.store(1, Ordering::Relaxed);
+                }
             }
+            taken
         };
         let t = match ring.try_claim_recv(accept) {
             Ok(t) => t,

@@ -432,7 +432,14 @@ impl Segment {
         // SAFETY: the mapping holds a whole SegmentHeader (checked at
         // create/open); the field is an atomic, valid for any bits, and
         // lives as long as `self.map`.
-        unsafe { &*addr_of!((*self.header_ptr()).init.0) }
+        unsafe { &*addr_of!((*self.header_ptr()).init.0.init) }
+    }
+
+    /// Set once a selective receiver has passed over a published message
+    /// (see `QueueInit::passed_over`).
+    pub(crate) fn passed_over(&self) -> &AtomicU32 {
+        // SAFETY: as in `init_word`.
+        unsafe { &*addr_of!((*self.header_ptr()).init.0.passed_over) }
     }
 
     /// The enqueue position.
@@ -619,7 +626,7 @@ fn verify(
     let hdr = map.as_ptr().cast::<SegmentHeader>();
     // SAFETY: the mapping holds at least HEADER_SIZE bytes, enough for a
     // SegmentHeader, and is page aligned; AtomicU32 accepts any bits.
-    let init = unsafe { &(*addr_of!((*hdr).init.0)) };
+    let init = unsafe { &(*addr_of!((*hdr).init.0.init)) };
     let read_info = || {
         // SAFETY: as above; LayoutInfo is Pod, so any bytes are a valid
         // value, and the volatile copy never creates a reference to

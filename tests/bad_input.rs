@@ -15,7 +15,8 @@ use mulproc::{
     MAX_NAME_LEN, MAX_PAYLOAD_LIMIT,
 };
 
-// Byte layout of a segment (layout version 2), from src/layout.rs.
+// Byte layout of a segment (layout version 3), from src/layout.rs.
+const VERSION: u32 = 3;
 const MAGIC_AT: u64 = 0;
 const VERSION_AT: u64 = 8;
 const HEADER_SIZE_AT: u64 = 12;
@@ -351,14 +352,14 @@ fn forged_wrong_magic() {
 /// `IncompatibleVersion` with both versions.
 #[test]
 fn forged_wrong_version() {
-    for v in [0u32, 1, 3, u32::MAX] {
+    for v in [0u32, 1, VERSION - 1, VERSION + 1, u32::MAX] {
         let shm = ShmGuard::new("version");
         leave_segment(&shm);
         patch_u32(shm.name(), VERSION_AT, v);
         match Queue::open(shm.name()) {
             Err(SetupError::IncompatibleVersion {
                 found, expected, ..
-            }) => assert_eq!((found, expected), (v, 2)),
+            }) => assert_eq!((found, expected), (v, VERSION)),
             other => panic!("version {v}: expected IncompatibleVersion, got {other:?}"),
         }
     }
@@ -514,7 +515,7 @@ fn forged_valid_segment_opens() {
         b[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes())
     };
     put64(&mut bytes, MAGIC_AT, MAGIC);
-    put32(&mut bytes, VERSION_AT, 2);
+    put32(&mut bytes, VERSION_AT, VERSION);
     put32(&mut bytes, HEADER_SIZE_AT, HEADER as u32);
     put32(&mut bytes, CAPACITY_AT, CAP);
     put32(&mut bytes, MAX_PAYLOAD_AT, MAXP);
