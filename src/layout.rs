@@ -202,6 +202,9 @@ pub(crate) struct RecoveryCounters {
     pub undone_moves: AtomicU64,
     /// Slots withheld right now (fenced live holders not yet gone).
     pub withheld: AtomicU64,
+    /// Slots freed for receivers that died between moving `head` past
+    /// them and freeing them.
+    pub finished_releases: AtomicU64,
 }
 
 /// One handle's registration. A handle owns entry `i` while it holds the

@@ -175,6 +175,9 @@ pub struct RecoveryStats {
     /// Repairs finished by another process after the recoverer died in
     /// the middle of one.
     pub handovers: u64,
+    /// Slots freed on behalf of receivers that died in the middle of
+    /// freeing them (the message had been read: nothing is offered again).
+    pub finished_releases: u64,
 }
 
 impl fmt::Debug for Queue {
@@ -321,6 +324,7 @@ impl Queue {
             redelivered: get(&c.redelivered),
             abandoned_tasks: get(&c.abandoned_tasks),
             undone_moves: get(&c.undone_moves),
+            finished_releases: get(&c.finished_releases),
             handovers: get(&c.handovers),
         }
     }

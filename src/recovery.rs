@@ -28,6 +28,7 @@
 //! |-------------------------------|------------------------------|---------------------------|
 //! | claimed, not published        | skipped (fenced, then freed) | after the unblock timeout: fenced and withheld until the holder gives up or dies |
 //! | held by a receiver            | offered again (at least once)| left alone: a live receiver may hold a message as long as it likes |
+//! | held behind `head` (read, being freed) | freed              | left alone (it is freeing it) |
 //! | refilled by a move            | move undone                  | left alone                |
 //! | skip ticket of a withheld slot| passed                       | passed                    |
 //!
@@ -588,6 +589,19 @@ impl<'a> Recovery<'a> {
         named(word, &[Role::Recv], t).map(|(i, _)| i)
     }
 
+    /// Frees the slot of ticket `t`, held behind `head` by a receiver that
+    /// died (caller holds the control lock). One CAS: nothing to hand over.
+    fn finish_release(&self, t: u64) -> bool {
+        let ok = self.ring.finish_release(t).is_ok();
+        if ok {
+            self.stats()
+                .finished_releases
+                .fetch_add(1, Ordering::Relaxed);
+            self.seg.not_full().notify(Wake::All);
+        }
+        ok
+    }
+
     /// Settles dead entry `i` (caller holds the control lock): offers again
     /// the messages it holds, counts what it received and never marked done
     /// as abandoned, frees the entry.
@@ -597,6 +611,16 @@ impl<'a> Recovery<'a> {
             return;
         }
         let gen = entry.generation.load(Ordering::Relaxed) & GEN_MASK;
+        // Killed between moving `head` past its slot and freeing it (see
+        // `Ring::release`), it left the slot held behind `head`: that can
+        // only be its last claim, which it announced.
+        let last = entry.claiming.load(Ordering::Relaxed);
+        if last < self.ring.head() && self.ring.seq(last) == (last + 1) | HELD {
+            let word = self.ring.slot(last).owner.load(Ordering::Relaxed);
+            if named(word, &[Role::Recv], last) == Some((i, gen)) {
+                self.finish_release(last);
+            }
+        }
         let (head, end) = self.window(self.ring_capacity());
         for t in head..end {
             if self.ring.seq(t) != (t + 1) | HELD {
@@ -718,6 +742,14 @@ impl<'a> Recovery<'a> {
                 break;
             }
         }
+        // A full ring whose next slot is held behind `head`: a receiver
+        // died between moving `head` and freeing its slot.
+        let tail = self.ring.sent_acquire();
+        if let Some(b) = tail.checked_sub(self.ring_capacity()) {
+            if b < head && self.ring.seq(b) == (b + 1) | HELD {
+                found.push((b, (b + 1) | HELD));
+            }
+        }
         // Keep the first sighting of what is still there.
         seen.retain(|s| found.contains(&(s.t, s.seq)));
         for &(t, v) in &found {
@@ -784,7 +816,12 @@ impl<'a> Recovery<'a> {
             self.undo_move(t)
         } else {
             let entry = self.receiver_entry(t);
-            let ok = self.redeliver(t, entry);
+            // Behind `head`, the message was read: free the slot.
+            let ok = if t < self.ring.head() {
+                self.finish_release(t)
+            } else {
+                self.redeliver(t, entry)
+            };
             if let Some(i) = entry {
                 self.settle(i);
             }

@@ -427,6 +427,10 @@ impl<'a> Ring<'a> {
                 .head
                 .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
+            // A receiver that dies here leaves its slot held behind `head`;
+            // recovery frees it (`finish_release`).
+            #[cfg(not(loom))]
+            crate::recovery::fault::point("in-release");
             // A store, not a compare-and-swap: nobody else writes a slot a
             // live receiver holds (recovery re-offers only a dead holder's),
             // so the load suffices to report a segment scribbled on, and a
@@ -570,6 +574,28 @@ impl<'a> Ring<'a> {
             }
         }
         false
+    }
+
+    /// Frees the slot of ticket `t` for a receiver that died between
+    /// moving `head` past it and freeing it (see `release`): HELD behind
+    /// `head` -> FREE for the next lap. Its message was read; it is not
+    /// offered again.
+    pub fn finish_release(&self, t: u64) -> Result<(), Fenced> {
+        if t >= self.head.load(Ordering::Relaxed) {
+            return Err(Fenced);
+        }
+        // Release, as in `release`: the holder's reads (what it did of
+        // them) come before the next producer's writes.
+        self.slot(t)
+            .seq
+            .compare_exchange(
+                (t + 1) | HELD,
+                t + self.capacity(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| Fenced)
     }
 
     /// Offers again the message of ticket `t`, held by a receiver that died:

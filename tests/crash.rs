@@ -314,6 +314,58 @@ fn join_returns_when_a_consumer_dies_before_task_done() {
     );
 }
 
+/// Fault 3, between the two steps of freeing a slot: a consumer killed
+/// after it moved `head` past the message it read and before it freed the
+/// slot. A sender that finds the ring full on that slot has it freed for
+/// the dead consumer (`finished_releases`); the message, which was read, is
+/// not delivered again, and `join` counts it done as abandoned.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn consumer_killed_while_freeing_its_slot() {
+    let shm = ShmGuard::new("killed-release");
+    let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
+    q.send(msg(1)).unwrap();
+    let mut consumer = ChildProc::spawn(
+        "poll",
+        &[
+            ("QUEUE", shm.name().to_owned()),
+            ("MS", "5000".to_owned()),
+            ("FAULT", "in-release".to_owned()),
+        ],
+    );
+    let f = consumer.wait(SHORT).expect("the consumer kills itself");
+    assert!(
+        !f.status.success(),
+        "the consumer finished instead of dying while freeing its slot\n{}",
+        f.describe()
+    );
+    // Three slots are free; the fourth is the dead consumer's.
+    for i in 2..5 {
+        q.try_send(msg(i)).unwrap();
+    }
+    let t = Instant::now();
+    q.send(msg(5))
+        .expect("send onto the slot the dead consumer was freeing");
+    assert!(t.elapsed() < RECOVERY_BOUND, "{:?}", t.elapsed());
+    assert_eq!(recv_values(&q, 4, RECOVERY_BOUND), [2, 3, 4, 5]);
+    let stats = q.recovery_stats();
+    assert_eq!(
+        (
+            stats.finished_releases,
+            stats.redelivered,
+            stats.abandoned_tasks
+        ),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    assert_joins_exactly(&q, 4);
+    // Every slot is in use again.
+    for i in 0..4 {
+        q.try_send(msg(10 + i)).unwrap();
+    }
+    assert_eq!(recv_values(&q, 4, RECOVERY_BOUND), [10, 11, 12, 13]);
+}
+
 /// Fault 4: a process killed while holding the control lock in the middle
 /// of a repair (it had fenced the dead producer's slot and not yet put it
 /// back in use). The next process to look finds the lock's owner dead,
