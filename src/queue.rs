@@ -1,7 +1,7 @@
 //! The named queue: create/open, send, receive, queries.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as StdOrdering};
 use std::time::{Duration, Instant};
 
 use crate::error::{
@@ -152,6 +152,9 @@ pub struct Queue {
     watchdog: Watchdog,
     /// Coarse time of the last check for dead handles by a joiner.
     join_check_ms: AtomicU64,
+    /// Whether this handle's last look for a message found none; see
+    /// `PREFETCH_AHEAD`.
+    found_empty: AtomicBool,
 }
 
 /// What crash recovery did on a queue since it was created, summed over
@@ -198,6 +201,16 @@ pub(crate) enum Claimed {
     Corrupt,
 }
 
+/// How far ahead a receiver draining a backlog fetches slot headers for
+/// writing. Its claim of a slot is a locked instruction on a line the
+/// sender wrote, which waits for the line and lets nothing after it start
+/// early: one cross-core transfer per message, in series. Fetched a couple
+/// of messages ahead, the transfer overlaps the work in between (measured,
+/// 64-byte stream: 1.25-1.5x). Only while messages are waiting: a receiver
+/// that had to wait (ping-pong) would take the line from the sender about
+/// to write it, and gains nothing.
+const PREFETCH_AHEAD: u64 = 2;
+
 /// How a blocking send waits for space before it sleeps: looks `2^k`
 /// spin hints apart, `k` growing to this (about 1.5 µs apart here)...
 const BACKOFF_MAX_SHIFT: u32 = 6;
@@ -212,7 +225,7 @@ const SEND_RUN: u64 = 32;
 /// waits of up to `retry.wait`, asleep on `not_full` and woken when a
 /// receiver frees a slot.
 ///
-/// While it spins it waits for `room()`, a run of free slots, rather than
+/// Until it sleeps it waits for `room()`, a run of free slots, rather than
 /// for one: on a full ring the slot a sender would claim next is the one
 /// the receiver is reading, and every look at it takes that line from the
 /// receiver; sender and receiver then move in lockstep, one line apart,
@@ -238,13 +251,13 @@ pub(crate) fn claim_with_retry(
                 crate::sync::spin_hint();
             }
             shift += 1;
-            if !room() {
-                continue;
-            }
         } else if start.elapsed() < BACKOFF_FOR.min(retry.wait) {
             std::thread::yield_now();
         } else {
             break;
+        }
+        if !room() {
+            continue;
         }
         claimed = claim();
         if !matches!(claimed, Claimed::Unavailable) {
@@ -301,6 +314,7 @@ impl Queue {
             unblock: recovery::DEFAULT_UNBLOCK_TIMEOUT,
             watchdog: Watchdog::default(),
             join_check_ms: AtomicU64::new(0),
+            found_empty: AtomicBool::new(true),
         })
     }
 
@@ -822,11 +836,20 @@ impl Queue {
         let t = match ring.try_claim_recv(accept) {
             Ok(t) => t,
             Err(ClaimError::Unavailable) => {
+                self.found_empty.store(true, StdOrdering::Relaxed);
                 self.poll_recovery(waiting);
                 return Ok(None);
             }
             Err(ClaimError::Corrupt) => return Err(CorruptKind::Positions.into()),
         };
+        // Draining a backlog: start fetching the slot a few messages on,
+        // for the claim that will write it (see `PREFETCH_AHEAD`).
+        // (A hint kept per handle; threads sharing it only blur it.)
+        if self.found_empty.load(StdOrdering::Relaxed) {
+            self.found_empty.store(false, StdOrdering::Relaxed);
+        } else {
+            crate::sync::prefetch_write(ring.slot(t + PREFETCH_AHEAD));
+        }
         let slot = ring.slot(t);
         slot.owner
             .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);

@@ -19,3 +19,17 @@ pub(crate) fn spin_hint() {
     #[cfg(not(loom))]
     core::hint::spin_loop();
 }
+
+/// Asks the CPU to fetch the cache line at `p` for writing (x86-64
+/// `prefetchw`, which CPUs without it execute as a no-op; nothing
+/// elsewhere). A hint: it reads and writes nothing and never faults.
+#[inline(always)]
+pub(crate) fn prefetch_write<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch changes no memory or register and never faults.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
