@@ -98,7 +98,7 @@ impl<'q> RecvGuard<'q> {
             request: self.header.request,
             sender: Some(self.header.sender),
             recipient: self.header.recipient,
-            data: self.data().to_vec(),
+            data: crate::copy::to_vec(self.data()),
         };
         drop(self);
         m

@@ -43,6 +43,8 @@ mod wait;
 #[cfg(not(loom))]
 mod control;
 #[cfg(not(loom))]
+mod copy;
+#[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
 mod pipe;

@@ -274,7 +274,7 @@ impl Pipe {
         // until we publish; `data.len() <= max_payload`, and the payload
         // area is `stride - 32 >= max_payload` bytes inside the mapping.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            crate::copy::copy_bytes(
                 data.as_ptr(),
                 self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
                 data.len(),

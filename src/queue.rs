@@ -546,7 +546,7 @@ impl Queue {
         // tickets of one lap map to two different slots, so the areas do
         // not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            crate::copy::copy_bytes(
                 self.seg.payload_ptr(self.slot_index(from)),
                 self.seg.payload_ptr(self.slot_index(to)),
                 n,
@@ -572,7 +572,7 @@ impl Queue {
         // `stride >= max_payload >= data.len()` bytes inside the mapping,
         // and `data` is our own memory, so the two do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            crate::copy::copy_bytes(
                 data.as_ptr(),
                 self.seg.payload_ptr(self.slot_index(t)),
                 data.len(),
@@ -813,7 +813,7 @@ impl Queue {
                     // source lies inside slot `t`'s payload area; the
                     // destination is our own buffer of `len` bytes.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(
+                        crate::copy::copy_bytes(
                             self.seg.payload_ptr(self.slot_index(t)),
                             scratch.as_mut_ptr(),
                             len as usize,
@@ -848,7 +848,7 @@ impl Queue {
         if self.found_empty.load(StdOrdering::Relaxed) {
             self.found_empty.store(false, StdOrdering::Relaxed);
         } else {
-            crate::sync::prefetch_write(ring.slot(t + PREFETCH_AHEAD));
+            crate::sync::prefetch_write(ring.slot(t.wrapping_add(PREFETCH_AHEAD)));
         }
         let slot = ring.slot(t);
         slot.owner
@@ -1258,7 +1258,7 @@ fn read_slot(slot: &SlotHeader) -> (Header, u32) {
 /// reporting a slot taken over meanwhile.
 pub(crate) fn copy_out(guard: RecvGuard<'_>, buf: &mut Vec<u8>) -> Result<Header, CorruptError> {
     buf.clear();
-    buf.extend_from_slice(guard.data());
+    crate::copy::extend(buf, guard.data());
     let header = *guard.header();
     guard.finish()?;
     Ok(header)

@@ -306,7 +306,12 @@ impl<'a> Ring<'a> {
     /// run is there.
     #[inline]
     pub fn free_ahead(&self, k: u64) -> bool {
-        let t = self.tail.load(Ordering::Relaxed) + k.clamp(1, self.capacity()) - 1;
+        // Wrapping: `tail` may hold anything (a corrupt value only makes
+        // the hint wrong; the claim reports it).
+        let t = self
+            .tail
+            .load(Ordering::Relaxed)
+            .wrapping_add(k.clamp(1, self.capacity()) - 1);
         // Relaxed: a hint; the claim that follows confirms with Acquire.
         self.slot(t).seq.load(Ordering::Relaxed) == t
     }
@@ -581,7 +586,7 @@ impl<'a> Ring<'a> {
     /// `head` -> FREE for the next lap. Its message was read; it is not
     /// offered again.
     pub fn finish_release(&self, t: u64) -> Result<(), Fenced> {
-        if t >= self.head.load(Ordering::Relaxed) {
+        if t >= self.head.load(Ordering::Relaxed) || t & FLAGS != 0 {
             return Err(Fenced);
         }
         // Release, as in `release`: the holder's reads (what it did of

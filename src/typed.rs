@@ -255,7 +255,7 @@ fn decode_shared<T: DeserializeOwned>(shared: &[u8]) -> Result<T, DecodeError> {
     let with_scratch = SCRATCH.try_with(|cell| {
         let mut buf = cell.try_borrow_mut().ok()?;
         buf.clear();
-        buf.extend_from_slice(shared);
+        crate::copy::extend(&mut buf, shared);
         let r = decode(&buf);
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
