@@ -303,6 +303,37 @@ fn batch_claim_against_consumer() {
     });
 }
 
+/// A batch is filled in order and published last first, as
+/// `Queue::try_send_batch` does: a receiver racing with the publishes never
+/// takes a later message of the batch before an earlier one (receivers
+/// stop at the first slot not yet published), and every access to a
+/// payload is ordered by the publish.
+#[test]
+fn batch_published_last_first_keeps_order() {
+    loom::model(|| {
+        let m = Model::new(4);
+        let consumer = {
+            let m = m.clone();
+            thread::spawn(move || m.recv_two())
+        };
+        let (first, n) = m
+            .ring()
+            .try_claim_send_many(3, |_| {})
+            .expect("an empty ring has room");
+        assert_eq!((first, n), (0, 3));
+        for i in 0..n {
+            // SAFETY: the batch claim gave us tickets first..first+n.
+            m.cell(first + i).with_mut(|p| unsafe { *p = 10 + i });
+        }
+        for t in (first..first + n).rev() {
+            m.ring().publish(t).unwrap();
+        }
+        let mut got = consumer.join().unwrap();
+        got.extend(m.drain());
+        assert_eq!(got, [10, 11, 12]);
+    });
+}
+
 /// A receiver asleep in the event count is woken by a send from another
 /// thread: no lost wake-up (a lost one deadlocks the model).
 #[test]
