@@ -511,8 +511,9 @@ impl Queue {
                     ring.finish_move(from, to);
                     self.notify_receivers();
                 }
+                // Not signed yet: the announcement names us until the
+                // caller signs (`fill`, `try_reserve`).
                 Ok((first, n)) => {
-                    self.sign_claims(first, n);
                     return Ok((first, n));
                 }
                 r => {
@@ -561,9 +562,13 @@ impl Queue {
     /// Writes header and payload into the claimed slot of ticket `t`.
     /// `data.len()` must be at most max_payload.
     #[inline]
+    ///
+    /// The payload first; the claim is signed and the header written just
+    /// before the publish: the slot header's line is then written in one
+    /// burst, leaving a receiver polling it (for this very message) the
+    /// least time to take the line back before the publish.
     fn fill(&self, t: u64, header: &Header, data: &[u8]) {
         debug_assert!(data.len() <= self.max_payload());
-        write_header(self.ring().slot(t), header, data.len() as u32);
         // SAFETY: we hold the claim on ticket `t`, so no honest process
         // touches this slot's payload until we publish; the area is
         // `stride >= max_payload >= data.len()` bytes inside the mapping,
@@ -575,6 +580,8 @@ impl Queue {
                 data.len(),
             );
         }
+        self.sign_claims(t, 1);
+        write_header(self.ring().slot(t), header, data.len() as u32);
     }
 
     /// Publishes the filled slot of ticket `t`, without waking anyone; if
@@ -786,11 +793,16 @@ impl Queue {
     /// ```
     pub fn try_reserve(&self) -> Result<SendSlot<'_>, TrySendError<()>> {
         match self.claim_send(false) {
-            Claimed::Slot(ticket) => Ok(SendSlot {
-                queue: self,
-                ticket,
-                done: false,
-            }),
+            Claimed::Slot(ticket) => {
+                // Signed at once: the slot may be held for long, and our
+                // next claim replaces the announcement.
+                self.sign_claims(ticket, 1);
+                Ok(SendSlot {
+                    queue: self,
+                    ticket,
+                    done: false,
+                })
+            }
             Claimed::Unavailable => Err(TrySendError::Full(())),
             Claimed::Corrupt => Err(TrySendError::Corrupt((), CorruptKind::Positions.into())),
         }

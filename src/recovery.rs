@@ -11,9 +11,12 @@
 //! each new owner, is part of every owner word, so a claim left by a dead
 //! predecessor is never taken for the new owner's.
 //!
-//! Right after each claim the claimant writes the slot's owner word:
-//! entry, generation, role (sender, receiver, mover) and ticket. Before
-//! the claim, on its own line of the handle table, it *announces* it: a
+//! Each claimant writes the slot's owner word: entry, generation, role
+//! (sender, receiver, mover) and ticket; receivers, movers and reserving
+//! senders right after the claim, copying senders after the payload, just
+//! before the publish (the announcement covers them meanwhile: a copying
+//! sender makes no other claim before it publishes). Before the claim, on
+//! its own line of the handle table, it *announces* it: a
 //! sender the tickets it is about to claim (`sending_from..sending_to`,
 //! released by its CAS of `tail`), a receiver the ticket (`claiming`,
 //! released by its claiming CAS). A claim whose owner word does not name it
