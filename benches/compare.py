@@ -247,6 +247,15 @@ def define_rows(ex, bench, peer, args):
         wake.note = "bench one-shot, both sides idle"
     q_busy = lambda: Side("pingpong", [pingpong], "one_way_ns")
     st64 = lambda: Side("stream", [stream], "msgs_per_sec")
+    batch = lambda: bench_side("bench stream --batch", "stream", "--size", "64", "--batch",
+                               key="msgs_per_sec")
+    def stream_row(rid, what, side, system, target):
+        """A 64-byte 1 -> 1 stream against `system`'s stream, throughput >= target x."""
+        name = {"iceoryx2": "iceoryx2", "ipmpsc": "ipmpsc", "arrayqueue": "ArrayQueue"}[system]
+        label = f"{what}, 64 B, 1 → 1: vs {name}" + (" (threads)" if system == "arrayqueue" else "")
+        peer_side = Side(system, P("--system", system, "--scenario", "stream"), "msgs_per_sec")
+        return Row(rid, label, side, peer_side, ">=", target, f"≥ {target:g} × {name}", "msg/s")
+
     rows = [
         Row("pp-queue-iox2", "queue ping-pong, busy, 64 B, one-way: vs iceoryx2",
             q_busy(), Side("iceoryx2", P("--system", "iceoryx2", "--scenario", "pingpong"),
@@ -269,20 +278,12 @@ def define_rows(ex, bench, peer, args):
         Row("idle-cpu", f"CPU of a receiver blocked on an idle queue for {args.idle_secs:g} s",
             Side("idle_recv", [idle, "--secs", str(args.idle_secs)], "cpu_percent"),
             None, "<", 1.0, "< 1 % of a core", "%"),
-        Row("stream64-iox2", "stream, 64 B, 1 → 1: vs iceoryx2",
-            st64(), Side("iceoryx2", P("--system", "iceoryx2", "--scenario", "stream"),
-                         "msgs_per_sec"), ">=", 10.0, "≥ 10 × iceoryx2", "msg/s"),
-        Row("stream64-ipmpsc", "stream, 64 B, 1 → 1: vs ipmpsc",
-            st64(), Side("ipmpsc", P("--system", "ipmpsc", "--scenario", "stream"),
-                         "msgs_per_sec"), ">=", 10.0, "≥ 10 × ipmpsc", "msg/s"),
-        Row("stream64-aq", "stream, 64 B, 1 → 1: vs ArrayQueue (threads)",
-            st64(), Side("arrayqueue", P("--system", "arrayqueue", "--scenario", "stream"),
-                         "msgs_per_sec"), ">=", 0.8, "≥ 0.8 × ArrayQueue", "msg/s"),
-        Row("stream64-batch-aq", "stream with the batch API, 64 B, 1 → 1: vs ArrayQueue (threads)",
-            bench_side("bench stream --batch", "stream", "--size", "64", "--batch",
-                       key="msgs_per_sec"),
-            Side("arrayqueue", P("--system", "arrayqueue", "--scenario", "stream"),
-                 "msgs_per_sec"), ">=", 1.0, "≥ 1 × ArrayQueue", "msg/s"),
+        stream_row("stream64-iox2", "stream", st64(), "iceoryx2", 10.0),
+        stream_row("stream64-ipmpsc", "stream", st64(), "ipmpsc", 10.0),
+        stream_row("stream64-aq", "stream", st64(), "arrayqueue", 0.8),
+        stream_row("stream64-batch-iox2", "stream with the batch API", batch(), "iceoryx2", 10.0),
+        stream_row("stream64-batch-ipmpsc", "stream with the batch API", batch(), "ipmpsc", 10.0),
+        stream_row("stream64-batch-aq", "stream with the batch API", batch(), "arrayqueue", 1.0),
         Row("stream64k-memcpy", "stream, 64 KiB, copying: bytes/s vs memcpy bandwidth",
             Side("stream --size 65536", [stream, "--size", "65536"], "msgs_per_sec",
                  scale=65536.0),
@@ -449,7 +450,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="A B rounds per scenario (default 3)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-batch-aq stream64k-memcpy mpsc-ipmpsc)")
+                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-batch-iox2 stream64-batch-ipmpsc stream64-batch-aq stream64k-memcpy mpsc-ipmpsc)")
     ap.add_argument("--idle-secs", type=float, default=10.0,
                     help="how long the idle receiver is watched (default 10)")
     ap.add_argument("--idle-example", action="store_true",

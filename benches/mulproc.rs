@@ -20,7 +20,7 @@
 //! once instead of after our 4 ms time slice); blocking modes `send` and
 //! `recv_ref`/`recv_into` (with a timeout only to notice a dead child). The
 //! copying stream copies the payload in (`try_send` of a borrowed buffer) and
-//! out (into one reused `Vec`, no allocation per message); the zero-copy
+//! out (`try_recv_into` one reused `Vec`, no allocation per message); the zero-copy
 //! stream fills reserved slots (`try_reserve` + `commit`, writing only the
 //! 8-byte sequence number) and reads in place (`try_recv_ref`). A stream
 //! batch is timed from the parent's "go" to its receipt of the last message;
@@ -644,28 +644,22 @@ impl Stream {
             let mut spins = 0;
             let want = self.next & mask;
             let ok = loop {
-                let g = match self.data.try_recv_ref() {
-                    Ok(g) => g,
-                    Err(TryRecvError::Empty) => {
-                        pause(&mut spins, &mut self.watch);
-                        continue;
-                    }
-                    Err(e) => panic!("try_recv_ref: {e}"),
-                };
-                let ok = match self.mode {
-                    Copying::Copy => {
-                        // What a `try_recv_into` would do.
-                        self.rx.clear();
-                        self.rx.extend_from_slice(g.data());
-                        g.finish().expect("release a received slot");
-                        self.rx.len() == self.size && seq_of(&self.rx) == want
-                    }
-                    Copying::ZeroCopy | Copying::Batch => {
+                let got = match self.mode {
+                    // The library's copying receive, into a reused buffer.
+                    Copying::Copy => self
+                        .data
+                        .try_recv_into(&mut self.rx)
+                        .map(|_| self.rx.len() == self.size && seq_of(&self.rx) == want),
+                    Copying::ZeroCopy | Copying::Batch => self.data.try_recv_ref().map(|g| {
                         let d = g.data();
                         d.len() == self.size && seq_of(d) == want
-                    }
+                    }),
                 };
-                break ok;
+                match got {
+                    Ok(ok) => break ok,
+                    Err(TryRecvError::Empty) => pause(&mut spins, &mut self.watch),
+                    Err(e) => panic!("receive: {e}"),
+                }
             };
             assert!(ok, "stream message {} is not the one sent", self.next);
             self.next += 1;
