@@ -30,7 +30,9 @@
 //! producer whose ticket lands on it takes the ticket and marks it passed
 //! (`skip`): a withheld slot costs one slot, never the ring.
 //!
-//! Transitions, each a compare-and-swap by exactly one party:
+//! Transitions, each by exactly one party, and each a compare-and-swap
+//! except the receiver's release of its slot at `head` (a checked store:
+//! nobody else writes a slot a live receiver holds):
 //!
 //! - producer: `tail` CAS `t -> t+1` claims ticket `t` (only when the slot
 //!   reads FREE(t)); fills the slot; publish CAS FREE(t) -> PUBLISHED.
@@ -43,7 +45,9 @@
 //! - recovery (`recovery.rs` decides when): fence FREE(t) -> TAKEN |
 //!   QUARANTINED of a stuck claim (the claimant's publish then fails);
 //!   pass a stuck SKIP; HELD -> PUBLISHED for a dead receiver's message;
-//!   MOVING -> TAKEN for a dead mover's target; lift QUARANTINED.
+//!   HELD -> FREE(t+capacity) behind `head` for a receiver that died
+//!   between moving `head` and freeing its slot; MOVING -> TAKEN for a
+//!   dead mover's target; lift QUARANTINED.
 //! - move (a sender finding the ring full because receivers took messages
 //!   out of order): for the oldest waiting message `from` with a run of
 //!   TAKEN slots behind it ending at `to`, claim `to` (TAKEN -> MOVING),

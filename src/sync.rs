@@ -21,8 +21,9 @@ pub(crate) fn spin_hint() {
 }
 
 /// Asks the CPU to fetch the cache line at `p` for writing (x86-64
-/// `prefetchw`, which CPUs without it execute as a no-op; nothing
-/// elsewhere). A hint: it reads and writes nothing and never faults.
+/// `prefetchw`; x86-64 CPUs that do not report the feature execute it as
+/// a no-op; nothing on other architectures). A hint: it reads and writes
+/// nothing and never faults.
 #[inline(always)]
 pub(crate) fn prefetch_write<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
