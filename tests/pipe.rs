@@ -8,21 +8,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mulproc::{
-    ChannelKind, Message, Pipe, PipeConfig, PipeEnd, Queue, QueueConfig, RecvTimeoutError, Request,
-    SendRetry, SetupError, TryRecvError,
+    ChannelKind, Header, Message, Pipe, PipeConfig, PipeEnd, Queue, QueueConfig, RecvTimeoutError,
+    Request, SendRetry, SetupError, TryRecvError,
 };
 
 /// Generous timeouts: the machine is shared and noisy.
 const LONG: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(30);
 const PING_MAX_PAYLOAD: u32 = 64;
-
-fn patient() -> SendRetry {
-    SendRetry {
-        tries: 1200,
-        wait: Duration::from_millis(50),
-    }
-}
 
 fn open(name: &str) -> Pipe {
     let mut p = Pipe::open(name).unwrap_or_else(|e| panic!("open pipe {name}: {e}"));
@@ -82,22 +75,7 @@ fn role_echo() -> i32 {
     let mut n = 0u64;
     ready();
     loop {
-        let (h, data) = match n % 3 {
-            0 => {
-                let m = p.recv_timeout(LONG).expect("recv_timeout");
-                (m.header(), m.data)
-            }
-            1 => {
-                let h = p.recv_into(&mut buf, Some(LONG)).expect("recv_into");
-                (h, buf.clone())
-            }
-            _ => {
-                let g = p.recv_ref(Some(LONG)).expect("recv_ref");
-                let r = (*g.header(), g.data().to_vec());
-                g.finish().expect("finish");
-                r
-            }
-        };
+        let (h, data) = recv_in_turn(&mut p, n, &mut buf, LONG, Release::Finish);
         assert_eq!(h.sender, parent);
         if h.request == Request::DIE {
             break;
@@ -117,66 +95,25 @@ fn role_duplex_stream() -> i32 {
     let p = open(&arg("PIPE"));
     let count: u64 = arg_parse("COUNT");
     let parent: u32 = arg_parse("PARENT");
-    let max = p.max_payload() as u32;
     let deadline = Instant::now() + LONG;
-    let (mut sent, mut received, mut bad) = (0u64, 0u64, 0u64);
+    let mut bad = 0u64;
     let mut first_problem = String::from("-");
-    let mut pending: Option<Message> = None;
-    let mut idle = 0u32;
-    while sent < count || received < count {
-        let mut progress = false;
-        if sent < count {
-            match p.try_send(Message::new(Request::DO, seq_payload(sent, max))) {
-                Ok(()) => {
-                    sent += 1;
-                    progress = true;
-                }
-                Err(e) if e.is_full() => {}
-                Err(e) => panic!("try_send {sent}: {e:?}"),
+    let check = |at: u64, sender: Option<u32>, seq: Result<u64, String>| match seq {
+        Ok(seq) if seq == at && sender == Some(parent) => {}
+        Ok(seq) => {
+            bad += 1;
+            if first_problem == "-" {
+                first_problem = format!("seq {seq} from {sender:?} at {at}");
             }
         }
-        loop {
-            let m = match pending.take().map_or_else(|| p.try_recv(), Ok) {
-                Ok(m) => m,
-                Err(TryRecvError::Empty) => break,
-                Err(e) => panic!("try_recv: {e}"),
-            };
-            progress = true;
-            match check_seq_payload(&m.data, max) {
-                Ok(seq) if seq == received && m.sender == Some(parent) => {}
-                Ok(seq) => {
-                    bad += 1;
-                    if first_problem == "-" {
-                        first_problem = format!("seq {seq} from {:?} at {received}", m.sender);
-                    }
-                }
-                Err(e) => {
-                    bad += 1;
-                    if first_problem == "-" {
-                        first_problem = e;
-                    }
-                }
+        Err(e) => {
+            bad += 1;
+            if first_problem == "-" {
+                first_problem = e;
             }
-            received += 1;
         }
-        if !progress {
-            assert!(
-                Instant::now() < deadline,
-                "stalled: sent {sent} received {received}"
-            );
-            // Nothing to do: yield a little, then sleep until the other
-            // end sends (bounded: it may be our own full direction that
-            // waits), and look again.
-            idle += 1;
-            if idle < 64 {
-                std::thread::yield_now();
-            } else {
-                pending = p.recv_timeout(Duration::from_millis(2)).ok();
-            }
-        } else {
-            idle = 0;
-        }
-    }
+    };
+    let received = duplex_stream(&p, count, deadline, check, |_| {});
     report("received", received);
     report("bad", bad);
     report("first_problem", first_problem);
@@ -273,7 +210,131 @@ fn role_try_open() -> i32 {
     0
 }
 
+// ------------------------------------------- receiving and streaming ---
+
+/// How [`recv_in_turn`] lets go of a `recv_ref` guard.
+#[derive(Clone, Copy, Debug)]
+enum Release {
+    /// `finish()`, which must succeed.
+    Finish,
+    /// Dropping the guard.
+    Drop,
+}
+
+/// Receives one message on `p` (waiting at most `timeout`) with the
+/// receive call for `round`: `recv_timeout`, `recv_into` and `recv_ref` in
+/// turn, the last one letting go of its guard as `release` says. Returns
+/// the header and payload; panics naming the round and the call if the
+/// receive fails.
+fn recv_in_turn(
+    p: &mut Pipe,
+    round: u64,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    release: Release,
+) -> (Header, Vec<u8>) {
+    let fail = |call: &str, e: RecvTimeoutError| -> ! { panic!("round {round}: {call}: {e}") };
+    match round % 3 {
+        0 => {
+            let m = p
+                .recv_timeout(timeout)
+                .unwrap_or_else(|e| fail("recv_timeout", e));
+            (m.header(), m.data)
+        }
+        1 => {
+            let h = p
+                .recv_into(buf, Some(timeout))
+                .unwrap_or_else(|e| fail("recv_into", e));
+            (h, buf.clone())
+        }
+        _ => {
+            let g = p
+                .recv_ref(Some(timeout))
+                .unwrap_or_else(|e| fail("recv_ref", e));
+            let r = (*g.header(), g.data().to_vec());
+            match release {
+                Release::Finish => g
+                    .finish()
+                    .unwrap_or_else(|e| panic!("round {round}: finish: {e}")),
+                Release::Drop => drop(g),
+            }
+            r
+        }
+    }
+}
+
+/// Streams `count` [`seq_payload`] messages out of `p` while taking
+/// messages in, both at once and with non-blocking calls only, until
+/// `count` have gone each way. Each received message goes to `check` with
+/// the sequence number it should carry, its sender and what
+/// [`check_seq_payload`] makes of it. When there is nothing to do it
+/// asserts that `deadline` has not passed, calls `on_idle` with the count
+/// received so far, and yields (or, after a while, sleeps briefly in
+/// `recv_timeout`). Returns how many messages came in.
+fn duplex_stream(
+    p: &Pipe,
+    count: u64,
+    deadline: Instant,
+    mut check: impl FnMut(u64, Option<u32>, Result<u64, String>),
+    mut on_idle: impl FnMut(u64),
+) -> u64 {
+    let max = p.max_payload() as u32;
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut pending: Option<Message> = None;
+    let mut idle = 0u32;
+    while sent < count || received < count {
+        let mut progress = false;
+        if sent < count {
+            match p.try_send(Message::new(Request::DO, seq_payload(sent, max))) {
+                Ok(()) => {
+                    sent += 1;
+                    progress = true;
+                }
+                Err(e) if e.is_full() => {}
+                Err(e) => panic!("try_send {sent}: {e:?}"),
+            }
+        }
+        loop {
+            let m = match pending.take().map_or_else(|| p.try_recv(), Ok) {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("try_recv: {e}"),
+            };
+            progress = true;
+            check(received, m.sender, check_seq_payload(&m.data, max));
+            received += 1;
+        }
+        if !progress {
+            assert!(
+                Instant::now() < deadline,
+                "stalled: sent {sent} received {received}"
+            );
+            on_idle(received);
+            // Nothing to do: yield a little, then sleep until the other
+            // end sends (bounded: it may be our own full direction that
+            // waits), and look again.
+            idle += 1;
+            if idle < 64 {
+                std::thread::yield_now();
+            } else {
+                pending = p.recv_timeout(Duration::from_millis(2)).ok();
+            }
+        } else {
+            idle = 0;
+        }
+    }
+    received
+}
+
 // --------------------------------------------------------------- tests ---
+
+/// Runs a `try_open` child on pipe `name` to its successful end; returns
+/// the outcome it reported and its pid.
+fn try_open_in_child(name: &str) -> (String, u32) {
+    let mut child = ChildProc::spawn("try_open", &[("PIPE", name.to_owned())]);
+    let f = child.wait_success(SHORT);
+    (f.get("result"), child.pid())
+}
 
 /// Pins: lost, duplicated, reordered or torn messages in either direction
 /// of a pipe between two processes, over 10,000 round trips with varying
@@ -301,26 +362,7 @@ fn ping_pong_10000_round_trips() {
         let data = seq_payload(i, PING_MAX_PAYLOAD);
         p.send(Message::new(Request::DO, data.as_slice()))
             .unwrap_or_else(|e| panic!("send {i}: {e:?}"));
-        let (h, got) = match i % 3 {
-            0 => {
-                let m = p
-                    .recv_timeout(SHORT)
-                    .unwrap_or_else(|e| panic!("round {i}: {e}"));
-                (m.header(), m.data)
-            }
-            1 => {
-                let h = p
-                    .recv_into(&mut buf, Some(SHORT))
-                    .unwrap_or_else(|e| panic!("round {i}: {e}"));
-                (h, buf.clone())
-            }
-            _ => {
-                let g = p
-                    .recv_ref(Some(SHORT))
-                    .unwrap_or_else(|e| panic!("round {i}: {e}"));
-                (*g.header(), g.data().to_vec())
-            }
-        };
+        let (h, got) = recv_in_turn(&mut p, i, &mut buf, SHORT, Release::Drop);
         assert_eq!(h.request, Request::FINISHED, "round {i}");
         assert_eq!(h.sender, cpid, "round {i}");
         assert_eq!(got, echo_of(&data), "round {i}: wrong or damaged echo");
@@ -340,7 +382,6 @@ fn wrap_around_capacity_2_both_directions_at_once() {
     const COUNT: u64 = 10_000;
     let shm = ShmGuard::new("pipe-wrap2");
     let p = Pipe::create(shm.name(), PipeConfig::new(2, 24)).unwrap();
-    let max = p.max_payload() as u32;
     let mut child = ChildProc::spawn(
         "duplex_stream",
         &[
@@ -351,53 +392,17 @@ fn wrap_around_capacity_2_both_directions_at_once() {
     );
     let cpid = child.pid();
     let t = Instant::now();
-    let deadline = t + LONG;
-    let (mut sent, mut received) = (0u64, 0u64);
-    let mut pending: Option<Message> = None;
-    let mut idle = 0u32;
-    while sent < COUNT || received < COUNT {
-        let mut progress = false;
-        if sent < COUNT {
-            match p.try_send(Message::new(Request::DO, seq_payload(sent, max))) {
-                Ok(()) => {
-                    sent += 1;
-                    progress = true;
-                }
-                Err(e) if e.is_full() => {}
-                Err(e) => panic!("try_send {sent}: {e:?}"),
-            }
-        }
-        loop {
-            let m = match pending.take().map_or_else(|| p.try_recv(), Ok) {
-                Ok(m) => m,
-                Err(TryRecvError::Empty) => break,
-                Err(e) => panic!("try_recv: {e}"),
-            };
-            let seq = check_seq_payload(&m.data, max).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(seq, received, "child's messages out of order");
-            assert_eq!(m.sender, Some(cpid));
-            received += 1;
-            progress = true;
-        }
-        if !progress {
-            assert!(
-                Instant::now() < deadline,
-                "stalled: sent {sent} received {received}"
-            );
-            assert!(child.is_running() || received == COUNT, "child died");
-            // Nothing to do: yield a little, then sleep until the other
-            // end sends (bounded: it may be our own full direction that
-            // waits), and look again.
-            idle += 1;
-            if idle < 64 {
-                std::thread::yield_now();
-            } else {
-                pending = p.recv_timeout(Duration::from_millis(2)).ok();
-            }
-        } else {
-            idle = 0;
-        }
-    }
+    duplex_stream(
+        &p,
+        COUNT,
+        t + LONG,
+        |at, sender, seq| {
+            let seq = seq.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(seq, at, "child's messages out of order");
+            assert_eq!(sender, Some(cpid));
+        },
+        |received| assert!(child.is_running() || received == COUNT, "child died"),
+    );
     let f = child.wait_success(LONG);
     assert_eq!(f.get::<u64>("received"), COUNT);
     assert_eq!(
@@ -510,32 +515,26 @@ fn child_end_taken_while_held_and_free_after_holder_dies() {
         Err(SetupError::EndTaken { pid, .. }) => assert_eq!(pid, hpid),
         other => panic!("parent opening a held child end: {other:?}"),
     }
-    let f = ChildProc::spawn("try_open", &[("PIPE", name.clone())]).wait_success(SHORT);
-    assert_eq!(f.get::<String>("result"), format!("end_taken:{hpid}"));
+    let (result, _) = try_open_in_child(&name);
+    assert_eq!(result, format!("end_taken:{hpid}"));
 
     // SIGKILL: the holder never gives the end back itself.
     let f = holder.kill();
     assert_eq!(f.get::<u32>("peer"), std::process::id());
-    let mut next = ChildProc::spawn("try_open", &[("PIPE", name.clone())]);
-    let f = next.wait_success(SHORT);
-    assert_eq!(
-        f.get::<String>("result"),
-        "ok",
-        "end of a dead holder not taken over"
-    );
+    let (result, next_pid) = try_open_in_child(&name);
+    assert_eq!(result, "ok", "end of a dead holder not taken over");
     let m = p.recv_timeout(SHORT).unwrap();
     assert_eq!(
         (m.data.as_slice(), m.sender),
-        (b"hello".as_slice(), Some(next.pid()))
+        (b"hello".as_slice(), Some(next_pid))
     );
 
     // That one exited normally (dropping its end): free again.
     assert_eq!(p.peer_pid(), None, "end not given back on drop");
-    let mut again = ChildProc::spawn("try_open", &[("PIPE", name.clone())]);
-    let f = again.wait_success(SHORT);
-    assert_eq!(f.get::<String>("result"), "ok");
+    let (result, again_pid) = try_open_in_child(&name);
+    assert_eq!(result, "ok");
     let m = p.recv_timeout(SHORT).unwrap();
-    assert_eq!(m.sender, Some(again.pid()));
+    assert_eq!(m.sender, Some(again_pid));
 }
 
 /// Pins: a holder that has died but is not reaped yet (a zombie: the
@@ -575,10 +574,9 @@ fn child_end_free_when_holder_died_but_is_not_reaped() {
         assert!(Instant::now() < end, "holder never became a zombie: {stat}");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let f = ChildProc::spawn("try_open", &[("PIPE", name.clone())]).wait_success(SHORT);
+    let (result, _) = try_open_in_child(&name);
     assert_eq!(
-        f.get::<String>("result"),
-        "ok",
+        result, "ok",
         "the end of a dead (zombie) holder was not taken over"
     );
     drop(holder); // reaps it
@@ -606,9 +604,7 @@ fn opening_the_wrong_kind_is_refused() {
         other => panic!("queue opened as a pipe: {other:?}"),
     }
     // The same from another process.
-    let f =
-        ChildProc::spawn("try_open", &[("PIPE", queue_shm.name().to_owned())]).wait_success(SHORT);
-    let r = f.get::<String>("result");
+    let (r, _) = try_open_in_child(queue_shm.name());
     assert!(r.starts_with("other:WrongKind"), "{r}");
     // Both still work; the failed Queue::open took no pipe end.
     assert_eq!(p.peer_pid(), None);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mulproc::{
-    Message, Queue, QueueConfig, RecvTimeoutError, Request, SendRetry, TryRecvError, TrySendError,
+    Header, Message, Queue, QueueConfig, RecvTimeoutError, Request, SendRetry, TryRecvError,
+    TrySendError,
 };
 
 /// Request code of the zero-copy tests' messages.
@@ -17,14 +18,6 @@ const STREAM_MAX_PAYLOAD: u32 = 64;
 /// Generous child timeouts: the machine is shared and noisy.
 const LONG: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(20);
-
-/// A `send` that waits up to a minute for space.
-fn patient() -> SendRetry {
-    SendRetry {
-        tries: 1200,
-        wait: Duration::from_millis(50),
-    }
-}
 
 fn open(name: &str) -> Queue {
     let mut q = Queue::open(name).unwrap_or_else(|e| panic!("open {name}: {e}"));
@@ -313,16 +306,19 @@ fn zc_abandoned(i: u64) -> bool {
     i % 5 == 3
 }
 
-/// Fills COUNT reservations in place; commits all but the abandoned ones
-/// (dropped uncommitted: given up, never delivered), then sends DIE.
-fn role_reserve_producer() -> i32 {
-    let q = open(&arg("QUEUE"));
-    let count: u64 = arg_parse("COUNT");
+/// Writes zero-copy messages `0..count` in place: reserves a slot for each
+/// (yielding while the queue is full, after calling `while_full`), fills it
+/// with [`zc_payload`] and commits it, except the [`zc_abandoned`] ones,
+/// which are dropped uncommitted.
+fn reserve_zc_messages(q: &Queue, count: u64, mut while_full: impl FnMut()) {
     for i in 0..count {
         let mut slot = loop {
             match q.try_reserve() {
                 Ok(s) => break s,
-                Err(TrySendError::Full(())) => std::thread::yield_now(),
+                Err(TrySendError::Full(())) => {
+                    while_full();
+                    std::thread::yield_now();
+                }
                 Err(e) => panic!("try_reserve {i}: {e:?}"),
             }
         };
@@ -334,6 +330,33 @@ fn role_reserve_producer() -> i32 {
                 .unwrap_or_else(|e| panic!("commit {i}: {e:?}"));
         }
     }
+}
+
+/// Checks a zero-copy message received in place: request [`ZC_REQUEST`]
+/// (an abandoned reservation is never delivered), sent by `sender`, and
+/// carrying the payload of the first committed message from `*next` on;
+/// then moves `*next` past that message.
+fn check_zc_message(h: &Header, data: &[u8], sender: u32, next: &mut u64) {
+    assert_eq!(
+        h.request, ZC_REQUEST,
+        "abandoned reservation or stranger delivered"
+    );
+    assert_eq!(h.sender, sender);
+    while zc_abandoned(*next) {
+        *next += 1;
+    }
+    let mut want = [0u8; 32];
+    let len = zc_payload(*next, &mut want);
+    assert_eq!(data, &want[..len], "message {next}");
+    *next += 1;
+}
+
+/// Fills COUNT reservations in place; commits all but the abandoned ones
+/// (dropped uncommitted: given up, never delivered), then sends DIE.
+fn role_reserve_producer() -> i32 {
+    let q = open(&arg("QUEUE"));
+    let count: u64 = arg_parse("COUNT");
+    reserve_zc_messages(&q, count, || {});
     q.send(Message::signal(Request::DIE)).expect("send DIE");
     0
 }
@@ -345,25 +368,14 @@ fn role_ref_consumer() -> i32 {
     let parent: u32 = arg_parse("PARENT");
     let mut expect = 0u64;
     let mut received = 0u64;
-    let mut want = vec![0u8; 64];
     loop {
         let g = q.recv_ref().expect("recv_ref");
         let h = *g.header();
         if h.request == Request::DIE {
             break;
         }
-        assert_eq!(
-            h.request, ZC_REQUEST,
-            "abandoned reservation or stranger delivered"
-        );
-        assert_eq!(h.sender, parent);
-        while zc_abandoned(expect) {
-            expect += 1;
-        }
-        let len = zc_payload(expect, &mut want);
-        assert_eq!(g.data(), &want[..len], "message {expect}");
+        check_zc_message(&h, g.data(), parent, &mut expect);
         g.finish().expect("finish");
-        expect += 1;
         received += 1;
     }
     report("received", received);
@@ -434,6 +446,38 @@ fn role_opener() -> i32 {
     0
 }
 
+// ------------------------------------------------------ parent helpers ---
+
+/// Spawns `role` with `args` and lets it fall asleep in a blocking call on
+/// queue `name`: waits for its ready line, sleeps 300 ms, then waits (at
+/// most [`SHORT`]) for the sleeper count at `offset` to rise above its
+/// value before the spawn. Returns the child and whether that rise was seen
+/// (a soft hint only, see [`wait_for_sleepers`]).
+fn spawn_sleeper(
+    name: &str,
+    offset: u64,
+    role: &str,
+    args: &[(&str, String)],
+) -> (ChildProc, bool) {
+    let base = read_u32(name, offset).unwrap_or(0);
+    let mut child = ChildProc::spawn(role, args);
+    child.wait_ready(SHORT);
+    std::thread::sleep(Duration::from_millis(300));
+    let asleep = wait_for_sleepers(name, offset, base + 1, SHORT);
+    (child, asleep)
+}
+
+/// Runs a `fill_until_full` child on queue `name` with payload `data` to
+/// its successful end; returns how many messages it got in.
+fn fill_in_child(name: &str, data: &str) -> u32 {
+    ChildProc::spawn(
+        "fill_until_full",
+        &[("QUEUE", name.to_owned()), ("DATA", data.to_owned())],
+    )
+    .wait_success(SHORT)
+    .get("sent")
+}
+
 // ------------------------------------------------------------ harness ---
 
 /// Pins: the harness itself: a failing child is reported as failed (not
@@ -462,11 +506,7 @@ fn harness_reports_failure_timeout_and_results() {
         "child {pid} left behind: {stat}"
     );
 
-    let mut c = ChildProc::spawn(
-        "fill_until_full",
-        &[("QUEUE", shm.name().to_owned()), ("DATA", "x".into())],
-    );
-    assert_eq!(c.wait_success(SHORT).get::<u32>("sent"), 2);
+    assert_eq!(fill_in_child(shm.name(), "x"), 2);
 }
 
 // ------------------------------------------------------- stream tests ---
@@ -642,7 +682,6 @@ fn zero_copy_reserve_in_child_receive_in_parent() {
         ],
     );
     let cpid = child.pid();
-    let mut want = [0u8; 32];
     let mut received = 0u64;
     let mut expect = 0u64;
     loop {
@@ -651,19 +690,9 @@ fn zero_copy_reserve_in_child_receive_in_parent() {
         if h.request == Request::DIE {
             break;
         }
-        assert_eq!(
-            h.request, ZC_REQUEST,
-            "abandoned reservation or stranger delivered"
-        );
-        assert_eq!(h.sender, cpid);
+        check_zc_message(&h, g.data(), cpid, &mut expect);
         assert_eq!(h.recipient, None);
-        while zc_abandoned(expect) {
-            expect += 1;
-        }
-        let len = zc_payload(expect, &mut want);
-        assert_eq!(g.data(), &want[..len], "message {expect}");
         drop(g);
-        expect += 1;
         received += 1;
     }
     child.wait_success(SHORT);
@@ -688,25 +717,10 @@ fn zero_copy_reserve_in_parent_recv_ref_in_child() {
         ],
     );
     let deadline = Instant::now() + LONG;
-    for i in 0..COUNT {
-        let mut slot = loop {
-            match q.try_reserve() {
-                Ok(s) => break s,
-                Err(TrySendError::Full(())) => {
-                    assert!(Instant::now() < deadline, "queue stayed full");
-                    assert!(child.is_running(), "consumer died");
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("try_reserve: {e:?}"),
-            }
-        };
-        let len = zc_payload(i, slot.payload_mut());
-        if zc_abandoned(i) {
-            drop(slot);
-        } else {
-            slot.commit(ZC_REQUEST, None, len).unwrap();
-        }
-    }
+    reserve_zc_messages(&q, COUNT, || {
+        assert!(Instant::now() < deadline, "queue stayed full");
+        assert!(child.is_running(), "consumer died");
+    });
     q.send(Message::signal(Request::DIE)).unwrap();
     let f = child.wait_success(LONG);
     let committed = (0..COUNT).filter(|&i| !zc_abandoned(i)).count() as u64;
@@ -725,20 +739,14 @@ fn recv_guard_holds_its_slot_against_other_processes() {
     let g = q.try_recv_ref().unwrap();
     assert_eq!(g.data(), b"AAAA");
     // Tickets: 0 = A (held), 1 free, 2 maps to A's slot: full after one.
-    let f = ChildProc::spawn(
-        "fill_until_full",
-        &[("QUEUE", shm.name().to_owned()), ("DATA", "BBBB".into())],
-    )
-    .wait_success(SHORT);
-    assert_eq!(f.get::<u32>("sent"), 1, "a held slot was reused");
+    assert_eq!(
+        fill_in_child(shm.name(), "BBBB"),
+        1,
+        "a held slot was reused"
+    );
     assert_eq!(g.data(), b"AAAA", "held payload overwritten");
     drop(g);
-    let f = ChildProc::spawn(
-        "fill_until_full",
-        &[("QUEUE", shm.name().to_owned()), ("DATA", "CCCC".into())],
-    )
-    .wait_success(SHORT);
-    assert_eq!(f.get::<u32>("sent"), 1);
+    assert_eq!(fill_in_child(shm.name(), "CCCC"), 1);
     assert_eq!(q.try_recv().unwrap().data, b"BBBB");
     assert_eq!(q.try_recv().unwrap().data, b"CCCC");
     assert_eq!(q.try_recv().unwrap_err(), TryRecvError::Empty);
@@ -752,17 +760,15 @@ fn recv_guard_holds_its_slot_against_other_processes() {
 fn sleeping_receiver_in_other_process_wakes_on_one_send() {
     let shm = ShmGuard::new("wake-recv");
     let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
-    let base = read_u32(shm.name(), NOT_EMPTY_WAITERS).unwrap_or(0);
-    let mut child = ChildProc::spawn(
+    let (mut child, asleep) = spawn_sleeper(
+        shm.name(),
+        NOT_EMPTY_WAITERS,
         "recv_one",
         &[
             ("QUEUE", shm.name().to_owned()),
             ("EXPECT", "wake up".into()),
         ],
     );
-    child.wait_ready(SHORT);
-    std::thread::sleep(Duration::from_millis(300));
-    let asleep = wait_for_sleepers(shm.name(), NOT_EMPTY_WAITERS, base + 1, SHORT);
     assert!(child.is_running(), "receiver returned without a message");
     let t = Instant::now();
     q.send(Message::new(Request::DO, b"wake up".as_slice()))
@@ -851,14 +857,12 @@ fn blocked_sender_in_other_process_wakes_when_a_slot_frees() {
     for i in 0..4u8 {
         q.try_send(Message::new(Request::DO, vec![i])).unwrap();
     }
-    let base = read_u32(shm.name(), NOT_FULL_WAITERS).unwrap_or(0);
-    let mut child = ChildProc::spawn(
+    let (mut child, asleep) = spawn_sleeper(
+        shm.name(),
+        NOT_FULL_WAITERS,
         "blocked_sender",
         &[("QUEUE", shm.name().to_owned()), ("DATA", "late".into())],
     );
-    child.wait_ready(SHORT);
-    std::thread::sleep(Duration::from_millis(300));
-    let asleep = wait_for_sleepers(shm.name(), NOT_FULL_WAITERS, base + 1, SHORT);
     assert!(child.is_running(), "send on a full queue returned");
     assert_eq!(q.len(), 4);
     assert_eq!(q.try_recv().unwrap().data, [0]);

@@ -330,8 +330,36 @@ struct Seen {
     intact: bool,
 }
 
+impl Seen {
+    /// A message with `request` and payload `data`.
+    fn of(request: Request, data: &[u8]) -> Seen {
+        Seen {
+            len: data.len(),
+            intact: intact(request, data),
+        }
+    }
+}
+
 /// Outcomes of one call: (op name, outcome name).
 type Outcomes = Vec<(&'static str, &'static str)>;
+
+/// Files the outcome of receive call `op`: on `Ok`, the message it got in
+/// `seen` and "ok"; on `Err`, the error's name from `err_name`.
+fn file_recv<E>(
+    op: &'static str,
+    r: Result<Seen, E>,
+    err_name: fn(&E) -> &'static str,
+    seen: &mut Vec<Seen>,
+    outs: &mut Outcomes,
+) {
+    match r {
+        Ok(s) => {
+            seen.push(s);
+            outs.push((op, "ok"));
+        }
+        Err(e) => outs.push((op, err_name(&e))),
+    }
+}
 
 /// What one worker saw.
 struct Tally {
@@ -676,29 +704,15 @@ fn consumer() -> i32 {
             };
             let bound = match op {
                 0 => {
-                    match q.try_recv() {
-                        Ok(m) => {
-                            seen.push(Seen {
-                                len: m.data.len(),
-                                intact: intact(m.request, &m.data),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, try_recv_name(&e))),
-                    }
+                    let r = q.try_recv().map(|m| Seen::of(m.request, &m.data));
+                    file_recv(name, r, try_recv_name, seen, outs);
                     Duration::ZERO
                 }
                 1 => {
-                    match q.recv_timeout(timeout) {
-                        Ok(m) => {
-                            seen.push(Seen {
-                                len: m.data.len(),
-                                intact: intact(m.request, &m.data),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, recv_timeout_name(&e))),
-                    }
+                    let r = q
+                        .recv_timeout(timeout)
+                        .map(|m| Seen::of(m.request, &m.data));
+                    file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 2 => {
@@ -708,10 +722,7 @@ fn consumer() -> i32 {
                             // Touch every byte, in place.
                             let sum = d.iter().fold(0u8, |a, b| a.wrapping_add(*b));
                             std::hint::black_box(sum);
-                            seen.push(Seen {
-                                len: d.len(),
-                                intact: intact(g.header().request, d),
-                            });
+                            seen.push(Seen::of(g.header().request, d));
                             outs.push((name, "ok"));
                             if rng.chance(50) {
                                 let r = g.finish();
@@ -728,29 +739,15 @@ fn consumer() -> i32 {
                     Duration::ZERO
                 }
                 3 => {
-                    match q.try_recv_into(&mut buf) {
-                        Ok(h) => {
-                            seen.push(Seen {
-                                len: buf.len(),
-                                intact: intact(h.request, &buf),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, try_recv_name(&e))),
-                    }
+                    let r = q.try_recv_into(&mut buf).map(|h| Seen::of(h.request, &buf));
+                    file_recv(name, r, try_recv_name, seen, outs);
                     Duration::ZERO
                 }
                 4 => {
-                    match q.try_recv_where(&mut pred) {
-                        Ok(m) => {
-                            seen.push(Seen {
-                                len: m.data.len(),
-                                intact: intact(m.request, &m.data),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, try_recv_name(&e))),
-                    }
+                    let r = q
+                        .try_recv_where(&mut pred)
+                        .map(|m| Seen::of(m.request, &m.data));
+                    file_recv(name, r, try_recv_name, seen, outs);
                     Duration::ZERO
                 }
                 5 => {
@@ -758,10 +755,7 @@ fn consumer() -> i32 {
                     let mut handed = 0usize;
                     let r = q.try_recv_batch(max, |h, d| {
                         handed += 1;
-                        seen.push(Seen {
-                            len: d.len(),
-                            intact: intact(h.request, d),
-                        });
+                        seen.push(Seen::of(h.request, d));
                     });
                     let outcome = match &r {
                         Ok(n) if *n != handed || *n > max => "UNEXPECTED_batch_count",
@@ -773,16 +767,10 @@ fn consumer() -> i32 {
                     Duration::ZERO
                 }
                 6 => {
-                    match q.recv_where(&mut pred, Some(timeout)) {
-                        Ok(m) => {
-                            seen.push(Seen {
-                                len: m.data.len(),
-                                intact: intact(m.request, &m.data),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, recv_timeout_name(&e))),
-                    }
+                    let r = q
+                        .recv_where(&mut pred, Some(timeout))
+                        .map(|m| Seen::of(m.request, &m.data));
+                    file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 7 => {
@@ -799,42 +787,24 @@ fn consumer() -> i32 {
                     t
                 }
                 8 => {
-                    match q.recv_into(&mut buf, Some(timeout)) {
-                        Ok(h) => {
-                            seen.push(Seen {
-                                len: buf.len(),
-                                intact: intact(h.request, &buf),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, recv_timeout_name(&e))),
-                    }
+                    let r = q
+                        .recv_into(&mut buf, Some(timeout))
+                        .map(|h| Seen::of(h.request, &buf));
+                    file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 9 => {
-                    match q.recv_ref_where_header(|h| h.recipient.is_none(), Some(timeout)) {
-                        Ok(g) => {
-                            seen.push(Seen {
-                                len: g.data().len(),
-                                intact: intact(g.header().request, g.data()),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, recv_timeout_name(&e))),
-                    }
+                    let r = q
+                        .recv_ref_where_header(|h| h.recipient.is_none(), Some(timeout))
+                        .map(|g| Seen::of(g.header().request, g.data()));
+                    file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 _ => {
-                    match q.recv_for_me(Some(timeout)) {
-                        Ok(m) => {
-                            seen.push(Seen {
-                                len: m.data.len(),
-                                intact: intact(m.request, &m.data),
-                            });
-                            outs.push((name, "ok"));
-                        }
-                        Err(e) => outs.push((name, recv_timeout_name(&e))),
-                    }
+                    let r = q
+                        .recv_for_me(Some(timeout))
+                        .map(|m| Seen::of(m.request, &m.data));
+                    file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
             };
@@ -932,6 +902,21 @@ impl Map {
                 // SAFETY: `at < size`: inside the mapping.
                 unsafe { std::ptr::write_volatile(self.base.add(at), *b) };
             }
+        }
+    }
+
+    /// Writes 1 to 8 random bytes from `off` on (those inside the mapping).
+    fn scribble_bytes(&self, off: usize, rng: &mut Rng) {
+        let n = 1 + rng.below(8) as usize;
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        self.put_bytes(off, &bytes);
+    }
+
+    /// Replaces the 32-bit word at `off` (if aligned and inside the
+    /// mapping) with a [`u32_value`] for it.
+    fn scribble_u32(&self, off: usize, rng: &mut Rng) {
+        if let Some(w) = self.word32(off) {
+            w.store(u32_value(rng, w.load(Ordering::Relaxed)), Ordering::Relaxed);
         }
     }
 }
@@ -1087,41 +1072,25 @@ fn scribbler() -> i32 {
                     }
                     2 => {
                         let i = rng.below(slots as u64) as usize;
-                        if let Some(w) = map.word32(slots_at + i * SLOT + SLOT_LEN_AT) {
-                            w.store(
-                                u32_value(&mut rng, w.load(Ordering::Relaxed)),
-                                Ordering::Relaxed,
-                            );
-                        }
+                        map.scribble_u32(slots_at + i * SLOT + SLOT_LEN_AT, &mut rng);
                     }
                     3 => {
                         let i = rng.below(slots as u64) as usize;
                         let at = slots_at + i * SLOT + rng.below(SLOT as u64) as usize;
-                        let n = 1 + rng.below(8) as usize;
-                        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                        map.put_bytes(at, &bytes);
+                        map.scribble_bytes(at, &mut rng);
                     }
                     4 => {
                         let at = rng.below(HEADER.min(map.size) as u64) as usize;
-                        let n = 1 + rng.below(8) as usize;
-                        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                        map.put_bytes(at, &bytes);
+                        map.scribble_bytes(at, &mut rng);
                     }
                     5 => {
                         let words = ((HEADER - EVENTS_AT) / 4) as u64;
                         let at = EVENTS_AT + 4 * rng.below(words) as usize;
-                        if let Some(w) = map.word32(at) {
-                            w.store(
-                                u32_value(&mut rng, w.load(Ordering::Relaxed)),
-                                Ordering::Relaxed,
-                            );
-                        }
+                        map.scribble_u32(at, &mut rng);
                     }
                     _ => {
                         let at = rng.below(map.size as u64) as usize;
-                        let n = 1 + rng.below(8) as usize;
-                        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                        map.put_bytes(at, &bytes);
+                        map.scribble_bytes(at, &mut rng);
                     }
                 }
             }

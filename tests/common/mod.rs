@@ -32,7 +32,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mulproc::{Queue, SetupError};
+use mulproc::{Queue, SendRetry, SetupError};
 
 /// Environment variable naming the role a child plays.
 pub const ROLE_VAR: &str = "MULPROC_TEST_ROLE";
@@ -113,6 +113,15 @@ impl Drop for ShmGuard {
             Ok(()) | Err(SetupError::NotFound { .. }) => {}
             Err(e) => eprintln!("ShmGuard: could not remove {:?}: {e}", self.name),
         }
+    }
+}
+
+/// A `send` that waits up to a minute for space (1200 tries of 50 ms): for
+/// children and parents that must not give up on a busy but live peer.
+pub fn patient() -> SendRetry {
+    SendRetry {
+        tries: 1200,
+        wait: Duration::from_millis(50),
     }
 }
 
