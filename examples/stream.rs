@@ -470,6 +470,12 @@ fn tail_start(size: usize) -> usize {
 /// byte between set to `seq as u8`.
 fn fill(buf: &mut [u8], seq: u64, touch: bool) {
     let size = buf.len();
+    if size >= 16 && !touch {
+        // The usual case, without a variable-length copy (a memcpy call).
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+        buf[size - 8..].copy_from_slice(&seq.to_le_bytes());
+        return;
+    }
     let (head, tail) = (size.min(8), tail_start(size));
     let s = seq.to_le_bytes();
     buf[..head].copy_from_slice(&s[..head]);
@@ -487,9 +493,19 @@ fn check(data: &[u8], seq: u64, size: usize, touch: bool) -> bool {
         return false;
     }
     let (head, tail) = (size.min(8), tail_start(size));
-    let s = seq.to_le_bytes();
-    if data[..head] != s[..head] || data[tail..] != s[..size - tail] {
-        return false;
+    if size >= 16 {
+        // The usual case as two word compares: slice compares of a
+        // variable length are memcmp calls, 14-23 % of the consumer's
+        // time in perf.
+        let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+        if word(0) != seq || word(size - 8) != seq {
+            return false;
+        }
+    } else {
+        let s = seq.to_le_bytes();
+        if data[..head] != s[..head] || data[tail..] != s[..size - tail] {
+            return false;
+        }
     }
     // OR of XORs rather than `all`: no early exit, so it vectorises.
     !touch
