@@ -573,8 +573,8 @@ struct Stream {
 
 /// Slots of a stream's queue: a payload area of about 4 MiB (1024 slots at
 /// most). A ring larger than the last-level cache makes every message a
-/// trip to DRAM (64 KiB messages: 1024 slots, 0.16 M msg/s; 64 slots,
-/// 0.54 M msg/s, measured with the stream example).
+/// trip to DRAM (64 KiB messages: 1024 slots, 0.12 M msg/s; 64 slots,
+/// 0.55 M msg/s, measured with the stream example).
 fn stream_capacity(size: usize) -> u32 {
     let stride = size.max(1).next_multiple_of(64);
     let slots = ((4 << 20) / stride).clamp(4, 1024) as u32;

@@ -25,7 +25,7 @@
 //!   (default: 1024, fewer for messages over 4 KiB so that the payload
 //!   area stays about 4 MiB; a ring larger than the last-level cache makes
 //!   every message a trip to DRAM: 64 KiB messages here, 1024 slots
-//!   (64 MiB): 0.16 M msg/s; 64 slots (4 MiB): 0.54 M msg/s).
+//!   (64 MiB): 0.12 M msg/s; 64 slots (4 MiB): 0.55 M msg/s).
 //! * `--producers P`: P producer processes share the N messages (each sends
 //!   N / P, the first N mod P one more) into the one queue (default 1).
 //! * `--pipe`: one `Pipe` instead of the queue (the consumer holds the
