@@ -384,6 +384,10 @@ impl Pipe {
         &self,
         timeout: Option<Duration>,
     ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+        // A message already waiting: taken without the wait's machinery.
+        if let Some(g) = self.claim_recv()? {
+            return Ok(Some(g));
+        }
         let events = self.seg.pipe_not_empty(self.recv_dir());
         match events.wait_spinning(timeout, || self.claim_recv().transpose()) {
             Some((r, _)) => r.map(Some),

@@ -448,17 +448,15 @@ impl Queue {
         }
     }
 
-    /// Signs the claims on `first..first + n` with our owner word: from
-    /// here on recovery knows whose they are without looking at the
-    /// announcement (see `recovery.rs`).
+    /// Signs the claim on ticket `t` with our owner word: from here on
+    /// recovery knows whose it is without looking at the announcement
+    /// (see `recovery.rs`).
     #[inline]
-    fn sign_claims(&self, first: u64, n: u64) {
-        let ring = self.ring();
-        for t in first..first + n {
-            ring.slot(t)
-                .owner
-                .store(owner_word(self.id, Role::Send, t), Ordering::Relaxed);
-        }
+    fn sign_claim(&self, t: u64) {
+        self.ring()
+            .slot(t)
+            .owner
+            .store(owner_word(self.id, Role::Send, t), Ordering::Relaxed);
     }
 
     /// After a fenced publish or abandon of ticket `t`: we write into its
@@ -581,7 +579,7 @@ impl Queue {
                 data.len(),
             );
         }
-        self.sign_claims(t, 1);
+        self.sign_claim(t);
         write_header(self.ring().slot(t), header, data.len() as u32);
     }
 
@@ -797,7 +795,7 @@ impl Queue {
             Claimed::Slot(ticket) => {
                 // Signed at once: the slot may be held for long, and our
                 // next claim replaces the announcement.
-                self.sign_claims(ticket, 1);
+                self.sign_claim(ticket);
                 Ok(SendSlot {
                     queue: self,
                     ticket,

@@ -593,7 +593,8 @@ impl<'a> Ring<'a> {
         if t >= self.head.load(Ordering::Relaxed) || t & FLAGS != 0 {
             return Err(Fenced);
         }
-        // Release, as in `release`: the holder's reads (what it did of
+        // Release, as in `release`: pairs with the producer's Acquire load
+        // in `try_claim_send_many`; the holder's reads (what it did of
         // them) come before the next producer's writes.
         self.slot(t)
             .seq

@@ -346,39 +346,37 @@ const YIELD: Duration = Duration::from_micros(50);
 impl EventCount {
     /// [`wait_until`](Self::wait_until) with a timeout (`None`: forever),
     /// after a bounded spin and a bounded stretch of yields. Also says
-    /// whether it went to sleep. The clock is read only once the first
-    /// check has failed.
+    /// whether it went to sleep. For a caller whose own look has just found
+    /// nothing (taking what is already there costs it no clock read and no
+    /// closure): the first check comes after a pause.
     pub(crate) fn wait_spinning<T>(
         &self,
         timeout: Option<Duration>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<(T, bool)> {
-        if let Some(v) = check() {
-            return Some((v, false));
-        }
         let start = Instant::now();
         // A timeout too large for the clock is no deadline at all.
         let deadline = timeout.and_then(|t| start.checked_add(t));
         let mut i = 0u32;
         loop {
-            if let Some(v) = check() {
-                return Some((v, false));
-            }
             i = i.wrapping_add(1);
             if i % 32 != 0 {
                 crate::sync::spin_hint();
-                continue;
+            } else {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return None;
+                }
+                let waited = now - start;
+                if waited >= YIELD {
+                    break;
+                }
+                if waited >= SPIN {
+                    std::thread::yield_now();
+                }
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return None;
-            }
-            let waited = now - start;
-            if waited >= YIELD {
-                break;
-            }
-            if waited >= SPIN {
-                std::thread::yield_now();
+            if let Some(v) = check() {
+                return Some((v, false));
             }
         }
         self.wait_until(deadline, check).map(|v| (v, true))
