@@ -71,6 +71,28 @@ fn assert_joins_exactly(q: &Queue, received: usize) {
         .expect("join after every message was done");
 }
 
+/// Runs a `poll` child on queue `name` that kills itself at fault point
+/// `fault`, and checks that it died there rather than finishing.
+#[cfg(feature = "fault-injection")]
+fn poller_dies_at(name: &str, fault: &str) {
+    let mut poller = ChildProc::spawn(
+        "poll",
+        &[
+            ("QUEUE", name.to_owned()),
+            ("MS", "5000".to_owned()),
+            ("FAULT", fault.to_owned()),
+        ],
+    );
+    let f = poller
+        .wait(SHORT)
+        .unwrap_or_else(|e| panic!("the poller must kill itself at {fault}: {e}"));
+    assert!(
+        !f.status.success(),
+        "the poller finished instead of dying at {fault}\n{}",
+        f.describe()
+    );
+}
+
 fn stop(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we spawned and a valid signal number.
     let rc = unsafe { libc::kill(pid as i32, signal) };
@@ -325,20 +347,7 @@ fn consumer_killed_while_freeing_its_slot() {
     let shm = ShmGuard::new("killed-release");
     let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
     q.send(msg(1)).unwrap();
-    let mut consumer = ChildProc::spawn(
-        "poll",
-        &[
-            ("QUEUE", shm.name().to_owned()),
-            ("MS", "5000".to_owned()),
-            ("FAULT", "in-release".to_owned()),
-        ],
-    );
-    let f = consumer.wait(SHORT).expect("the consumer kills itself");
-    assert!(
-        !f.status.success(),
-        "the consumer finished instead of dying while freeing its slot\n{}",
-        f.describe()
-    );
+    poller_dies_at(shm.name(), "in-release");
     // Three slots are free; the fourth is the dead consumer's.
     for i in 2..5 {
         q.try_send(msg(i)).unwrap();
@@ -379,20 +388,7 @@ fn recoverer_killed_mid_repair_hands_the_repair_over() {
     producer.wait_ready(SHORT);
     producer.kill();
     q.try_send(msg(1)).unwrap();
-    let mut recoverer = ChildProc::spawn(
-        "poll",
-        &[
-            ("QUEUE", shm.name().to_owned()),
-            ("MS", "5000".to_owned()),
-            ("FAULT", "in-repair".to_owned()),
-        ],
-    );
-    let f = recoverer.wait(SHORT).expect("the recoverer kills itself");
-    assert!(
-        !f.status.success(),
-        "the recoverer finished instead of dying in the repair\n{}",
-        f.describe()
-    );
+    poller_dies_at(shm.name(), "in-repair");
     assert_eq!(recv_values(&q, 1, RECOVERY_BOUND), [1]);
     // Any later look at the queue takes the lock over and finishes.
     let t = Instant::now();
