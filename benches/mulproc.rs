@@ -262,7 +262,7 @@ impl Chan for Pipe {
                 Err(TryRecvError::Empty) => return None,
                 Err(e) => panic!("try_recv_ref: {e}"),
             },
-            Wait::Block => match self.recv_ref(Some(LIVENESS)) {
+            Wait::Block => match self.recv_ref_timeout(LIVENESS) {
                 Ok(g) => g,
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(e) => panic!("recv_ref: {e}"),
@@ -860,7 +860,7 @@ fn cconsumer_child() -> Result<()> {
     ack.put(Wait::Block, READY, &[], &mut none);
     let mut buf = Vec::with_capacity(64);
     loop {
-        let h = data.recv_into(&mut buf, None)?;
+        let h = data.recv_into(&mut buf)?;
         match h.request {
             Request::DO => {}
             MARK => ack.put(Wait::Block, ACK, &[], &mut none),

@@ -371,7 +371,7 @@ fn recv_pipe_with<R>(
     loop {
         if o.zero_copy {
             let got = if o.blocking {
-                match p.recv_ref(Some(LIVENESS_TIMEOUT)) {
+                match p.recv_ref_timeout(LIVENESS_TIMEOUT) {
                     Ok(g) => Some(g),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(e) => return Err(e.into()),

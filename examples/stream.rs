@@ -393,7 +393,7 @@ fn recv_with<R>(
             let got: Option<RecvGuard<'_>> = match (&mut *rx, o.blocking) {
                 (Rx::Queue(q), true) => timed(q.recv_ref_timeout(LIVENESS_TIMEOUT))?,
                 (Rx::Queue(q), false) => polled(q.try_recv_ref())?,
-                (Rx::Pipe(p), true) => timed(p.recv_ref(Some(LIVENESS_TIMEOUT)))?,
+                (Rx::Pipe(p), true) => timed(p.recv_ref_timeout(LIVENESS_TIMEOUT))?,
                 (Rx::Pipe(p), false) => polled(p.try_recv_ref())?,
             };
             if let Some(g) = got {
@@ -405,9 +405,9 @@ fn recv_with<R>(
             // Copied into one reused buffer: no allocation per message.
             let buf = &mut *buf;
             let got = match (&*rx, o.blocking) {
-                (Rx::Queue(q), true) => timed(q.recv_into(buf, Some(LIVENESS_TIMEOUT)))?,
+                (Rx::Queue(q), true) => timed(q.recv_into_timeout(buf, LIVENESS_TIMEOUT))?,
                 (Rx::Queue(q), false) => polled(q.try_recv_into(buf))?,
-                (Rx::Pipe(p), true) => timed(p.recv_into(buf, Some(LIVENESS_TIMEOUT)))?,
+                (Rx::Pipe(p), true) => timed(p.recv_into_timeout(buf, LIVENESS_TIMEOUT))?,
                 (Rx::Pipe(p), false) => polled(p.try_recv_into(buf))?,
             };
             if let Some(h) = got {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// What was found wrong in a segment that another process can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,31 +281,112 @@ impl fmt::Display for PermissionProblem {
     }
 }
 
-macro_rules! give_back {
-    ($ty:ident { $($variant:ident),* }) => {
-        impl<T> $ty<T> {
-            /// The message that was not sent.
-            pub fn into_inner(self) -> T {
-                match self {
-                    $($ty::$variant(m, ..) => m,)*
-                }
-            }
-        }
-    };
+/// An error of a channel backend that is not shared memory (a network
+/// broker, say): the connection, the server's answer. Carries its cause;
+/// two values are equal only if they are the same error.
+#[derive(Clone)]
+pub struct BackendError {
+    source: Arc<dyn std::error::Error + Send + Sync>,
+    outcome_unknown: bool,
 }
 
-/// [`try_send`](crate::Queue::try_send) failed; the message is given back.
-#[derive(PartialEq, Eq, Clone, Copy, thiserror::Error)]
+impl BackendError {
+    /// An error that leaves nothing half done: the operation did not
+    /// happen.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BackendError {
+        BackendError {
+            source: Arc::from(source.into()),
+            outcome_unknown: false,
+        }
+    }
+
+    /// An error after which the operation may or may not have taken
+    /// effect: a send whose acknowledgement was lost. Never reported as
+    /// success.
+    pub fn outcome_unknown(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BackendError {
+        BackendError {
+            outcome_unknown: true,
+            ..BackendError::new(source)
+        }
+    }
+
+    /// True if the operation may have taken effect despite the error.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
+    }
+
+    /// The underlying error.
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendError")
+            .field("source", &self.source)
+            .field("outcome_unknown", &self.outcome_unknown)
+            .finish()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.outcome_unknown {
+            write!(
+                f,
+                "{} (the operation may or may not have taken effect)",
+                self.source
+            )
+        } else {
+            fmt::Display::fmt(&self.source, f)
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.source, &other.source)
+    }
+}
+
+impl Eq for BackendError {}
+
+/// A send failed; the message is given back ([`into_inner`](Self::into_inner)).
+///
+/// Returned by every send form: `try_send` (no room right now), `send`
+/// (no room within the channel's [`SendRetry`](crate::SendRetry)),
+/// `send_timeout` and `send_deadline` (no room in time): all say
+/// [`Full`](TrySendError::Full) when they ran out of room or time.
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError<T> {
-    /// No free slot right now.
-    #[error("queue is full")]
+    /// No free slot (right now, or within the time allowed).
+    #[error("the channel is full")]
     Full(T),
-    /// The payload is larger than the queue's max payload. Nothing was
+    /// Nobody can receive it any more: the other end of a pipe died or
+    /// was closed. Nothing was written.
+    #[error("the receiving end is gone")]
+    Disconnected(T),
+    /// The payload is larger than the channel's max payload. Nothing was
     /// written.
-    /// The fields are the payload length and the queue's max payload.
-    #[error("payload of {1} bytes exceeds the max payload of {2}")]
-    TooLarge(T, usize, u32),
+    #[error("payload of {len} bytes exceeds the max payload of {max}")]
+    TooLarge {
+        /// The message.
+        msg: T,
+        /// Its payload length.
+        len: usize,
+        /// The channel's max payload.
+        max: usize,
+    },
     /// The segment is corrupt; nothing was sent.
     #[error("{1}")]
     Corrupt(T, CorruptError),
@@ -312,18 +394,60 @@ pub enum TrySendError<T> {
     /// was paused past the unblock timeout); the message was not delivered.
     #[error("the slot was reclaimed while this process held it; the message was not delivered")]
     Fenced(T),
+    /// The backend failed (see [`BackendError::is_outcome_unknown`]: if
+    /// set, the message may have been delivered all the same).
+    #[error("{1}")]
+    Backend(T, BackendError),
 }
-give_back!(TrySendError {
-    Full,
-    TooLarge,
-    Corrupt,
-    Fenced
-});
 
 impl<T> TrySendError<T> {
-    /// True for [`TrySendError::Full`].
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(m)
+            | TrySendError::Disconnected(m)
+            | TrySendError::TooLarge { msg: m, .. }
+            | TrySendError::Corrupt(m, _)
+            | TrySendError::Fenced(m)
+            | TrySendError::Backend(m, _) => m,
+        }
+    }
+
+    /// True for [`TrySendError::Full`]: no room, right now or in time.
     pub fn is_full(&self) -> bool {
         matches!(self, TrySendError::Full(..))
+    }
+
+    /// True for [`TrySendError::Full`] from a send that waited: it ran out
+    /// of time (the same variant as [`is_full`](Self::is_full)).
+    pub fn is_timeout(&self) -> bool {
+        self.is_full()
+    }
+
+    /// True for [`TrySendError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TrySendError::Disconnected(..))
+    }
+
+    /// True for [`TrySendError::TooLarge`].
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, TrySendError::TooLarge { .. })
+    }
+
+    /// The same error with the message replaced by `f(message)`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> TrySendError<U> {
+        match self {
+            TrySendError::Full(m) => TrySendError::Full(f(m)),
+            TrySendError::Disconnected(m) => TrySendError::Disconnected(f(m)),
+            TrySendError::TooLarge { msg, len, max } => TrySendError::TooLarge {
+                msg: f(msg),
+                len,
+                max,
+            },
+            TrySendError::Corrupt(m, e) => TrySendError::Corrupt(f(m), e),
+            TrySendError::Fenced(m) => TrySendError::Fenced(f(m)),
+            TrySendError::Backend(m, e) => TrySendError::Backend(f(m), e),
+        }
     }
 }
 
@@ -331,72 +455,192 @@ impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrySendError::Full(..) => f.write_str("Full(..)"),
-            TrySendError::TooLarge(_, len, max) => write!(f, "TooLarge(.., {len}, {max})"),
+            TrySendError::Disconnected(..) => f.write_str("Disconnected(..)"),
+            TrySendError::TooLarge { len, max, .. } => {
+                write!(f, "TooLarge {{ len: {len}, max: {max}, .. }}")
+            }
             TrySendError::Corrupt(_, e) => write!(f, "Corrupt(.., {e:?})"),
             TrySendError::Fenced(..) => f.write_str("Fenced(..)"),
+            TrySendError::Backend(_, e) => write!(f, "Backend(.., {e:?})"),
         }
     }
 }
 
-/// [`send`](crate::Queue::send) failed after its tries; the message is given
-/// back.
+/// A send that waited failed; the same type as [`TrySendError`].
 pub type SendError<T> = TrySendError<T>;
 
-/// [`try_recv`](crate::Queue::try_recv) found nothing or failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A send with a timeout or deadline failed; the same type as
+/// [`TrySendError`] ([`Full`](TrySendError::Full) when time ran out).
+pub type SendTimeoutError<T> = TrySendError<T>;
+
+/// A `try_recv` form found nothing or failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryRecvError {
     /// No message right now.
-    #[error("queue is empty")]
+    #[error("the channel is empty")]
     Empty,
+    /// No message, and none can come: the other end of a pipe died or
+    /// was closed (a queue never says this).
+    #[error("the channel is empty and its sending end is gone")]
+    Disconnected,
     /// The segment is corrupt.
     #[error(transparent)]
     Corrupt(#[from] CorruptError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
-/// A blocking receive with a timeout failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A receive with a timeout or deadline failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvTimeoutError {
     /// No message arrived before the deadline.
     #[error("timed out waiting for a message")]
     Timeout,
+    /// No message, and none can come: the other end of a pipe died or
+    /// was closed (a queue never says this).
+    #[error("the channel is empty and its sending end is gone")]
+    Disconnected,
     /// The segment is corrupt.
     #[error(transparent)]
     Corrupt(#[from] CorruptError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
 /// A blocking receive without a timeout failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
+    /// No message, and none can come: the other end of a pipe died or
+    /// was closed (a queue never says this).
+    #[error("the channel is empty and its sending end is gone")]
+    Disconnected,
     /// The segment is corrupt.
     #[error(transparent)]
     Corrupt(#[from] CorruptError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
+}
+
+impl TryRecvError {
+    /// True for [`TryRecvError::Empty`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self, TryRecvError::Empty)
+    }
+
+    /// True for [`TryRecvError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TryRecvError::Disconnected)
+    }
+}
+
+impl RecvTimeoutError {
+    /// True for [`RecvTimeoutError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RecvTimeoutError::Timeout)
+    }
+
+    /// True for [`RecvTimeoutError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvTimeoutError::Disconnected)
+    }
+}
+
+impl RecvError {
+    /// True for [`RecvError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvError::Disconnected)
+    }
 }
 
 impl From<RecvError> for RecvTimeoutError {
     fn from(e: RecvError) -> Self {
         match e {
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
             RecvError::Corrupt(c) => RecvTimeoutError::Corrupt(c),
+            RecvError::Backend(b) => RecvTimeoutError::Backend(b),
+        }
+    }
+}
+
+impl From<RecvError> for TryRecvError {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Disconnected => TryRecvError::Disconnected,
+            RecvError::Corrupt(c) => TryRecvError::Corrupt(c),
+            RecvError::Backend(b) => TryRecvError::Backend(b),
+        }
+    }
+}
+
+impl RecvTimeoutError {
+    /// As a `try_` form reports it: a timeout is [`TryRecvError::Empty`].
+    pub fn into_try(self) -> TryRecvError {
+        match self {
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+            RecvTimeoutError::Corrupt(c) => TryRecvError::Corrupt(c),
+            RecvTimeoutError::Backend(b) => TryRecvError::Backend(b),
+        }
+    }
+
+    /// As a form without a deadline reports it; `None` for a timeout
+    /// (which such a form never has: it waits on).
+    pub fn into_untimed(self) -> Option<RecvError> {
+        match self {
+            RecvTimeoutError::Timeout => None,
+            RecvTimeoutError::Disconnected => Some(RecvError::Disconnected),
+            RecvTimeoutError::Corrupt(c) => Some(RecvError::Corrupt(c)),
+            RecvTimeoutError::Backend(b) => Some(RecvError::Backend(b)),
         }
     }
 }
 
 /// [`task_done`](crate::Queue::task_done) was called more times than the
 /// handle received messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskDoneError {
     /// More `task_done` calls than messages received through this handle.
     #[error("task_done called more times than messages were received")]
     TooManyCalls,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
-/// [`join_timeout`](crate::Queue::join_timeout) timed out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("join timed out with {outstanding} messages not yet marked done")]
-pub struct JoinTimeoutError {
-    /// Messages sent and not yet marked done when the wait ended.
-    pub outstanding: u64,
+/// A `join` with a timeout or deadline failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinTimeoutError {
+    /// Time ran out with `outstanding` messages sent and not yet marked done.
+    #[error("join timed out with {outstanding} messages not yet marked done")]
+    Timeout {
+        /// Messages sent and not yet marked done when the wait ended.
+        outstanding: u64,
+    },
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
+}
+
+impl JoinTimeoutError {
+    /// True for [`JoinTimeoutError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, JoinTimeoutError::Timeout { .. })
+    }
+
+    /// Messages not yet marked done when the wait ended (0 for a backend
+    /// failure).
+    pub fn outstanding(&self) -> u64 {
+        match self {
+            JoinTimeoutError::Timeout { outstanding } => *outstanding,
+            JoinTimeoutError::Backend(_) => 0,
+        }
+    }
 }

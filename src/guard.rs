@@ -126,6 +126,28 @@ impl<'q> RecvGuard<'q> {
     }
 }
 
+impl crate::channel::Received for RecvGuard<'_> {
+    #[inline]
+    fn header(&self) -> &Header {
+        RecvGuard::header(self)
+    }
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        RecvGuard::data(self)
+    }
+
+    #[inline]
+    fn finish(self) -> Result<(), crate::RecvError> {
+        RecvGuard::finish(self).map_err(Into::into)
+    }
+
+    #[inline]
+    fn into_message(self) -> Message {
+        RecvGuard::into_message(self)
+    }
+}
+
 impl Drop for RecvGuard<'_> {
     fn drop(&mut self) {
         if !self.released {

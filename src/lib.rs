@@ -32,6 +32,8 @@
 // checks; the shared-memory plumbing around them is unused there.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+#[cfg(not(loom))]
+mod channel;
 mod error;
 mod layout;
 mod message;
@@ -59,9 +61,12 @@ mod segment;
 #[cfg(all(feature = "serde", not(loom)))]
 mod typed;
 
+#[cfg(not(loom))]
+pub use channel::{Channel, Filter, Joinable, Received, SendRetry, Wait};
 pub use error::{
-    ConfigError, CorruptError, CorruptKind, JoinTimeoutError, NameProblem, PermissionProblem,
-    RecvError, RecvTimeoutError, SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
+    BackendError, ConfigError, CorruptError, CorruptKind, JoinTimeoutError, NameProblem,
+    PermissionProblem, RecvError, RecvTimeoutError, SendError, SendTimeoutError, SetupError,
+    TaskDoneError, TryRecvError, TrySendError,
 };
 #[cfg(not(loom))]
 pub use guard::RecvGuard;
@@ -70,11 +75,11 @@ pub use layout::{
 };
 pub use message::{Header, Message, Request};
 #[cfg(not(loom))]
-pub use pipe::{Pipe, PipeConfig, PipeEnd};
+pub use pipe::{Pipe, PipeConfig, PipeEnd, HOLD_WINDOW};
 #[cfg(not(loom))]
-pub use queue::{Queue, QueueConfig, RecoveryStats, SendRetry, SendSlot};
+pub use queue::{Queue, QueueConfig, RecoveryStats, SendSlot};
 #[cfg(not(loom))]
-pub use segment::{Sharing, Stale, MAX_NAME_LEN};
+pub use segment::{unique_name, Sharing, Stale, MAX_NAME_LEN};
 #[cfg(all(feature = "serde", not(loom)))]
 pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
 

@@ -23,19 +23,38 @@
 //! Only one process may hold each end: the parent end belongs to the
 //! creator, the child end to the process that opened it (recorded in the
 //! segment; an end whose holder has died may be taken over).
+//!
+//! # Holding several messages
+//!
+//! A receiver may hold up to [`HOLD_WINDOW`] messages at once (guards, or
+//! messages a selective receive passed over), and free them in any order:
+//! it keeps which tickets past `head` it has taken and which it has freed,
+//! and moves `head` over the freed prefix only. The sender never writes a
+//! ticket at or past `head`, so a held slot stays as it was published.
+//!
+//! # Disconnected
+//!
+//! Each end's owner word holds its holder's pid while it is open and
+//! [`CLOSED`] once its handle was dropped; the holder's process also holds
+//! the end's byte lock, which the kernel drops when it dies. An end whose
+//! peer's word says closed, or whose peer's lock is free though the word
+//! names a pid, is disconnected: receives return what is still waiting,
+//! then `Disconnected`; sends return `Disconnected` with the message. A
+//! closing end wakes the peer's waits; a dead one is noticed by a wait's
+//! re-check (at most every 200 ms) or by a send that finds the pipe full.
+//! An end never yet opened (0) is not a disconnection: the peer may still
+//! come.
 
 use std::cell::Cell;
 use std::fmt;
-use std::time::Duration;
+use std::time::Instant;
 
-use crate::error::{
-    CorruptError, CorruptKind, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError,
-    TrySendError,
-};
+use crate::channel::{inherent_forms, Channel, Filter, SendRetry, Wait};
+use crate::error::{CorruptError, CorruptKind, RecvTimeoutError, SetupError, TrySendError};
 use crate::guard::{RecvGuard, Source};
 use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
-use crate::queue::{claim_with_retry, copy_out, Claimed, QueueConfig, SendRetry};
+use crate::queue::{claim_waiting, Claimed, QueueConfig};
 use crate::segment::Segment;
 use crate::sync::Ordering;
 use crate::sys::ofd;
@@ -95,9 +114,29 @@ pub struct Pipe {
     /// Last `head` of the sending direction seen; refreshed when it says
     /// the ring is full.
     cached_head: Cell<u64>,
-    /// Next ticket this end receives.
-    next_recv: Cell<u64>,
+    /// Oldest ticket of the receiving direction not yet freed: the
+    /// direction's `head`, as this end (its only writer) last stored it.
+    recv_head: Cell<u64>,
+    /// Bit `i`: ticket `recv_head + i` has been taken (held or freed).
+    taken: Cell<u64>,
+    /// Bit `i`: ticket `recv_head + i` has been freed. Only ever a subset
+    /// of `taken`, never with bit 0 set (`head` moves over it at once).
+    freed: Cell<u64>,
+    /// Coarse time (ms) at which the peer's lock may next be probed.
+    next_probe_ms: Cell<u64>,
+    /// Empty or full polls since the clock was last looked at.
+    polls: Cell<u32>,
 }
+
+/// How many messages one pipe end may hold at once (see the module docs).
+pub const HOLD_WINDOW: u64 = 64;
+
+/// Owner word of an end whose handle was dropped.
+const CLOSED: u32 = u32::MAX;
+
+/// How often, at most, a pipe end probes its peer's lock while it finds
+/// the pipe empty or full.
+const PROBE_EVERY_MS: u64 = 10;
 
 impl fmt::Debug for Pipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,6 +150,12 @@ impl fmt::Debug for Pipe {
 }
 
 impl Pipe {
+    /// Creates a pipe under a new name no other channel has (see
+    /// [`unique_name`](crate::unique_name)) and returns its parent end.
+    pub fn create_unique(config: PipeConfig) -> Result<Pipe, SetupError> {
+        crate::segment::with_unique_name(|name| Pipe::create(name, config))
+    }
+
     /// Creates a pipe named `name` and returns its parent end.
     pub fn create(name: &str, config: PipeConfig) -> Result<Pipe, SetupError> {
         let geo = config.geometry_of(ChannelKind::Pipe)?;
@@ -165,7 +210,11 @@ impl Pipe {
             retry: SendRetry::default(),
             next_send: Cell::new(next_send),
             cached_head: Cell::new(cached_head),
-            next_recv: Cell::new(next_recv),
+            recv_head: Cell::new(next_recv),
+            taken: Cell::new(0),
+            freed: Cell::new(0),
+            next_probe_ms: Cell::new(0),
+            polls: Cell::new(0),
         })
     }
 
@@ -178,6 +227,17 @@ impl Pipe {
     /// end by default).
     pub fn set_remove_on_drop(&mut self, remove: bool) {
         self.seg.set_remove_on_drop(remove);
+    }
+
+    /// Closes this end: the peer's receives return what is waiting, then
+    /// `Disconnected`, and its sends `Disconnected`. Removes the name
+    /// first if this handle would on drop, reporting a failure to.
+    pub fn close(mut self) -> Result<(), SetupError> {
+        if self.seg.remove_on_drop() {
+            self.seg.unlink()
+        } else {
+            Ok(())
+        }
     }
 
     /// Sets how [`send`](Pipe::send) retries on a full direction.
@@ -210,11 +270,60 @@ impl Pipe {
         self.pid
     }
 
-    /// Pid of the process holding the other end, if any has taken it.
+    /// Pid of the process holding the other end, if one has taken it and
+    /// not closed it (it may have died since: see
+    /// [`is_disconnected`](Pipe::is_disconnected)).
     pub fn peer_pid(&self) -> Option<u32> {
-        let other = 1 - self.end.index();
-        let pid = self.seg.pipe_end_owner(other).load(Ordering::Relaxed);
-        (pid != 0).then_some(pid)
+        let pid = self.peer_word().load(Ordering::Relaxed);
+        (pid != 0 && pid != CLOSED).then_some(pid)
+    }
+
+    /// True if the other end was taken and is gone now: closed, or its
+    /// process died (probed with the kernel's lock; a system call).
+    pub fn is_disconnected(&self) -> bool {
+        match self.peer_word().load(Ordering::Acquire) {
+            0 => false,
+            CLOSED => true,
+            _ => !matches!(
+                ofd::held_by_other(self.seg.fd(), self.peer_lock_byte(), ofd::Kind::Exclusive),
+                Ok(true) | Err(_)
+            ),
+        }
+    }
+
+    fn peer_word(&self) -> &crate::sync::AtomicU32 {
+        self.seg.pipe_end_owner(1 - self.end.index())
+    }
+
+    fn peer_lock_byte(&self) -> i64 {
+        ofd::PIPE_ENDS + (1 - self.end.index()) as i64
+    }
+
+    /// Whether the peer is gone, for a caller that just found the pipe
+    /// empty or full: the owner word on every call (one load of a line
+    /// nobody writes while both ends live), the kernel's lock at most
+    /// every [`PROBE_EVERY_MS`]; `waiting` callers (past their first
+    /// spins, or woken from a sleep) look at the clock every time, polling
+    /// loops every 16th call.
+    fn peer_gone(&self, waiting: bool) -> bool {
+        // Acquire: pairs with the Release of the peer's closing store, so
+        // what it published before closing is visible to our re-check.
+        match self.peer_word().load(Ordering::Acquire) {
+            0 => return false,
+            CLOSED => return true,
+            _ => {}
+        }
+        let n = self.polls.get().wrapping_add(1);
+        self.polls.set(n);
+        if !waiting && n % 16 != 0 {
+            return false;
+        }
+        let now = crate::recovery::coarse_ms();
+        if now < self.next_probe_ms.get() {
+            return false;
+        }
+        self.next_probe_ms.set(now + PROBE_EVERY_MS);
+        self.is_disconnected()
     }
 
     fn send_dir(&self) -> usize {
@@ -229,11 +338,12 @@ impl Pipe {
         (t & (self.geo.capacity as u64 - 1)) as usize
     }
 
-    /// Messages waiting for this end to receive (a snapshot).
+    /// Messages waiting for this end to receive, and those it holds (a
+    /// snapshot).
     pub fn len(&self) -> usize {
         let dir = self.recv_dir();
         let tail = self.seg.pipe_tail(dir).load(Ordering::Relaxed);
-        let head = self.next_recv.get();
+        let head = self.recv_head.get();
         tail.saturating_sub(head).min(self.geo.capacity as u64) as usize
     }
 
@@ -288,182 +398,240 @@ impl Pipe {
         self.seg.pipe_not_empty(dir).notify(Wake::One);
     }
 
-    /// Sends `msg` if the direction has room right now; otherwise gives it
-    /// back. A payload over max payload is refused before anything is
-    /// written.
-    pub fn try_send<D: AsRef<[u8]>>(
+    /// [`Channel::send_with`] for a pipe end.
+    #[inline]
+    fn send_msg<D: AsRef<[u8]>>(
         &self,
         msg: Message<D>,
-    ) -> Result<(), TrySendError<Message<D>>> {
-        self.send_claimed(msg, |p| p.claim_send())
-    }
-
-    /// Sends `msg`, waiting for room as the pipe's [`SendRetry`] says
-    /// (asleep, woken when the other end receives), then gives it back
-    /// with [`TrySendError::Full`].
-    pub fn send<D: AsRef<[u8]>>(&self, msg: Message<D>) -> Result<(), SendError<Message<D>>> {
-        let not_full = self.seg.pipe_not_full(self.send_dir());
-        self.send_claimed(msg, |p| {
-            // The receiver frees slots with plain stores, which a look
-            // of ours does not stall: no need to wait for a run.
-            claim_with_retry(not_full, p.retry, || true, || p.claim_send())
-        })
-    }
-
-    fn send_claimed<D: AsRef<[u8]>>(
-        &self,
-        msg: Message<D>,
-        claim: impl FnOnce(&Pipe) -> Claimed,
+        wait: Wait,
     ) -> Result<(), TrySendError<Message<D>>> {
         let len = msg.data.as_ref().len();
         if len > self.max_payload() {
-            return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
+            let max = self.max_payload();
+            return Err(TrySendError::TooLarge { msg, len, max });
         }
-        match claim(self) {
+        // Relaxed: a closing peer wrote it once; a late look costs at most
+        // one message sent into a pipe nobody reads.
+        if self.peer_word().load(Ordering::Relaxed) == CLOSED {
+            return Err(TrySendError::Disconnected(msg));
+        }
+        let claim = |waiting: bool| match self.claim_send() {
+            Claimed::Unavailable if self.peer_gone(waiting) => Claimed::Gone,
+            c => c,
+        };
+        let claimed = if wait == Wait::Never {
+            claim(false)
+        } else {
+            // The receiver frees slots with plain stores, which a look
+            // of ours does not stall: no need to wait for a run.
+            claim_waiting(
+                self.seg.pipe_not_full(self.send_dir()),
+                wait,
+                || true,
+                || claim(true),
+            )
+        };
+        match claimed {
             Claimed::Slot(t) => {
                 self.publish(t, &msg.header_or(self.pid), msg.data.as_ref());
                 Ok(())
             }
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
+            Claimed::Gone => Err(TrySendError::Disconnected(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
         }
     }
 
-    /// Claims the next incoming message, if published. A message with an
-    /// impossible length is released and reported, so the pipe goes on.
-    fn claim_recv(&self) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+    /// Takes the oldest published message `want` accepts among the first
+    /// [`HOLD_WINDOW`] past `head` that this end has not taken yet. A
+    /// message with an impossible length is freed and reported, so the
+    /// pipe goes on.
+    fn claim_recv(&self, want: &mut Filter<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let dir = self.recv_dir();
         let max = self.geo.max_payload;
-        let t = self.next_recv.get();
-        let idx = self.index(t);
-        let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
-        // SYNC POINT. Acquire: pairs with the sender's Release store.
-        if slot.seq.load(Ordering::Acquire) != t + 1 {
-            return Ok(None);
+        let head = self.recv_head.get();
+        let taken = self.taken.get();
+        let window = HOLD_WINDOW.min(u64::from(self.geo.capacity));
+        let mut i = u64::from(taken.trailing_ones());
+        while i < window {
+            if taken & (1 << i) != 0 {
+                i += 1;
+                continue;
+            }
+            let t = head + i;
+            let idx = self.index(t);
+            let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
+            // SYNC POINT. Acquire: pairs with the sender's Release store.
+            // The sender publishes in ticket order: nothing past the first
+            // unpublished ticket is published either.
+            if slot.seq.load(Ordering::Acquire) != t + 1 {
+                return Ok(None);
+            }
+            let header = Header {
+                request: Request::new(slot.request.load(Ordering::Relaxed)),
+                sender: slot.sender.load(Ordering::Relaxed),
+                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
+            };
+            let len = slot.len.load(Ordering::Relaxed);
+            if len > max {
+                // Free it, so the pipe goes on, and report it.
+                self.taken.set(taken | 1 << i);
+                let _ = self.release(t);
+                return Err(CorruptKind::Length { len, max }.into());
+            }
+            let data = self
+                .seg
+                .pipe_slot_ptr(dir, idx)
+                .wrapping_add(PIPE_SLOT_HEADER_SIZE);
+            let accept = match want {
+                Filter::Any => true,
+                Filter::Header(f) => f(&header),
+                Filter::Message(f) => {
+                    // SAFETY: as for the guard below: the published,
+                    // untaken slot is ours to read; `len <= max_payload`.
+                    let bytes = unsafe { std::slice::from_raw_parts(data, len as usize) };
+                    f(&header, bytes)
+                }
+            };
+            if accept {
+                self.taken.set(taken | 1 << i);
+                // SAFETY: we are the only receiver of this direction and
+                // the sender does not rewrite slot `t` before we store
+                // `head > t` (in `release`, only once `t` is freed);
+                // `len <= max_payload` keeps the bytes inside the slot's
+                // payload area.
+                return Ok(Some(unsafe {
+                    RecvGuard::new(Source::Pipe(self), t, header, data, len as usize)
+                }));
+            }
+            i += 1;
         }
-        let header = Header {
-            request: Request::new(slot.request.load(Ordering::Relaxed)),
-            sender: slot.sender.load(Ordering::Relaxed),
-            recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-        };
-        let len = slot.len.load(Ordering::Relaxed);
-        if len > max {
-            // Release it, so the pipe goes on, and report it.
-            let _ = self.release(t);
-            return Err(CorruptKind::Length { len, max }.into());
-        }
-        // SAFETY: we are the only receiver of this direction and the
-        // sender does not rewrite slot `t` before we store `head > t`
-        // (in `release`); `len <= max_payload` keeps the bytes inside
-        // the slot's payload area.
-        Ok(Some(unsafe {
-            RecvGuard::new(
-                Source::Pipe(self),
-                t,
-                header,
-                self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                len as usize,
-            )
-        }))
+        Ok(None)
     }
 
-    /// Frees ticket `t` (the oldest held) for the sender.
+    /// Frees ticket `t`, one this end took; moves `head` over the freed
+    /// prefix and wakes the sender if it moved.
     pub(crate) fn release(&self, t: u64) -> Result<(), CorruptError> {
-        let dir = self.recv_dir();
-        self.next_recv.set(t + 1);
+        let head = self.recv_head.get();
+        let i = t.wrapping_sub(head);
+        debug_assert!(i < HOLD_WINDOW && self.taken.get() & (1 << i) != 0);
+        if i >= HOLD_WINDOW {
+            return Err(CorruptKind::Positions.into());
+        }
+        let freed = self.freed.get() | 1 << i;
+        let n = freed.trailing_ones();
+        let shift = |m: u64| m.checked_shr(n).unwrap_or(0);
+        self.freed.set(shift(freed));
+        if n == 0 {
+            return Ok(());
+        }
+        self.taken.set(shift(self.taken.get()));
+        let head = head + u64::from(n);
+        self.recv_head.set(head);
         // SYNC POINT. Release: pairs with the sender's Acquire load of
-        // `head`; our reads of the slot are done before it reuses it.
-        self.seg.pipe_head(dir).store(t + 1, Ordering::Release);
-        self.seg.pipe_not_full(dir).notify(Wake::One);
+        // `head`; our reads of the slots are done before it reuses them.
+        self.seg
+            .pipe_head(self.recv_dir())
+            .store(head, Ordering::Release);
+        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::One);
         Ok(())
     }
 
-    /// Waits up to `timeout` (`None`: forever) for the next message;
-    /// `Ok(None)` only on a timeout.
-    fn recv_within(
+    /// [`Channel::recv_with`] for a pipe end: what is waiting first, then
+    /// (past a disconnection) `Disconnected`.
+    #[inline]
+    fn recv_guard(
         &self,
-        timeout: Option<Duration>,
-    ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
+        mut want: Filter<'_>,
+        wait: Wait,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         // A message already waiting: taken without the wait's machinery.
-        if let Some(g) = self.claim_recv()? {
-            return Ok(Some(g));
+        if let Some(g) = self.claim_recv(&mut want)? {
+            return Ok(g);
         }
+        if wait == Wait::Never {
+            return match self.gone_and_drained(&mut want, false)? {
+                Some(g) => Ok(g),
+                None => Err(RecvTimeoutError::Timeout),
+            };
+        }
+        self.recv_waiting(&mut want, wait.deadline())
+    }
+
+    /// After an empty look: `Err(Disconnected)` if the peer is gone and
+    /// nothing acceptable arrived before it went, a message that did, or
+    /// `Ok(None)`: the peer lives, go on waiting.
+    fn gone_and_drained(
+        &self,
+        want: &mut Filter<'_>,
+        waiting: bool,
+    ) -> Result<Option<RecvGuard<'_>>, RecvTimeoutError> {
+        if !self.peer_gone(waiting) {
+            return Ok(None);
+        }
+        // What the peer published before it closed is visible now (the
+        // Acquire in `peer_gone`); look once more.
+        match self.claim_recv(want)? {
+            Some(g) => Ok(Some(g)),
+            None => Err(RecvTimeoutError::Disconnected),
+        }
+    }
+
+    fn recv_waiting(
+        &self,
+        want: &mut Filter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         let events = self.seg.pipe_not_empty(self.recv_dir());
-        match events.wait_spinning(timeout, || self.claim_recv().transpose()) {
-            Some((r, _)) => r.map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Receives the next message if there is one.
-    pub fn try_recv(&self) -> Result<Message, TryRecvError> {
-        Ok(self
-            .claim_recv()?
-            .ok_or(TryRecvError::Empty)?
-            .into_message())
-    }
-
-    /// Receives the next message, waiting as long as it takes (asleep in
-    /// the kernel, woken by the other end's send).
-    pub fn recv(&self) -> Result<Message, RecvError> {
-        loop {
-            if let Some(g) = self.recv_within(None)? {
-                return Ok(g.into_message());
+        let mut checks = 0u32;
+        let check = || {
+            checks = checks.saturating_add(1);
+            match self.claim_recv(want) {
+                Ok(Some(g)) => Some(Ok(g)),
+                Ok(None) => self.gone_and_drained(want, checks > 64).transpose(),
+                Err(e) => Some(Err(e.into())),
             }
+        };
+        match events.wait_spinning(deadline, check) {
+            Some((r, _)) => r,
+            None => Err(RecvTimeoutError::Timeout),
         }
-    }
-
-    /// Receives the next message, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
-        Ok(self.recv_ref_within(Some(timeout))?.into_message())
-    }
-
-    fn recv_ref_within(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        loop {
-            match self.recv_within(timeout)? {
-                Some(g) => return Ok(g),
-                None if timeout.is_some() => return Err(RecvTimeoutError::Timeout),
-                None => {}
-            }
-        }
-    }
-
-    /// Receives the next message into `buf` (cleared first), returning its
-    /// header; waits at most `timeout` (`None`: forever). Allocates nothing
-    /// once `buf` has grown to the largest payload.
-    pub fn recv_into(
-        &self,
-        buf: &mut Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Header, RecvTimeoutError> {
-        Ok(copy_out(self.recv_ref_within(timeout)?, buf)?)
-    }
-
-    /// Receives the next message into `buf` (cleared first) if there is
-    /// one, returning its header. Allocates nothing once `buf` has grown to
-    /// the largest payload.
-    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<Header, TryRecvError> {
-        let g = self.claim_recv()?.ok_or(TryRecvError::Empty)?;
-        Ok(copy_out(g, buf)?)
-    }
-
-    /// Receives the next message in place, if there is one. The guard
-    /// borrows the end mutably: one message is held at a time.
-    pub fn try_recv_ref(&mut self) -> Result<RecvGuard<'_>, TryRecvError> {
-        self.claim_recv()?.ok_or(TryRecvError::Empty)
-    }
-
-    /// Receives in place, waiting at most `timeout` (`None`: forever).
-    pub fn recv_ref(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        self.recv_ref_within(timeout)
     }
 }
+
+impl Channel for Pipe {
+    type Guard<'a> = RecvGuard<'a>;
+
+    #[inline]
+    fn max_payload(&self) -> usize {
+        self.geo.max_payload as usize
+    }
+
+    #[inline]
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn send_retry(&self) -> SendRetry {
+        self.retry
+    }
+
+    #[inline]
+    fn send_with<D: AsRef<[u8]>>(
+        &self,
+        msg: Message<D>,
+        wait: Wait,
+    ) -> Result<(), TrySendError<Message<D>>> {
+        self.send_msg(msg, wait)
+    }
+
+    #[inline]
+    fn recv_with(&self, filter: Filter<'_>, wait: Wait) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        self.recv_guard(filter, wait)
+    }
+}
+
+inherent_forms!(Pipe);
 
 /// Positions at or above this are corrupt (see `Pipe::from_segment`).
 const POSITION_LIMIT: u64 = 1 << 62;
@@ -494,13 +662,19 @@ fn take_end(seg: &Segment, end: PipeEnd) -> Result<(), SetupError> {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
-        // Give the end back (the lock goes with the descriptor anyway).
+        // Closed: the peer's receives drain, then say Disconnected. AcqRel:
+        // the Release pairs with the Acquire in the peer's `peer_gone`, so
+        // every message we published is visible to it once it sees this.
         let _ = self.seg.pipe_end_owner(self.end.index()).compare_exchange(
             self.pid,
-            0,
+            CLOSED,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
+        // Wake the peer's waits: for our messages, and for room we free.
+        self.seg.pipe_not_empty(self.send_dir()).notify(Wake::All);
+        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::All);
+        // Give the end back (the lock goes with the descriptor anyway).
         let _ = ofd::unlock(self.seg.fd(), ofd::PIPE_ENDS + self.end.index() as i64);
     }
 }

@@ -199,6 +199,7 @@ pub struct Child {
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
+    die_with_parent: bool,
 }
 
 impl Child {
@@ -212,6 +213,7 @@ impl Child {
             envs: Vec::new(),
             channels: Vec::new(),
             stdin: None,
+            die_with_parent: false,
             stdout: None,
             stderr: None,
         }
@@ -298,6 +300,17 @@ impl Child {
         self
     }
 
+    /// Makes the child die (SIGKILL) when the parent does, even by
+    /// SIGKILL: the kernel's parent-death signal (`PR_SET_PDEATHSIG`),
+    /// set between fork and exec, and a check that the parent did not die
+    /// before it was set. The kernel sends it when the *thread* that
+    /// spawned the child exits: spawn from a thread that lives as long as
+    /// the children should (the main thread, or a pool's own).
+    pub fn die_with_parent(mut self, die: bool) -> Child {
+        self.die_with_parent = die;
+        self
+    }
+
     /// Starts the child. Never forks the calling process: it is a new
     /// process of the executable (`posix_spawn`/`exec`, as
     /// [`std::process::Command`] does).
@@ -342,6 +355,9 @@ impl Child {
         }
         if let Some(s) = self.stderr {
             cmd.stderr(s);
+        }
+        if self.die_with_parent {
+            crate::sys::die_with_parent(&mut cmd);
         }
         let child = cmd.spawn().map_err(SpawnError::Spawn)?;
         Ok(ChildProcess {
@@ -513,7 +529,7 @@ impl Drop for ChildProcess {
 /// # fn worker(tasks: &mulproc::Queue) -> Result<(), mulproc::RecvTimeoutError> {
 /// use mulproc::Request;
 /// loop {
-///     let m = tasks.recv_for_me(None)?;
+///     let m = tasks.recv_for_me()?;
 ///     if m.request == Request::DIE {
 ///         break;
 ///     }

@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as StdOrdering};
 use std::time::{Duration, Instant};
 
+use crate::channel::{inherent_forms, Channel, Filter, Joinable, SendRetry, Wait};
 use crate::error::{
-    ConfigError, CorruptError, CorruptKind, JoinTimeoutError, RecvError, RecvTimeoutError,
-    SendError, SetupError, TaskDoneError, TryRecvError, TrySendError,
+    ConfigError, CorruptError, CorruptKind, JoinTimeoutError, RecvTimeoutError, SetupError,
+    TaskDoneError, TryRecvError, TrySendError,
 };
 use crate::guard::{RecvGuard, Source};
 use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
@@ -95,26 +96,6 @@ impl QueueConfig {
     }
 }
 
-/// How [`Queue::send`] retries on a full queue: `tries` waits of up to
-/// `wait` each (woken early when a slot frees), then `Full`. The default,
-/// 10 × 100 ms, is pymulproc's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SendRetry {
-    /// How many waits for a free slot before giving up (0: fail at once).
-    pub tries: u32,
-    /// Longest wait per try.
-    pub wait: Duration,
-}
-
-impl Default for SendRetry {
-    fn default() -> Self {
-        SendRetry {
-            tries: 10,
-            wait: Duration::from_millis(100),
-        }
-    }
-}
-
 /// A named queue in shared memory, usable by any number of processes at
 /// once for sending and receiving.
 ///
@@ -198,6 +179,8 @@ impl fmt::Debug for Queue {
 pub(crate) enum Claimed {
     Slot(u64),
     Unavailable,
+    /// Nobody can receive any more (a pipe's peer is gone).
+    Gone,
     Corrupt,
 }
 
@@ -220,10 +203,9 @@ const BACKOFF_FOR: Duration = Duration::from_micros(50);
 /// quarter of the ring at most).
 const SEND_RUN: u64 = 32;
 
-/// Claims a slot, waiting for space as `retry` says: first polling with
-/// growing pauses and then yields (about 50 µs), then up to `retry.tries`
-/// waits of up to `retry.wait`, asleep on `not_full` and woken when a
-/// receiver frees a slot.
+/// Claims a slot, waiting for space as `wait` says: first polling with
+/// growing pauses and then yields (about 50 µs), then asleep on
+/// `not_full`, woken when a receiver frees a slot, until the deadline.
 ///
 /// Until it sleeps it waits for `room()`, a run of free slots, rather than
 /// for one: on a full ring the slot a sender would claim next is the one
@@ -234,16 +216,18 @@ const SEND_RUN: u64 = 32;
 /// the run, which the sender then fills in one go. (Measured, blocking
 /// 64-byte stream: 5.6-6.5 M msg/s polling the next slot, 9 M waiting for
 /// a run.)
-pub(crate) fn claim_with_retry(
+pub(crate) fn claim_waiting(
     not_full: &EventCount,
-    retry: SendRetry,
+    wait: Wait,
     mut room: impl FnMut() -> bool,
     mut claim: impl FnMut() -> Claimed,
 ) -> Claimed {
     let mut claimed = claim();
-    if !matches!(claimed, Claimed::Unavailable) || retry.tries == 0 {
+    if !matches!(claimed, Claimed::Unavailable) || wait == Wait::Never {
         return claimed;
     }
+    let deadline = wait.deadline();
+    let backoff_for = wait.remaining().map_or(BACKOFF_FOR, |r| r.min(BACKOFF_FOR));
     let start = Instant::now();
     let mut shift = 0;
     loop {
@@ -252,7 +236,7 @@ pub(crate) fn claim_with_retry(
                 crate::sync::spin_hint();
             }
             shift += 1;
-        } else if start.elapsed() < BACKOFF_FOR.min(retry.wait) {
+        } else if start.elapsed() < backoff_for {
             std::thread::yield_now();
         } else {
             break;
@@ -265,19 +249,12 @@ pub(crate) fn claim_with_retry(
             return claimed;
         }
     }
-    for _ in 0..retry.tries {
-        if !matches!(claimed, Claimed::Unavailable) {
-            break;
-        }
-        let deadline = Instant::now().checked_add(retry.wait);
-        claimed = not_full
-            .wait_until(deadline, || match claim() {
-                Claimed::Unavailable => None,
-                other => Some(other),
-            })
-            .unwrap_or(Claimed::Unavailable);
-    }
-    claimed
+    not_full
+        .wait_until(deadline, || match claim() {
+            Claimed::Unavailable => None,
+            other => Some(other),
+        })
+        .unwrap_or(Claimed::Unavailable)
 }
 
 impl Queue {
@@ -290,6 +267,21 @@ impl Queue {
         let geo = config.geometry()?;
         let seg = Segment::create(name, geo, config.sharing, config.stale)?;
         Queue::from_segment(seg)
+    }
+
+    /// Creates a queue under a new name no other queue has (see
+    /// [`unique_name`](crate::unique_name)); [`name`](Queue::name) tells it,
+    /// for the processes that are to open it.
+    ///
+    /// ```
+    /// use mulproc::{Queue, QueueConfig};
+    /// let q = Queue::create_unique(QueueConfig::new(8, 64))?;
+    /// let other = Queue::open(q.name())?;
+    /// assert_eq!(other.capacity(), 8);
+    /// # Ok::<(), mulproc::SetupError>(())
+    /// ```
+    pub fn create_unique(config: QueueConfig) -> Result<Queue, SetupError> {
+        crate::segment::with_unique_name(|name| Queue::create(name, config))
     }
 
     /// Opens the queue named `name`, after checking that the segment is
@@ -609,37 +601,31 @@ impl Queue {
         r
     }
 
-    /// Sends `msg` if a slot is free right now; otherwise gives it back.
-    ///
-    /// A payload longer than [`max_payload`](Queue::max_payload) is refused
-    /// before anything is written.
-    ///
-    /// ```
-    /// use mulproc::{Message, Queue, QueueConfig, Request, TrySendError};
-    /// # let name = format!("doc-try-send-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(2, 8))?;
-    /// let m = || Message::new(Request::DO, vec![1u8, 2, 3]);
-    /// q.try_send(m())?;
-    /// q.try_send(m())?;
-    /// let back = q.try_send(m()).unwrap_err();
-    /// assert!(back.is_full());
-    /// assert_eq!(back.into_inner().data, [1, 2, 3]);
-    /// let big = q.try_send(Message::new(Request::DO, vec![0u8; 9]));
-    /// assert!(matches!(big, Err(TrySendError::TooLarge(_, 9, 8))));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// Sends `msg`, waiting for room as `wait` says ([`Channel::send_with`]).
     #[inline]
-    pub fn try_send<D: AsRef<[u8]>>(
+    fn send_msg<D: AsRef<[u8]>>(
         &self,
         msg: Message<D>,
+        wait: Wait,
     ) -> Result<(), TrySendError<Message<D>>> {
         let len = msg.data.as_ref().len();
         if len > self.max_payload() {
-            return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
+            let max = self.max_payload();
+            return Err(TrySendError::TooLarge { msg, len, max });
         }
-        match self.claim_send(false) {
+        let claimed = if wait == Wait::Never {
+            self.claim_send(false)
+        } else {
+            let room = || {
+                self.ring()
+                    .free_ahead(SEND_RUN.min(self.geo.capacity as u64 / 4))
+            };
+            claim_waiting(self.seg.not_full(), wait, room, || self.claim_send(true))
+        };
+        match claimed {
             Claimed::Slot(t) => self.finish_send(t, msg),
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
+            Claimed::Gone => Err(TrySendError::Disconnected(msg)),
             Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
         }
     }
@@ -657,35 +643,9 @@ impl Queue {
         }
     }
 
-    /// Sends `msg`, waiting for a free slot as the queue's [`SendRetry`]
-    /// says (by default up to 10 waits of 100 ms), asleep in the kernel and
-    /// woken as soon as a receiver frees a slot. Gives the message back with
-    /// [`TrySendError::Full`] when the tries are used up.
-    pub fn send<D: AsRef<[u8]>>(&self, msg: Message<D>) -> Result<(), SendError<Message<D>>> {
-        let len = msg.data.as_ref().len();
-        if len > self.max_payload() {
-            return Err(TrySendError::TooLarge(msg, len, self.geo.max_payload));
-        }
-        let room = || {
-            self.ring()
-                .free_ahead(SEND_RUN.min(self.geo.capacity as u64 / 4))
-        };
-        match claim_with_retry(self.seg.not_full(), self.retry, room, || {
-            self.claim_send(true)
-        }) {
-            Claimed::Slot(t) => self.finish_send(t, msg),
-            Claimed::Unavailable => Err(TrySendError::Full(msg)),
-            Claimed::Corrupt => Err(TrySendError::Corrupt(msg, CorruptKind::Positions.into())),
-        }
-    }
-
-    /// Sends as many of `msgs` as there are free slots right now, in
-    /// order, claiming them with one compare-and-swap; returns how many were
-    /// sent (the first `n`). Receivers are woken once for the batch, and
-    /// see its messages together: the first is published last.
-    ///
-    /// Every payload is checked first: if one is longer than
-    /// [`max_payload`](Queue::max_payload), nothing is sent.
+    /// [`Channel::try_send_batch`]: claims the slots with one
+    /// compare-and-swap; receivers are woken once for the batch, and see
+    /// its messages together: the first is published last.
     ///
     /// ```
     /// use mulproc::{Message, Queue, QueueConfig, Request};
@@ -698,13 +658,14 @@ impl Queue {
     /// assert_eq!(got, [0, 1, 2, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_send_batch<D: AsRef<[u8]>>(
+    fn send_batch_now<D: AsRef<[u8]>>(
         &self,
         msgs: &[Message<D>],
     ) -> Result<usize, TrySendError<()>> {
-        let max = self.geo.max_payload;
-        if let Some(m) = msgs.iter().find(|m| m.data.as_ref().len() > max as usize) {
-            return Err(TrySendError::TooLarge((), m.data.as_ref().len(), max));
+        let max = self.max_payload();
+        if let Some(m) = msgs.iter().find(|m| m.data.as_ref().len() > max) {
+            let len = m.data.as_ref().len();
+            return Err(TrySendError::TooLarge { msg: (), len, max });
         }
         if msgs.is_empty() {
             return Ok(0);
@@ -737,11 +698,10 @@ impl Queue {
         Ok(n as usize)
     }
 
-    /// Receives up to `max` messages that are waiting right now, in order,
-    /// handing each to `f` in place (no copy, no allocation) and freeing its
-    /// slot after `f` returns; returns how many were received. On an error,
-    /// `f` has already seen the messages received before it.
-    pub fn try_recv_batch<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
+    /// [`Channel::try_recv_batch`]: in place (no copy, no allocation),
+    /// waking senders once for the batch. On an error, `f` has already
+    /// seen the messages received before it.
+    fn recv_batch_now<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
     where
         F: FnMut(&Header, &[u8]),
     {
@@ -751,7 +711,7 @@ impl Queue {
             if n == max {
                 break Ok(n);
             }
-            match self.claim_recv(&mut Want::Any, false) {
+            match self.claim_recv(&mut Filter::Any, false) {
                 Ok(Some(g)) => {
                     f(g.header(), g.data());
                     // Released here, without a wake-up each: senders
@@ -803,6 +763,7 @@ impl Queue {
                 })
             }
             Claimed::Unavailable => Err(TrySendError::Full(())),
+            Claimed::Gone => Err(TrySendError::Disconnected(())),
             Claimed::Corrupt => Err(TrySendError::Corrupt((), CorruptKind::Positions.into())),
         }
     }
@@ -811,7 +772,7 @@ impl Queue {
     /// impossible length is released (so the queue goes on) and reported.
     fn claim_recv(
         &self,
-        want: &mut Want<'_>,
+        want: &mut Filter<'_>,
         waiting: bool,
     ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let ring = self.ring();
@@ -822,7 +783,7 @@ impl Queue {
             // Announced before the claiming CAS (which releases it): if we
             // die before writing the owner word, recovery still knows.
             entry.claiming.store(t, Ordering::Relaxed);
-            if let Want::Any = want {
+            if let Filter::Any = want {
                 return true; // no need to look before the claim
             }
             let (header, len) = read_slot(ring.slot(t));
@@ -830,9 +791,9 @@ impl Queue {
                 return true; // everyone helps clear these
             }
             let taken = match want {
-                Want::Any => true,
-                Want::Header(f) => f(&header),
-                Want::Message(f) => {
+                Filter::Any => true,
+                Filter::Header(f) => f(&header),
+                Filter::Message(f) => {
                     // A peek at a slot we do not hold: a producer may be
                     // rewriting it if it was taken meanwhile. The ring
                     // re-checks the slot after a rejection and claims
@@ -922,40 +883,32 @@ impl Queue {
         );
     }
 
-    /// Receives the next message in place, if there is one: the guard reads
-    /// the payload straight from shared memory and frees the slot when
-    /// dropped.
-    pub fn try_recv_ref(&self) -> Result<RecvGuard<'_>, TryRecvError> {
-        self.claim_recv(&mut Want::Any, false)?
-            .ok_or(TryRecvError::Empty)
-    }
-
-    /// Receives the next message if there is one.
-    ///
-    /// ```
-    /// use mulproc::{Queue, QueueConfig, TryRecvError};
-    /// # let name = format!("doc-try-recv-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
-    /// assert_eq!(q.try_recv().unwrap_err(), TryRecvError::Empty);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn try_recv(&self) -> Result<Message, TryRecvError> {
-        Ok(self.try_recv_ref()?.into_message())
-    }
-
-    /// Waits up to `timeout` (`None`: forever) for a message `want`
-    /// accepts: spins briefly, then yields, then sleeps in the kernel until
-    /// a sender in any process wakes it. `Ok(None)` only on a timeout.
-    fn recv_within(
+    /// [`Channel::recv_with`]: a message already waiting is taken without
+    /// the wait's machinery; otherwise spins briefly, then yields, then
+    /// sleeps in the kernel until a sender in any process wakes it.
+    #[inline]
+    fn recv_guard(
         &self,
-        want: &mut Want<'_>,
-        timeout: Option<Duration>,
-    ) -> Result<Option<RecvGuard<'_>>, CorruptError> {
-        // A message already waiting: taken without the wait's machinery.
-        if let Some(g) = self.claim_recv(want, false)? {
-            return Ok(Some(g));
+        mut want: Filter<'_>,
+        wait: Wait,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        if let Some(g) = self.claim_recv(&mut want, false)? {
+            return Ok(g);
         }
-        let plain = matches!(want, Want::Any);
+        if wait == Wait::Never {
+            return Err(RecvTimeoutError::Timeout);
+        }
+        self.recv_waiting(&mut want, wait.deadline())
+    }
+
+    /// The waiting part of [`recv_guard`](Self::recv_guard), for a caller
+    /// whose own look has just found nothing.
+    fn recv_waiting(
+        &self,
+        want: &mut Filter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        let plain = matches!(want, Filter::Any);
         let events = if plain {
             self.seg.not_empty()
         } else {
@@ -968,7 +921,7 @@ impl Queue {
             checks = checks.saturating_add(1);
             self.claim_recv(want, checks > 64).transpose()
         };
-        match events.wait_spinning(timeout, check) {
+        match events.wait_spinning(deadline, check) {
             Some((Ok(g), slept)) => {
                 // We slept; if more is waiting, pass a wake on. The wake
                 // protocol already re-arms for further sleepers; this covers
@@ -977,209 +930,15 @@ impl Queue {
                 if slept && plain && !self.is_empty() {
                     self.seg.not_empty().notify(Wake::One);
                 }
-                Ok(Some(g))
+                Ok(g)
             }
-            Some((Err(e), _)) => Err(e),
-            None => Ok(None),
+            Some((Err(e), _)) => Err(e.into()),
+            None => Err(RecvTimeoutError::Timeout),
         }
-    }
-
-    fn recv_forever(&self, want: &mut Want<'_>) -> Result<RecvGuard<'_>, RecvError> {
-        loop {
-            if let Some(g) = self.recv_within(want, None)? {
-                return Ok(g);
-            }
-        }
-    }
-
-    fn recv_timeout_with(
-        &self,
-        want: &mut Want<'_>,
-        timeout: Duration,
-    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        self.recv_within(want, Some(timeout))?
-            .ok_or(RecvTimeoutError::Timeout)
-    }
-
-    /// Receives in place, waiting as long as it takes.
-    pub fn recv_ref(&self) -> Result<RecvGuard<'_>, RecvError> {
-        self.recv_forever(&mut Want::Any)
-    }
-
-    /// Receives in place, waiting at most `timeout`.
-    pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        self.recv_timeout_with(&mut Want::Any, timeout)
-    }
-
-    /// Receives the next message, waiting as long as it takes (asleep in
-    /// the kernel, woken by a send from any process).
-    pub fn recv(&self) -> Result<Message, RecvError> {
-        Ok(self.recv_ref()?.into_message())
-    }
-
-    /// Receives the next message, waiting at most `timeout` (measured on
-    /// the monotonic clock).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use mulproc::{Queue, QueueConfig, RecvTimeoutError};
-    /// # let name = format!("doc-recv-timeout-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
-    /// let r = q.recv_timeout(Duration::from_millis(10));
-    /// assert_eq!(r.unwrap_err(), RecvTimeoutError::Timeout);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
-        Ok(self.recv_ref_timeout(timeout)?.into_message())
-    }
-
-    /// Receives the next message into `buf` (cleared first), returning its
-    /// header; waits at most `timeout` (`None`: forever). Once `buf` has
-    /// grown to the largest payload, this allocates nothing.
-    pub fn recv_into(
-        &self,
-        buf: &mut Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Header, RecvTimeoutError> {
-        let guard = match timeout {
-            Some(t) => self.recv_ref_timeout(t)?,
-            None => self.recv_ref()?,
-        };
-        Ok(copy_out(guard, buf)?)
-    }
-
-    /// Receives the next message into `buf` (cleared first) if there is
-    /// one, returning its header. Allocates nothing once `buf` has grown to
-    /// the largest payload.
-    ///
-    /// ```
-    /// use mulproc::{Message, Queue, QueueConfig, Request};
-    /// # let name = format!("doc-try-recv-into-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
-    /// q.try_send(Message::new(Request::DO, b"abc".as_slice()))?;
-    /// let mut buf = Vec::with_capacity(64);
-    /// let h = q.try_recv_into(&mut buf)?;
-    /// assert_eq!((h.request, buf.as_slice()), (Request::DO, b"abc".as_slice()));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<Header, TryRecvError> {
-        copy_out(self.try_recv_ref()?, buf).map_err(Into::into)
-    }
-
-    /// Receives the oldest message that `pred` accepts, if there is one,
-    /// without disturbing the others.
-    ///
-    /// A message `pred` rejects stays where it is, receivable by everyone
-    /// else, and does not stop this call from taking a later message (no
-    /// head-of-line blocking, no re-queueing at the back). `pred` sees
-    /// the header and the payload and may be called on a message that
-    /// another receiver takes a moment later; it should be a cheap, pure
-    /// test.
-    ///
-    /// Ordering: among the messages `pred` accepts, the oldest available is
-    /// taken, so a receiver gets one producer's accepted messages in the
-    /// order they were sent.
-    ///
-    /// ```
-    /// use mulproc::{Message, Queue, QueueConfig, Request, TryRecvError};
-    /// # let name = format!("doc-recv-where-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
-    /// q.try_send(Message::new(Request::DO, b"for 111".as_slice()).to(111))?;
-    /// q.try_send(Message::new(Request::DO, b"for 222".as_slice()).to(222))?;
-    ///
-    /// let m = q.try_recv_where(|h, _| h.recipient == Some(222))?;
-    /// assert_eq!(m.data, b"for 222");
-    /// // The message for 111 is still there, for whoever wants it.
-    /// assert_eq!(q.try_recv()?.data, b"for 111");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn try_recv_where<F>(&self, mut pred: F) -> Result<Message, TryRecvError>
-    where
-        F: FnMut(&Header, &[u8]) -> bool,
-    {
-        let guard = self.claim_recv(&mut Want::Message(&mut pred), false)?;
-        Ok(guard.ok_or(TryRecvError::Empty)?.into_message())
-    }
-
-    /// Like [`try_recv_where`](Queue::try_recv_where), waiting up to
-    /// `timeout` (`None`: forever) for an acceptable message. Asleep, it is
-    /// woken by every send, looks at the new messages, and sleeps on if none
-    /// is acceptable.
-    pub fn recv_where<F>(
-        &self,
-        mut pred: F,
-        timeout: Option<Duration>,
-    ) -> Result<Message, RecvTimeoutError>
-    where
-        F: FnMut(&Header, &[u8]) -> bool,
-    {
-        let mut want = Want::Message(&mut pred);
-        let guard = match timeout {
-            Some(t) => self.recv_timeout_with(&mut want, t)?,
-            None => self.recv_forever(&mut want)?,
-        };
-        Ok(guard.into_message())
-    }
-
-    /// Receives the oldest message whose header `pred` accepts, in place.
-    /// Cheaper than [`recv_where`](Queue::recv_where) when the header is
-    /// enough to decide: payloads are not looked at.
-    pub fn recv_ref_where_header<F>(
-        &self,
-        mut pred: F,
-        timeout: Option<Duration>,
-    ) -> Result<RecvGuard<'_>, RecvTimeoutError>
-    where
-        F: FnMut(&Header) -> bool,
-    {
-        let mut want = Want::Header(&mut pred);
-        match timeout {
-            Some(t) => self.recv_timeout_with(&mut want, t),
-            None => Ok(self.recv_forever(&mut want)?),
-        }
-    }
-
-    /// Receives the oldest message addressed to this process or to anyone,
-    /// waiting up to `timeout` (`None`: forever).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use mulproc::{Message, Queue, QueueConfig, Request};
-    /// # let name = format!("doc-recv-mine-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(8, 64))?;
-    /// q.try_send(Message::signal(Request::DO).to(1))?; // pid 1: not us
-    /// q.try_send(Message::signal(Request::FINISHED).to(q.pid()))?;
-    /// let m = q.recv_for_me(Some(Duration::from_secs(1)))?;
-    /// assert_eq!(m.request, Request::FINISHED);
-    /// assert_eq!(q.try_recv()?.recipient, Some(1)); // still there for pid 1
-    /// assert!(q.is_empty());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn recv_for_me(&self, timeout: Option<Duration>) -> Result<Message, RecvTimeoutError> {
-        let me = self.pid;
-        Ok(self
-            .recv_ref_where_header(|h| h.is_for(me), timeout)?
-            .into_message())
-    }
-
-    /// Receives the oldest message sent by process `sender`, waiting up to
-    /// `timeout` (`None`: forever).
-    pub fn recv_from(
-        &self,
-        sender: u32,
-        timeout: Option<Duration>,
-    ) -> Result<Message, RecvTimeoutError> {
-        Ok(self
-            .recv_ref_where_header(|h| h.sender == sender, timeout)?
-            .into_message())
     }
 
     /// Marks one message received by this handle as processed (Python's
-    /// `JoinableQueue.task_done`). [`join`](Queue::join) returns once every
-    /// message sent to the queue has been marked done.
-    ///
-    /// Calling it more times than this handle has received messages is an
-    /// error, and changes nothing.
+    /// `JoinableQueue.task_done`); see [`Joinable::task_done`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -1195,6 +954,28 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        <Self as Joinable>::task_done(self)
+    }
+
+    /// Waits until every message sent to the queue has been received and
+    /// marked done with [`task_done`](Queue::task_done) (Python's
+    /// `JoinableQueue.join`), as long as it takes.
+    pub fn join(&self) {
+        <Self as Joinable>::join(self)
+    }
+
+    /// [`join`](Queue::join), waiting at most `timeout`; the error tells how
+    /// many messages were still not done.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
+        <Self as Joinable>::join_timeout(self, timeout)
+    }
+
+    /// [`join`](Queue::join), waiting until `deadline`.
+    pub fn join_deadline(&self, deadline: Instant) -> Result<(), JoinTimeoutError> {
+        <Self as Joinable>::join_deadline(self, deadline)
+    }
+
+    fn task_done_now(&self) -> Result<(), TaskDoneError> {
         self.entry()
             .outstanding
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -1240,26 +1021,11 @@ impl Queue {
         false
     }
 
-    /// Waits until every message sent to the queue has been received and
-    /// marked done with [`task_done`](Queue::task_done) (Python's
-    /// `JoinableQueue.join`), as long as it takes.
-    pub fn join(&self) {
-        while self
-            .seg
-            .joined()
-            .wait_until(None, || self.is_joined().then_some(()))
-            .is_none()
-        {}
-    }
-
-    /// [`join`](Queue::join), waiting at most `timeout`; the error tells how
-    /// many messages were still not done.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
-        let deadline = Instant::now().checked_add(timeout);
+    fn join_now(&self, wait: Wait) -> Result<(), JoinTimeoutError> {
         self.seg
             .joined()
-            .wait_until(deadline, || self.is_joined().then_some(()))
-            .ok_or_else(|| JoinTimeoutError {
+            .wait_until(wait.deadline(), || self.is_joined().then_some(()))
+            .ok_or_else(|| JoinTimeoutError::Timeout {
                 outstanding: self
                     .ring()
                     .sent()
@@ -1268,15 +1034,74 @@ impl Queue {
     }
 }
 
-/// What a receive is looking for.
-enum Want<'f> {
-    /// The oldest message.
-    Any,
-    /// The oldest message whose header passes.
-    Header(&'f mut dyn FnMut(&Header) -> bool),
-    /// The oldest message whose header and payload pass.
-    Message(&'f mut dyn FnMut(&Header, &[u8]) -> bool),
+impl Channel for Queue {
+    type Guard<'a> = RecvGuard<'a>;
+
+    #[inline]
+    fn max_payload(&self) -> usize {
+        self.geo.max_payload as usize
+    }
+
+    #[inline]
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn send_retry(&self) -> SendRetry {
+        self.retry
+    }
+
+    #[inline]
+    fn send_with<D: AsRef<[u8]>>(
+        &self,
+        msg: Message<D>,
+        wait: Wait,
+    ) -> Result<(), TrySendError<Message<D>>> {
+        self.send_msg(msg, wait)
+    }
+
+    #[inline]
+    fn recv_with(&self, filter: Filter<'_>, wait: Wait) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        self.recv_guard(filter, wait)
+    }
+
+    fn try_send_batch<D: AsRef<[u8]>>(
+        &self,
+        msgs: &[Message<D>],
+    ) -> Result<usize, TrySendError<()>> {
+        self.send_batch_now(msgs)
+    }
+
+    fn try_recv_batch<F>(&self, max: usize, f: F) -> Result<usize, TryRecvError>
+    where
+        F: FnMut(&Header, &[u8]),
+    {
+        self.recv_batch_now(max, f)
+    }
+
+    #[cfg(feature = "serde")]
+    fn send_value_with<T: serde::Serialize + ?Sized>(
+        &self,
+        request: Request,
+        recipient: Option<u32>,
+        value: &T,
+        wait: Wait,
+    ) -> Result<(), crate::ValueSendError> {
+        self.send_value_now(request, recipient, value, wait)
+    }
 }
+
+impl Joinable for Queue {
+    fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.task_done_now()
+    }
+
+    fn join_with(&self, wait: Wait) -> Result<(), JoinTimeoutError> {
+        self.join_now(wait)
+    }
+}
+
+inherent_forms!(Queue);
 
 /// A slot's header fields, each read once (Relaxed; ordered by the
 /// caller's Acquire on the sequence word).
@@ -1287,16 +1112,6 @@ fn read_slot(slot: &SlotHeader) -> (Header, u32) {
         recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
     };
     (header, slot.len.load(Ordering::Relaxed))
-}
-
-/// Copies a held message into `buf` (cleared first) and frees its slot,
-/// reporting a slot taken over meanwhile.
-pub(crate) fn copy_out(guard: RecvGuard<'_>, buf: &mut Vec<u8>) -> Result<Header, CorruptError> {
-    buf.clear();
-    crate::copy::extend(buf, guard.data());
-    let header = *guard.header();
-    guard.finish()?;
-    Ok(header)
 }
 
 fn write_header(slot: &SlotHeader, h: &Header, len: u32) {
@@ -1352,7 +1167,11 @@ impl SendSlot<'_> {
         let slot = q.ring().slot(self.ticket);
         if len > max as usize {
             self.abandon();
-            return Err(TrySendError::TooLarge((), len, max));
+            return Err(TrySendError::TooLarge {
+                msg: (),
+                len,
+                max: max as usize,
+            });
         }
         let header = Header {
             request,

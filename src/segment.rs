@@ -29,6 +29,42 @@ pub(crate) const OS_PREFIX: &str = "mulproc.";
 /// How long `open` waits for a creator that is still initialising.
 const INIT_WAIT: Duration = Duration::from_millis(200);
 
+/// A channel name no other channel on this machine has: the pid, the time
+/// and a per-process count (`u-<pid>-<nanoseconds>-<count>`), for tests,
+/// pools and throwaway channels. [`Queue::create_unique`](crate::Queue::create_unique)
+/// and [`Pipe::create_unique`](crate::Pipe::create_unique) create under one.
+///
+/// ```
+/// let (a, b) = (mulproc::unique_name(), mulproc::unique_name());
+/// assert_ne!(a, b);
+/// assert!(a.starts_with(&format!("u-{}-", std::process::id())));
+/// ```
+pub fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("u-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Runs `create` under fresh unique names until one is not taken.
+pub(crate) fn with_unique_name<T>(
+    mut create: impl FnMut(&str) -> Result<T, SetupError>,
+) -> Result<T, SetupError> {
+    let mut last = None;
+    for _ in 0..8 {
+        match create(&unique_name()) {
+            Err(e @ (SetupError::AlreadyExists { .. } | SetupError::Stale { .. })) => {
+                last = Some(e)
+            }
+            r => return r,
+        }
+    }
+    Err(last.expect("eight tries were made"))
+}
+
 /// Checks a queue name and returns the shared-memory object name for it.
 pub(crate) fn os_name(name: &str) -> Result<CString, SetupError> {
     let bad = |problem| SetupError::InvalidName {

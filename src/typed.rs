@@ -38,15 +38,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
-use std::time::Duration;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::RefCell;
 
 use crate::{
-    CorruptError, Header, Message, Queue, RecvError, RecvGuard, RecvTimeoutError, Request,
-    TrySendError,
+    BackendError, CorruptError, Header, Message, Queue, RecvError, RecvGuard, RecvTimeoutError,
+    Request, TrySendError, Wait,
 };
 
 // --------------------------------------------------------------- errors ---
@@ -127,14 +125,17 @@ impl DecodeError {
     }
 }
 
-/// [`Queue::try_send_value`] or [`Queue::send_value`] failed. The value was
-/// only borrowed, so the caller still has it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A `send_value` form failed. The value was only borrowed, so the caller
+/// still has it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValueSendError {
-    /// No free slot (after the queue's tries, for `send_value`).
-    #[error("queue is full")]
+    /// No free slot (right now, or within the time allowed).
+    #[error("the channel is full")]
     Full,
+    /// Nobody can receive it any more: the other end of a pipe is gone.
+    #[error("the receiving end is gone")]
+    Disconnected,
     /// The encoded value is larger than the queue's max payload. Nothing
     /// was delivered.
     #[error("the encoded value of {len} bytes exceeds the max payload of {max}")]
@@ -154,6 +155,9 @@ pub enum ValueSendError {
     /// value was not delivered.
     #[error("the slot was reclaimed while this process held it; the value was not delivered")]
     Fenced,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
 impl ValueSendError {
@@ -162,26 +166,37 @@ impl ValueSendError {
         matches!(self, ValueSendError::Full)
     }
 
-    fn from_send<T>(e: TrySendError<T>) -> ValueSendError {
+    /// True for [`ValueSendError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, ValueSendError::Disconnected)
+    }
+
+    pub(crate) fn from_send<T>(e: TrySendError<T>) -> ValueSendError {
         match e {
             TrySendError::Full(..) => ValueSendError::Full,
-            TrySendError::TooLarge(_, len, max) => ValueSendError::TooLarge {
-                len,
-                max: max as usize,
-            },
+            TrySendError::Disconnected(..) => ValueSendError::Disconnected,
+            TrySendError::TooLarge { len, max, .. } => ValueSendError::TooLarge { len, max },
             TrySendError::Corrupt(_, c) => ValueSendError::Corrupt(c),
             TrySendError::Fenced(..) => ValueSendError::Fenced,
+            TrySendError::Backend(_, b) => ValueSendError::Backend(b),
         }
     }
 }
 
-/// [`Queue::recv_value`] failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A `recv_value` form failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvValueError {
-    /// No message arrived before the deadline.
+    /// No message arrived before the deadline (at once, for
+    /// `try_recv_value`).
     #[error("timed out waiting for a message")]
     Timeout,
+    /// No message, and none can come: the other end of a pipe is gone.
+    #[error("the channel is empty and its sending end is gone")]
+    Disconnected,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(BackendError),
     /// The segment is corrupt.
     #[error(transparent)]
     Corrupt(#[from] CorruptError),
@@ -197,20 +212,32 @@ pub enum RecvValueError {
     },
 }
 
+impl RecvValueError {
+    /// True for [`RecvValueError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RecvValueError::Timeout)
+    }
+
+    /// True for [`RecvValueError::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvValueError::Disconnected)
+    }
+}
+
 impl From<RecvTimeoutError> for RecvValueError {
     fn from(e: RecvTimeoutError) -> Self {
         match e {
             RecvTimeoutError::Timeout => RecvValueError::Timeout,
+            RecvTimeoutError::Disconnected => RecvValueError::Disconnected,
             RecvTimeoutError::Corrupt(c) => RecvValueError::Corrupt(c),
+            RecvTimeoutError::Backend(b) => RecvValueError::Backend(b),
         }
     }
 }
 
 impl From<RecvError> for RecvValueError {
     fn from(e: RecvError) -> Self {
-        match e {
-            RecvError::Corrupt(c) => RecvValueError::Corrupt(c),
-        }
+        RecvTimeoutError::from(e).into()
     }
 }
 
@@ -251,7 +278,7 @@ thread_local! {
 /// Decodes one `T` from bytes another process may write: copies them into
 /// private memory first (one `memcpy`), so a string validated as UTF-8 is
 /// the string stored.
-fn decode_shared<T: DeserializeOwned>(shared: &[u8]) -> Result<T, DecodeError> {
+pub(crate) fn decode_shared<T: DeserializeOwned>(shared: &[u8]) -> Result<T, DecodeError> {
     let with_scratch = SCRATCH.try_with(|cell| {
         let mut buf = cell.try_borrow_mut().ok()?;
         buf.clear();
@@ -329,16 +356,19 @@ impl RecvGuard<'_> {
 }
 
 impl Queue {
-    /// Sends `value`, encoded, if a slot is free right now.
+    /// [`Channel::send_value_with`](crate::Channel::send_value_with) for a
+    /// queue: if a slot is free at once, the value is encoded straight into
+    /// it (no allocation, no copy). An encoding that turns out larger than
+    /// [`max_payload`](Queue::max_payload) is then refused with
+    /// [`ValueSendError::TooLarge`] (giving its exact length) and nothing
+    /// is delivered; the reserved slot is given up (marked read, so
+    /// receivers pass it, and counted done for `join`). Checking the size
+    /// first would cost a second encoding on every send; use
+    /// [`encoded_len`] yourself where values near the limit are common.
     ///
-    /// The value is encoded straight into the reserved slot: no allocation,
-    /// no copy. An encoding that turns out larger than
-    /// [`max_payload`](Queue::max_payload) is refused with
-    /// [`ValueSendError::TooLarge`] (giving its exact length) and nothing is
-    /// delivered; the reserved slot is given up (marked read, so receivers
-    /// pass it, and counted done for [`join`](Queue::join)).
-    /// Checking the size first would cost a second encoding on every send;
-    /// use [`encoded_len`] yourself where values near the limit are common.
+    /// On a full queue the value is encoded into a buffer and sent waiting
+    /// as `wait` says; a value too large is then refused before any slot
+    /// is taken.
     ///
     /// ```
     /// use mulproc::{Queue, QueueConfig, Request, ValueSendError};
@@ -348,96 +378,40 @@ impl Queue {
     /// let big = q.try_send_value(Request::DO, None, &[0u8; 100][..]);
     /// assert_eq!(big, Err(ValueSendError::TooLarge { len: 101, max: 16 }));
     ///
-    /// let (header, job): (_, (String, u64)) = q.recv_value(None)?;
+    /// let (header, job): (_, (String, u64)) = q.recv_value()?;
     /// assert_eq!(header.recipient, Some(1234));
     /// assert_eq!(job, ("job".to_string(), 7));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_send_value<T: Serialize + ?Sized>(
+    pub(crate) fn send_value_now<T: Serialize + ?Sized>(
         &self,
         request: Request,
         recipient: Option<u32>,
         value: &T,
+        wait: Wait,
     ) -> Result<(), ValueSendError> {
-        let mut slot = self.try_reserve().map_err(ValueSendError::from_send)?;
-        match postcard::to_slice(value, slot.payload_mut()) {
-            Ok(bytes) => {
-                let len = bytes.len();
-                slot.commit(request, recipient, len)
-                    .map_err(ValueSendError::from_send)
+        match self.try_reserve() {
+            Ok(mut slot) => match postcard::to_slice(value, slot.payload_mut()) {
+                Ok(bytes) => {
+                    let len = bytes.len();
+                    slot.commit(request, recipient, len)
+                        .map_err(ValueSendError::from_send)
+                }
+                Err(postcard::Error::SerializeBufferFull) => {
+                    drop(slot); // given up: marked read, counted done
+                    Err(ValueSendError::TooLarge {
+                        len: encoded_len(value)?,
+                        max: self.max_payload(),
+                    })
+                }
+                Err(e) => Err(EncodeError::from_postcard(e).into()),
+            },
+            Err(TrySendError::Full(())) if wait != Wait::Never => {
+                let mut msg = Message::with_value(request, value)?;
+                msg.recipient = recipient;
+                self.send_with(msg, wait).map_err(ValueSendError::from_send)
             }
-            Err(postcard::Error::SerializeBufferFull) => {
-                drop(slot); // given up: marked read, counted done
-                Err(ValueSendError::TooLarge {
-                    len: encoded_len(value)?,
-                    max: self.max_payload(),
-                })
-            }
-            Err(e) => Err(EncodeError::from_postcard(e).into()),
-        }
-    }
-
-    /// Sends `value`, encoded, waiting for a free slot as
-    /// [`send`](Queue::send) does (the queue's
-    /// [`SendRetry`](crate::SendRetry)).
-    ///
-    /// If a slot is free at once, the value is encoded straight into it, as
-    /// [`try_send_value`](Queue::try_send_value) does. On a full queue it is
-    /// encoded into a buffer and sent with [`send`](Queue::send); a value
-    /// too large is then refused before any slot is taken.
-    pub fn send_value<T: Serialize + ?Sized>(
-        &self,
-        request: Request,
-        recipient: Option<u32>,
-        value: &T,
-    ) -> Result<(), ValueSendError> {
-        match self.try_send_value(request, recipient, value) {
-            Err(ValueSendError::Full) => {}
-            other => return other,
-        }
-        let mut msg = Message::with_value(request, value)?;
-        msg.recipient = recipient;
-        self.send(msg).map_err(ValueSendError::from_send)
-    }
-
-    /// Receives the next message and decodes its payload as exactly one
-    /// `T`, waiting at most `timeout` (`None`: forever). Returns the header
-    /// with the value.
-    ///
-    /// The message is consumed even when its payload does not decode
-    /// ([`RecvValueError::Decode`] carries its header). To receive
-    /// selectively, or to look at the header before decoding, take a guard
-    /// ([`recv_ref_where_header`](Queue::recv_ref_where_header),
-    /// [`recv_ref`](Queue::recv_ref)) and call [`RecvGuard::value`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use mulproc::{Message, Queue, QueueConfig, RecvValueError, Request, DecodeError};
-    /// # let name = format!("doc-recv-value-{}", std::process::id());
-    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
-    /// q.try_send(Message::new(Request::DO, b"\x02".as_slice()))?; // no bool is 2
-    /// let err = q.recv_value::<bool>(Some(Duration::from_secs(1))).unwrap_err();
-    /// assert!(matches!(err, RecvValueError::Decode { source: DecodeError::BadEncoding, .. }));
-    /// let late = q.recv_value::<bool>(Some(Duration::from_millis(1)));
-    /// assert_eq!(late.unwrap_err(), RecvValueError::Timeout);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn recv_value<T: DeserializeOwned>(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<(Header, T), RecvValueError> {
-        let guard = match timeout {
-            Some(t) => self.recv_ref_timeout(t)?,
-            None => self.recv_ref()?,
-        };
-        let header = *guard.header();
-        let decoded = guard.value::<T>();
-        // A slot taken over while we held it may have been torn: report
-        // that rather than what we decoded.
-        guard.finish()?;
-        match decoded {
-            Ok(value) => Ok((header, value)),
-            Err(source) => Err(RecvValueError::Decode { header, source }),
+            Err(e) => Err(ValueSendError::from_send(e)),
         }
     }
 }

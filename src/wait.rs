@@ -344,19 +344,17 @@ const YIELD: Duration = Duration::from_micros(50);
 
 #[cfg(not(loom))]
 impl EventCount {
-    /// [`wait_until`](Self::wait_until) with a timeout (`None`: forever),
+    /// [`wait_until`](Self::wait_until) until `deadline` (`None`: forever),
     /// after a bounded spin and a bounded stretch of yields. Also says
     /// whether it went to sleep. For a caller whose own look has just found
     /// nothing (taking what is already there costs it no clock read and no
     /// closure): the first check comes after a pause.
     pub(crate) fn wait_spinning<T>(
         &self,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<(T, bool)> {
         let start = Instant::now();
-        // A timeout too large for the clock is no deadline at all.
-        let deadline = timeout.and_then(|t| start.checked_add(t));
         let mut i = 0u32;
         loop {
             i = i.wrapping_add(1);

@@ -93,7 +93,10 @@ fn oversized_payload_is_refused_and_nothing_written() {
         } else {
             q.try_send(m).unwrap_err()
         };
-        assert!(matches!(err, TrySendError::TooLarge(_, 9, 8)), "{err:?}");
+        assert!(
+            matches!(err, TrySendError::TooLarge { len: 9, max: 8, .. }),
+            "{err:?}"
+        );
         let back = err.into_inner();
         assert_eq!(back.data, big);
         assert_eq!((back.request, back.recipient), (Request::new(42), Some(7)));
@@ -111,7 +114,7 @@ fn oversized_payload_is_refused_and_nothing_written() {
     q.try_send(Message::signal(Request::DO)).unwrap();
     assert!(matches!(
         q.try_send(Message::new(Request::DO, big.as_slice())),
-        Err(TrySendError::TooLarge(_, 9, 8))
+        Err(TrySendError::TooLarge { len: 9, max: 8, .. })
     ));
     assert_eq!(q.try_recv().unwrap().data, b"ok");
     assert_eq!(q.try_recv().unwrap().data, [1u8; 8]);
@@ -128,7 +131,7 @@ fn zero_max_payload_and_oversized_commit() {
     q.try_send(Message::signal(Request::DIE)).unwrap();
     assert!(matches!(
         q.try_send(Message::new(Request::DO, [1u8].as_slice())),
-        Err(TrySendError::TooLarge(_, 1, 0))
+        Err(TrySendError::TooLarge { len: 1, max: 0, .. })
     ));
     let m = q.try_recv().unwrap();
     assert_eq!((m.request, m.data.len()), (Request::DIE, 0));
@@ -138,7 +141,11 @@ fn zero_max_payload_and_oversized_commit() {
     let slot = q.try_reserve().unwrap();
     assert_eq!(
         slot.commit(Request::DO, None, 17).unwrap_err(),
-        TrySendError::TooLarge((), 17, 16)
+        TrySendError::TooLarge {
+            msg: (),
+            len: 17,
+            max: 16
+        }
     );
     q.try_send(Message::new(Request::DO, b"after".as_slice()))
         .unwrap();
@@ -718,7 +725,7 @@ fn scribbled_control_words_never_panic_or_hang() {
                 assert!(g.data().len() <= MAXP as usize);
                 let _ = g.finish();
             }
-            let _ = q.recv_into(&mut buf, Some(Duration::ZERO));
+            let _ = q.recv_into_timeout(&mut buf, Duration::ZERO);
             let _ = q.recv_timeout(Duration::ZERO);
             assert!(q.len() <= CAP as usize);
             let _ = q.is_empty();

@@ -44,7 +44,7 @@ fn join_bounded(q: &Arc<Queue>, timeout: Duration) -> Option<u64> {
 
 fn outstanding(r: Result<(), JoinTimeoutError>) -> u64 {
     r.expect_err("join_timeout returned Ok with work outstanding")
-        .outstanding
+        .outstanding()
 }
 
 // --------------------------------------------------------------- roles ---

@@ -92,7 +92,7 @@ fn queue_hot_paths_do_not_allocate() {
     for i in 0..MESSAGES {
         q.try_send(Message::new(Request::DO, &payload[..]).to(42))
             .unwrap();
-        let h = q.recv_into(&mut buf, None).unwrap();
+        let h = q.recv_into(&mut buf).unwrap();
         assert_eq!(h.recipient, Some(42));
         assert_eq!(buf.len(), 64);
 
@@ -116,7 +116,7 @@ fn queue_hot_paths_do_not_allocate() {
 fn pipe_hot_paths_do_not_allocate() {
     let name = unique("pipe");
     let parent = Pipe::create(&name, PipeConfig::new(64, 64)).unwrap();
-    let mut child = Pipe::open(&name).unwrap();
+    let child = Pipe::open(&name).unwrap();
     let payload = [3u8; 64];
     let mut buf = Vec::with_capacity(64);
 
@@ -125,7 +125,7 @@ fn pipe_hot_paths_do_not_allocate() {
         parent
             .try_send(Message::new(Request::DO, &payload[..]))
             .unwrap();
-        child.recv_into(&mut buf, None).unwrap();
+        child.recv_into(&mut buf).unwrap();
         assert_eq!(buf, payload);
         parent
             .try_send(Message::new(Request::DO, &payload[..8]))

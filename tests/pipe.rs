@@ -243,13 +243,13 @@ fn recv_in_turn(
         }
         1 => {
             let h = p
-                .recv_into(buf, Some(timeout))
+                .recv_into_timeout(buf, timeout)
                 .unwrap_or_else(|e| fail("recv_into", e));
             (h, buf.clone())
         }
         _ => {
             let g = p
-                .recv_ref(Some(timeout))
+                .recv_ref_timeout(timeout)
                 .unwrap_or_else(|e| fail("recv_ref", e));
             let r = (*g.header(), g.data().to_vec());
             match release {
@@ -297,7 +297,8 @@ fn duplex_stream(
         loop {
             let m = match pending.take().map_or_else(|| p.try_recv(), Ok) {
                 Ok(m) => m,
-                Err(TryRecvError::Empty) => break,
+                // The other end finished and closed: nothing more comes.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 Err(e) => panic!("try_recv: {e}"),
             };
             progress = true;
@@ -371,7 +372,8 @@ fn ping_pong_10000_round_trips() {
     let f = child.wait_success(SHORT);
     assert_eq!(f.get::<u64>("echoed"), ROUNDS);
     eprintln!("{ROUNDS} round trips: {:?}", t.elapsed());
-    assert_eq!(p.try_recv().unwrap_err(), TryRecvError::Empty);
+    // The child has closed its end: nothing more can come.
+    assert_eq!(p.try_recv().unwrap_err(), TryRecvError::Disconnected);
 }
 
 /// Pins: sequence arithmetic of a direction over many laps of the smallest
@@ -436,7 +438,7 @@ fn blocking_recv_wakes_on_one_send_and_recv_timeout_times_out() {
     );
     let mut buf = Vec::new();
     assert_eq!(
-        p.recv_into(&mut buf, Some(Duration::ZERO)).unwrap_err(),
+        p.recv_into_timeout(&mut buf, Duration::ZERO).unwrap_err(),
         RecvTimeoutError::Timeout
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -481,10 +483,13 @@ fn send_on_full_direction_gives_message_back_then_wakes_when_received() {
         assert_eq!(p.try_recv().unwrap().data, i.to_le_bytes());
     }
     assert_eq!(p.try_recv().unwrap().data, b"late");
-    assert_eq!(p.try_recv().unwrap_err(), TryRecvError::Empty);
+    // The child has exited, closing its end: drained, then Disconnected.
+    assert_eq!(p.try_recv().unwrap_err(), TryRecvError::Disconnected);
 
-    // The parent's direction too, in process: full after capacity.
+    // The parent's direction too, in process (with a live child end: a
+    // closed one makes sends Disconnected): full after capacity.
     let mut p = p;
+    let _peer = Pipe::open(p.name()).unwrap();
     p.set_send_retry(SendRetry {
         tries: 2,
         wait: Duration::from_millis(20),

@@ -185,7 +185,7 @@ fn role_worker() -> i32 {
     let mut done = 0u32;
     loop {
         let m = if mine {
-            tasks.recv_for_me(Some(PATIENCE))
+            tasks.recv_for_me_timeout(PATIENCE)
         } else {
             tasks.recv_timeout(PATIENCE)
         };

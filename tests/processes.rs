@@ -178,7 +178,7 @@ fn role_consumer() -> i32 {
                 (m.request, m.sender.unwrap_or(0), r)
             }
             1 => {
-                let h = q.recv_into(&mut buf, None).expect("recv_into");
+                let h = q.recv_into(&mut buf).expect("recv_into");
                 (h.request, h.sender, check_stream_payload(h.sender, &buf))
             }
             _ => {
@@ -798,7 +798,7 @@ fn recv_timeout_times_out() {
     }
     let mut buf = vec![1, 2, 3];
     let t = Instant::now();
-    let r = q.recv_into(&mut buf, Some(Duration::from_millis(200)));
+    let r = q.recv_into_timeout(&mut buf, Duration::from_millis(200));
     assert_eq!(r.unwrap_err(), RecvTimeoutError::Timeout);
     assert!(t.elapsed() >= Duration::from_millis(190));
     // A zero timeout on an empty queue is a plain poll.

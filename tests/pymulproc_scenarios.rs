@@ -117,7 +117,7 @@ fn role_queue_worker() -> i32 {
     let me = std::process::id();
     let mut handled = 0u64;
     loop {
-        let m = q.recv_for_me(Some(LONG)).expect("recv_for_me");
+        let m = q.recv_for_me_timeout(LONG).expect("recv_for_me");
         q.task_done().expect("task_done");
         assert_eq!(m.recipient, Some(me), "got a message not addressed to me");
         assert_eq!(m.sender, Some(parent), "got a message not from the parent");
@@ -191,7 +191,8 @@ fn pipe_child_sends_request_to_parent() {
     assert_eq!(m.sender, Some(cpid));
     assert_eq!(m.recipient, None);
     assert!(m.data.is_empty());
-    assert_eq!(parent.try_recv().unwrap_err(), TryRecvError::Empty);
+    // The child has exited, closing its end: nothing more can come.
+    assert_eq!(parent.try_recv().unwrap_err(), TryRecvError::Disconnected);
 }
 
 /// README "simple 1:N QUEUE communication example". Pins: lost or
@@ -341,7 +342,7 @@ fn queue_stress_round(seed: u64) {
             }
         }
         // Window full or queue full: wait for one answer.
-        match q.recv_where(|h, _| h.recipient == Some(me), Some(LONG)) {
+        match q.recv_where_timeout(|h, _| h.recipient == Some(me), LONG) {
             Ok(m) => check(m, &mut got),
             Err(e) => {
                 let len = q.len();
@@ -495,8 +496,10 @@ fn pipe_stress_round(seed: u64) {
     }
     for p in &pipes {
         assert_eq!(
+            // Every child has exited, closing its end: drained, then
+            // Disconnected (an extra message would come first).
             p.recv_timeout(Duration::ZERO).unwrap_err(),
-            RecvTimeoutError::Timeout,
+            RecvTimeoutError::Disconnected,
             "{}",
             ctx("extra message on a pipe")
         );

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use mulproc::{
-    CorruptError, CorruptKind, Message, Queue, QueueConfig, RecvTimeoutError, Request, SendRetry,
-    TryRecvError, TrySendError,
+    CorruptError, CorruptKind, Filter, Header, Message, Queue, QueueConfig, RecvTimeoutError,
+    Request, SendRetry, TryRecvError, TrySendError, Wait,
 };
 
 /// Queue shape: small, so that laps wrap often and the ring fills.
@@ -301,7 +301,7 @@ fn corrupt_name(e: &CorruptError) -> &'static str {
 fn send_name<T>(e: &TrySendError<T>) -> &'static str {
     match e {
         TrySendError::Full(..) => "full",
-        TrySendError::TooLarge(..) => "too_large",
+        TrySendError::TooLarge { .. } => "too_large",
         TrySendError::Corrupt(_, c) => corrupt_name(c),
         TrySendError::Fenced(..) => "fenced",
         _ => "UNEXPECTED_send_error",
@@ -638,7 +638,7 @@ const CONSUMER_OPS: &[&str] = &[
     "recv_where",
     "join_timeout",
     "recv_into",
-    "recv_ref_where_header",
+    "recv_with_header_filter",
     "recv_for_me",
 ];
 
@@ -768,7 +768,7 @@ fn consumer() -> i32 {
                 }
                 6 => {
                     let r = q
-                        .recv_where(&mut pred, Some(timeout))
+                        .recv_where_timeout(&mut pred, timeout)
                         .map(|m| Seen::of(m.request, &m.data));
                     file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
@@ -788,21 +788,24 @@ fn consumer() -> i32 {
                 }
                 8 => {
                     let r = q
-                        .recv_into(&mut buf, Some(timeout))
+                        .recv_into_timeout(&mut buf, timeout)
                         .map(|h| Seen::of(h.request, &buf));
                     file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 9 => {
                     let r = q
-                        .recv_ref_where_header(|h| h.recipient.is_none(), Some(timeout))
+                        .recv_with(
+                            Filter::Header(&mut |h: &Header| h.recipient.is_none()),
+                            Wait::timeout(timeout),
+                        )
                         .map(|g| Seen::of(g.header().request, g.data()));
                     file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout
                 }
                 _ => {
                     let r = q
-                        .recv_for_me(Some(timeout))
+                        .recv_for_me_timeout(timeout)
                         .map(|m| Seen::of(m.request, &m.data));
                     file_recv(name, r, recv_timeout_name, seen, outs);
                     timeout

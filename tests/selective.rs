@@ -9,7 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mulproc::{Message, Queue, QueueConfig, RecvTimeoutError, Request, SendRetry, TryRecvError};
+use mulproc::{
+    Filter, Header, Message, Queue, QueueConfig, RecvTimeoutError, Request, SendRetry,
+    TryRecvError, Wait,
+};
 
 /// Generous timeouts: the machine is shared and noisy.
 const LONG: Duration = Duration::from_secs(120);
@@ -89,7 +92,7 @@ fn role_for_me() -> i32 {
     ready();
     for seq in 0..count {
         let m = q
-            .recv_for_me(Some(LONG))
+            .recv_for_me_timeout(LONG)
             .unwrap_or_else(|e| panic!("recv_for_me {seq}: {e}"));
         assert_eq!(m.recipient, Some(me), "message {seq} not addressed to me");
         assert_eq!(m.sender, Some(parent));
@@ -112,7 +115,7 @@ fn role_wait_for_code() -> i32 {
     let timeout = Duration::from_millis(arg_parse("TIMEOUT_MS"));
     ready();
     let t = Instant::now();
-    match q.recv_where(|h, _| h.request.code() == code, Some(timeout)) {
+    match q.recv_where_timeout(|h, _| h.request.code() == code, timeout) {
         Ok(m) => {
             report("code", m.request.code());
             report("data", String::from_utf8_lossy(&m.data));
@@ -166,14 +169,17 @@ fn rejected_messages_stay_for_their_addressee_in_order() {
             .unwrap();
     }
     let g = q
-        .recv_ref_where_header(|h| h.recipient == Some(B), Some(SHORT))
+        .recv_with(
+            Filter::Header(&mut |h: &Header| h.recipient == Some(B)),
+            Wait::timeout(SHORT),
+        )
         .unwrap();
     assert_eq!(g.data(), b"B3");
     drop(g);
-    let m = q.recv_where(|_, d| d == b"B4", Some(SHORT)).unwrap();
+    let m = q.recv_where_timeout(|_, d| d == b"B4", SHORT).unwrap();
     assert_eq!(m.recipient, Some(B));
     assert_eq!(
-        q.recv_where(|_, d| d == b"B5", Some(Duration::from_millis(50)))
+        q.recv_where_timeout(|_, d| d == b"B5", Duration::from_millis(50))
             .unwrap_err(),
         RecvTimeoutError::Timeout
     );
@@ -268,7 +274,7 @@ fn selective_take_frees_no_slot_while_head_waits() {
                     q.len()
                 )
             });
-        let m = q.recv_for_me(Some(SHORT)).unwrap();
+        let m = q.recv_for_me_timeout(SHORT).unwrap();
         assert_eq!(m.data, round.to_le_bytes());
     }
     assert_eq!(q.try_recv().unwrap().recipient, Some(NOBODY));
