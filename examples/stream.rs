@@ -744,7 +744,8 @@ fn consumer(o: &Opts) -> Result<String> {
         Chan::Pipe(p) => p.try_recv(),
     };
     match leftover {
-        Err(TryRecvError::Empty) => {}
+        // A pipe's producer has closed its end by now: Disconnected.
+        Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
         Ok(m) => return Err(format!("a message after the producers' reports: {m:?}").into()),
         Err(e) => return Err(e.into()),
     }
