@@ -51,3 +51,38 @@ def interrupted_worker(kind, channel, report):
         report.put(("returned", None))
     except KeyboardInterrupt:
         report.put(("interrupted", time.monotonic()))
+
+
+class PymulprocChild:
+    """The child of pymulproc's README queue examples."""
+
+    def __init__(self, identifier, parent_pid, conn):
+        import multiprocessing
+
+        self.id = identifier
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.pid = multiprocessing.current_process().pid
+
+    def is_message_for_me(self, message):
+        from mulproc.pymulproc import mpq_protocol
+
+        recipient = message[mpq_protocol.S_PID_OFFSET + 1]
+        return recipient == self.pid or not recipient
+
+    def run(self, data=None):
+        from mulproc.pymulproc import mpq_protocol
+
+        if data:
+            self.conn.send(mpq_protocol.REQ_FINISHED, data=data)
+            return
+        while True:
+            message = self.conn.receive(func=self.is_message_for_me, block=True)
+            if message[mpq_protocol.S_PID_OFFSET - 1] == mpq_protocol.REQ_DIE:
+                return
+            self.conn.send(mpq_protocol.REQ_FINISHED, recipient_pid=self.parent_pid, data=self.id)
+
+
+def pymulproc_call_child(identifier, parent_pid, q_factory, data):
+    """pymulproc's README `call_child`."""
+    PymulprocChild(identifier, parent_pid, q_factory.child()).run(data=data)
