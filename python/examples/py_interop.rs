@@ -32,10 +32,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     let py_pid: u32 = py_pid.parse()?;
     let q = Queue::open(name)?;
     let me = q.pid();
-    let reply = |request: u32, data: Vec<u8>| q.send(Message::new(Request::new(request), data).to(py_pid));
+    let reply =
+        |request: u32, data: Vec<u8>| q.send(Message::new(Request::new(request), data).to(py_pid));
 
     reply(RAW, b"\x00\x01rust\xff".to_vec()).map_err(|e| e.to_string())?;
-    reply(JSON, serde_json::to_vec(&json!({"hello": "from rust", "pid": me}))?).map_err(|e| e.to_string())?;
+    reply(
+        JSON,
+        serde_json::to_vec(&json!({"hello": "from rust", "pid": me}))?,
+    )
+    .map_err(|e| e.to_string())?;
 
     loop {
         let m = q.recv_for_me(None)?;
@@ -62,7 +67,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let answer = serde_json::to_vec(&json!({"echo": value, "from": "rust"}))?;
                 reply(JSON, answer).map_err(|e| e.to_string())?;
             }
-            other => return Err(format!("unexpected request {other:?} from pid {:?}", m.sender).into()),
+            other => {
+                return Err(format!("unexpected request {other:?} from pid {:?}", m.sender).into())
+            }
         }
         q.task_done()?;
         if stop {

@@ -232,7 +232,11 @@ pub fn new_buffer(py: Python<'_>, held: Held, queue: String) -> PyResult<Bound<'
 }
 
 /// `bf_getbuffer`: exports the payload, read-only.
-unsafe extern "C" fn get_buffer(obj: *mut ffi::PyObject, view: *mut RawBuffer, flags: c_int) -> c_int {
+unsafe extern "C" fn get_buffer(
+    obj: *mut ffi::PyObject,
+    view: *mut RawBuffer,
+    flags: c_int,
+) -> c_int {
     let r = std::panic::catch_unwind(|| {
         // SAFETY: CPython calls buffer slots with the GIL held.
         let py = unsafe { Python::assume_attached() };

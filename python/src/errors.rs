@@ -27,9 +27,9 @@ pub fn setup(e: SetupError) -> PyErr {
         | SetupError::Stale { .. }
         | SetupError::StaleShapeMismatch { .. } => os_error(libc::EEXIST, msg),
         SetupError::PermissionDenied { .. } => os_error(libc::EACCES, msg),
-        SetupError::EndTaken { .. } | SetupError::Busy { .. } | SetupError::InitIncomplete { .. } => {
-            os_error(libc::EBUSY, msg)
-        }
+        SetupError::EndTaken { .. }
+        | SetupError::Busy { .. }
+        | SetupError::InitIncomplete { .. } => os_error(libc::EBUSY, msg),
         SetupError::TooManyHandles { .. } => os_error(libc::EMFILE, msg),
         SetupError::Corrupt { .. } => os_error(libc::EIO, msg),
         SetupError::Os { source, .. } => os_error(source.raw_os_error().unwrap_or(libc::EIO), msg),
@@ -78,7 +78,9 @@ pub fn handle_closed() -> PyErr {
 
 /// The peer end of a pipe is gone and nothing is left to receive.
 pub fn eof(name: &str) -> PyErr {
-    PyEOFError::new_err(format!("pipe {name:?}: the other end was closed or its process exited"))
+    PyEOFError::new_err(format!(
+        "pipe {name:?}: the other end was closed or its process exited"
+    ))
 }
 
 /// The peer end of a pipe is gone: nobody will receive what we send.

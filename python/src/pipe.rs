@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use mulproc::{
-    Header, Message, Pipe, PipeConfig, PipeEnd, RecvTimeoutError, Request, SendRetry,
-    TryRecvError, TrySendError,
+    Header, Message, Pipe, PipeConfig, PipeEnd, RecvTimeoutError, Request, SendRetry, TryRecvError,
+    TrySendError,
 };
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -287,7 +287,11 @@ impl Connection {
 }
 
 /// A received message as `(request, sender, recipient, data)`.
-fn message_tuple<'py>(py: Python<'py>, header: &Header, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+fn message_tuple<'py>(
+    py: Python<'py>,
+    header: &Header,
+    data: &[u8],
+) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(
         py,
         [
@@ -321,7 +325,13 @@ impl Connection {
     /// Sends the bytes of a bytes-like object (from `offset`, `size` of
     /// them) as one message, whatever the serializer.
     #[pyo3(signature = (buf, offset=0, size=None))]
-    fn send_bytes(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, offset: i64, size: Option<i64>) -> PyResult<()> {
+    fn send_bytes(
+        &self,
+        py: Python<'_>,
+        buf: &Bound<'_, PyAny>,
+        offset: i64,
+        size: Option<i64>,
+    ) -> PyResult<()> {
         self.check_writable()?;
         let data = serial::bytes_of(buf)?;
         let bytes = data.as_bytes();
@@ -373,7 +383,11 @@ impl Connection {
     /// Receives the next message's bytes. OSError if it is longer than
     /// `maxlength` (the message is then lost, as with multiprocessing).
     #[pyo3(signature = (maxlength=None))]
-    fn recv_bytes<'py>(&self, py: Python<'py>, maxlength: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    fn recv_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        maxlength: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(max) = maxlength {
             if max < 0 {
                 return Err(PyValueError::new_err("negative maxlength"));
@@ -396,8 +410,16 @@ impl Connection {
     /// `multiprocessing.BufferTooShort` (with the bytes as its argument)
     /// if they do not fit.
     #[pyo3(signature = (buf, offset=0))]
-    fn recv_bytes_into(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, offset: i64) -> PyResult<usize> {
-        let view = py.import("builtins")?.getattr("memoryview")?.call1((buf,))?;
+    fn recv_bytes_into(
+        &self,
+        py: Python<'_>,
+        buf: &Bound<'_, PyAny>,
+        offset: i64,
+    ) -> PyResult<usize> {
+        let view = py
+            .import("builtins")?
+            .getattr("memoryview")?
+            .call1((buf,))?;
         let view = view.call_method1("cast", ("B",))?;
         let room: i64 = view.len()? as i64;
         if offset < 0 || offset > room {
@@ -474,7 +496,10 @@ impl Connection {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.binding.lock().unwrap_or_else(|e| e.into_inner()).closed
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
     }
 
     /// Whether this connection receives.
@@ -536,7 +561,10 @@ impl Connection {
     fn __reduce__<'py>(
         &self,
         py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, (String, &'static str, &'static str, bool, bool, usize))> {
+    ) -> PyResult<(
+        Bound<'py, PyAny>,
+        (String, &'static str, &'static str, bool, bool, usize),
+    )> {
         let f = py.import("mulproc._mulproc")?.getattr("_open_connection")?;
         Ok((
             f,
@@ -613,7 +641,9 @@ pub fn pipe(
     serializer: Option<&str>,
 ) -> PyResult<(Connection, Connection)> {
     let capacity = u32::try_from(capacity).map_err(|_| {
-        PyValueError::new_err(format!("capacity must be between 2 and 2**24, not {capacity}"))
+        PyValueError::new_err(format!(
+            "capacity must be between 2 and 2**24, not {capacity}"
+        ))
     })?;
     let max_size = u32::try_from(max_size).map_err(|_| {
         PyValueError::new_err(format!(
@@ -623,7 +653,8 @@ pub fn pipe(
     })?;
     let serializer = Serializer::parse(serializer.unwrap_or("pickle"))?;
     let name = name.unwrap_or_else(|| names::generate("pypipe"));
-    let mut parent = Pipe::create(&name, PipeConfig::new(capacity, max_size)).map_err(errors::setup)?;
+    let mut parent =
+        Pipe::create(&name, PipeConfig::new(capacity, max_size)).map_err(errors::setup)?;
     parent.set_remove_on_drop(false);
     let owner = Arc::new(NameOwner::new(&name, Pipe::remove));
     let max = parent.max_payload();

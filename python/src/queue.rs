@@ -308,7 +308,9 @@ impl PyQueue {
         on_stale: &str,
     ) -> PyResult<PyQueue> {
         let capacity = u32::try_from(capacity).map_err(|_| {
-            PyValueError::new_err(format!("capacity must be between 2 and 2**24, not {capacity}"))
+            PyValueError::new_err(format!(
+                "capacity must be between 2 and 2**24, not {capacity}"
+            ))
         })?;
         let max_size = u32::try_from(max_size).map_err(|_| {
             PyValueError::new_err(format!(
@@ -369,7 +371,13 @@ impl PyQueue {
 
     /// Puts `obj` into the queue, encoded by the queue's serializer.
     #[pyo3(signature = (obj, block=true, timeout=None))]
-    fn put(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<()> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
         let data = self.serializer.encode(obj)?;
         self.send_payload(py, data.as_bytes(), Request::DO, None, None, block, timeout)
     }
@@ -381,7 +389,13 @@ impl PyQueue {
 
     /// Puts a bytes-like object as it is, whatever the serializer.
     #[pyo3(signature = (data, block=true, timeout=None))]
-    fn put_bytes(&self, py: Python<'_>, data: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<()> {
+    fn put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
         let data = serial::bytes_of(data)?;
         self.send_payload(py, data.as_bytes(), Request::DO, None, None, block, timeout)
     }
@@ -404,12 +418,25 @@ impl PyQueue {
         let request = check_request(request)?;
         let recipient = check_pid("recipient", recipient)?;
         let sender = check_pid("sender", sender)?;
-        self.send_payload(py, data.as_bytes(), request, recipient, sender, block, timeout)
+        self.send_payload(
+            py,
+            data.as_bytes(),
+            request,
+            recipient,
+            sender,
+            block,
+            timeout,
+        )
     }
 
     /// Removes and returns the next object, decoded by the serializer.
     #[pyo3(signature = (block=true, timeout=None))]
-    fn get<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let held = self.take(py, block, timeout)?;
         let bytes = PyBytes::new(py, held.data());
         held.finish().map_err(|e| self.corrupt(e))?;
@@ -423,7 +450,12 @@ impl PyQueue {
 
     /// Removes the next message and returns its payload as bytes.
     #[pyo3(signature = (block=true, timeout=None))]
-    fn get_bytes<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+    fn get_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let held = self.take(py, block, timeout)?;
         let bytes = PyBytes::new(py, held.data());
         held.finish().map_err(|e| self.corrupt(e))?;
@@ -434,7 +466,12 @@ impl PyQueue {
     /// exports the payload through the buffer protocol (`memoryview(b)`)
     /// without copying, and holds the slot until released.
     #[pyo3(signature = (block=true, timeout=None))]
-    fn get_buffer<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn get_buffer<'py>(
+        &self,
+        py: Python<'py>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let held = self.take(py, block, timeout)?;
         buffer::new_buffer(py, held, self.name.clone())
     }
@@ -515,7 +552,10 @@ impl PyQueue {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.binding.lock().unwrap_or_else(|e| e.into_inner()).closed
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
     }
 
     /// Does nothing (there is no feeder thread); for compatibility.
@@ -571,7 +611,9 @@ impl PyQueue {
     }
 
     /// Pickles as name and serializer: the copy opens the queue by name.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String, &'static str))> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (String, &'static str))> {
         let me = slf.get();
         let open = slf.get_type().getattr("open")?;
         Ok((open, (me.name.clone(), me.serializer.name())))

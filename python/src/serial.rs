@@ -90,7 +90,11 @@ impl Serializer {
     }
 
     /// The object a payload encodes.
-    pub fn decode<'py>(self, py: Python<'py>, data: Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+    pub fn decode<'py>(
+        self,
+        py: Python<'py>,
+        data: Bound<'py, PyBytes>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self {
             Serializer::Pickle => funcs(py)?.pickle_loads.bind(py).call1((data,)),
             Serializer::Json => funcs(py)?.json_loads.bind(py).call1((data,)),
@@ -115,7 +119,11 @@ pub fn bytes_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         .getattr("memoryview")?
         .call1((obj,))
         .map_err(|_| {
-            let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let ty = obj
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             PyTypeError::new_err(format!("a bytes-like object is required, not '{ty}'"))
         })?;
     let bytes = view.call_method0("tobytes")?;
