@@ -85,8 +85,8 @@ def test_blocking_get_releases_the_gil():
     try:
         with pytest.raises(queue.Empty):
             q.get(timeout=0.3)
-        # The other thread ran meanwhile (with the GIL held throughout,
-        # it would have counted only between switch intervals... not at all).
+        # The other thread ran meanwhile: a wait that kept the GIL would
+        # not have let it run at all.
         assert counter[0] > 1000
     finally:
         stop.set()
