@@ -1,0 +1,5 @@
+"""pymulproc's exception."""
+
+
+class QueuesCommunicationError(Exception):
+    """A send gave up: the queue stayed full through all its attempts."""

@@ -1,0 +1,88 @@
+"""Functions run in child processes by the tests (importable by name, so
+they work under spawn and forkserver too)."""
+
+import os
+import signal
+import time
+
+
+def square_worker(tasks, results):
+    """Squares ints from `tasks` into `results` until None."""
+    while True:
+        x = tasks.get()
+        if x is None:
+            tasks.task_done()
+            return
+        results.put((x, x * x, os.getpid()))
+        tasks.task_done()
+
+
+def echo_worker(conn):
+    """Sends back what it receives until None, then says bye and exits."""
+    while True:
+        obj = conn.recv()
+        if obj is None:
+            conn.send("bye")
+            return
+        conn.send(("echo", obj, os.getpid()))
+
+
+def handle_in_message_worker(carrier):
+    """Receives a queue handle inside a message and answers through it."""
+    reply_queue, token = carrier.get()
+    reply_queue.put(("got", token, os.getpid()))
+    carrier.task_done()
+
+
+def interrupted_worker(kind, channel, report):
+    """Blocks in one call on `channel` and reports when SIGINT ended it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    report.put(("ready", os.getpid()))
+    try:
+        if kind == "get":
+            channel.get()
+        elif kind == "join":
+            channel.join()
+        elif kind == "put":
+            while True:
+                channel.put(b"x")
+        elif kind == "recv":
+            channel.recv()
+        report.put(("returned", None))
+    except KeyboardInterrupt:
+        report.put(("interrupted", time.monotonic()))
+
+
+class PymulprocChild:
+    """The child of pymulproc's README queue examples."""
+
+    def __init__(self, identifier, parent_pid, conn):
+        import multiprocessing
+
+        self.id = identifier
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.pid = multiprocessing.current_process().pid
+
+    def is_message_for_me(self, message):
+        from mulproc.pymulproc import mpq_protocol
+
+        recipient = message[mpq_protocol.S_PID_OFFSET + 1]
+        return recipient == self.pid or not recipient
+
+    def run(self, data=None):
+        from mulproc.pymulproc import mpq_protocol
+
+        if data:
+            self.conn.send(mpq_protocol.REQ_FINISHED, data=data)
+            return
+        while True:
+            message = self.conn.receive(func=self.is_message_for_me, block=True)
+            if message[mpq_protocol.S_PID_OFFSET - 1] == mpq_protocol.REQ_DIE:
+                return
+            self.conn.send(mpq_protocol.REQ_FINISHED, recipient_pid=self.parent_pid, data=self.id)
+
+
+def pymulproc_call_child(identifier, parent_pid, q_factory, data):
+    """pymulproc's README `call_child`."""
+    PymulprocChild(identifier, parent_pid, q_factory.child()).run(data=data)
