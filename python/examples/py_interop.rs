@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     .map_err(|e| e.to_string())?;
 
     loop {
-        let m = q.recv_for_me(None)?;
+        let m = q.recv_for_me()?;
         let stop = m.request == Request::DIE;
         match m.request {
             Request::DIE => {}

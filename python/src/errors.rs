@@ -46,7 +46,8 @@ pub fn corrupt(name: &str, e: CorruptError) -> PyErr {
 pub fn send<T>(name: &str, e: TrySendError<T>) -> PyErr {
     match e {
         TrySendError::Full(_) => Full::new_err(()),
-        TrySendError::TooLarge(_, len, max) => too_large(name, len, max as usize),
+        TrySendError::TooLarge { len, max, .. } => too_large(name, len, max),
+        TrySendError::Disconnected(_) => broken_pipe(name),
         TrySendError::Corrupt(_, c) => corrupt(name, c),
         TrySendError::Fenced(_) => os_error(
             libc::ETIMEDOUT,

@@ -67,22 +67,3 @@ pub fn generation() -> Generation {
 pub fn leak<T>(value: T) {
     std::mem::forget(value);
 }
-
-/// Whether process `pid` is alive: it exists and is not a zombie (a
-/// child that exited and was not reaped yet has closed its descriptors,
-/// so it holds nothing any more).
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    match std::fs::read(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ...": the state follows the last ')'.
-        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
-            Some(i) => !matches!(stat.get(i + 2), Some(b'Z') | Some(b'X') | Some(b'x')),
-            None => true,
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        // Cannot tell (e.g. /proc not mounted): do not call it dead.
-        Err(_) => true,
-    }
-}

@@ -10,9 +10,9 @@
 //!
 //! End of file: a receive that finds nothing raises EOFError once the
 //! other end has been taken and then let go (closed, or its process
-//! exited). Until the core reports a peer's departure itself, this looks
-//! at the peer end's recorded pid: gone once it is cleared (the peer
-//! closed) or its process has exited.
+//! exited): the core pipe's `Disconnected`, which it tells from the peer
+//! end's owner word and the kernel's lock on it (a reused pid cannot
+//! hide a death). A send to such a peer raises BrokenPipeError.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
@@ -41,8 +41,6 @@ struct End {
     pipe: Pipe,
     /// A message `poll` took while waiting, for the next receive.
     pending: Option<Message>,
-    /// Whether the other end has been seen taken (or sent something).
-    peer_seen: bool,
 }
 
 impl End {
@@ -54,19 +52,13 @@ impl End {
         End {
             pipe,
             pending: None,
-            peer_seen: false,
         }
     }
 
-    /// Whether the other end was taken and has been let go since.
+    /// Whether the other end was taken and has been let go since (closed,
+    /// or its process died).
     fn peer_gone(&mut self) -> bool {
-        match self.pipe.peer_pid() {
-            Some(pid) => {
-                self.peer_seen = true;
-                !fork::pid_alive(pid)
-            }
-            None => self.peer_seen,
-        }
+        self.pipe.is_disconnected()
     }
 
     /// The next message, if one is waiting.
@@ -75,11 +67,9 @@ impl End {
             return Ok(Some(m));
         }
         match self.pipe.try_recv() {
-            Ok(m) => {
-                self.peer_seen = true;
-                Ok(Some(m))
-            }
+            Ok(m) => Ok(Some(m)),
             Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(errors::eof(name)),
             Err(TryRecvError::Corrupt(c)) => Err(errors::corrupt(name, c)),
             Err(e) => Err(PyOSError::new_err(format!("pipe {name:?}: {e}"))),
         }
@@ -91,15 +81,10 @@ impl End {
         if let Some(m) = self.try_take(name)? {
             return Ok(Some(m));
         }
-        if self.peer_gone() {
-            return Err(errors::eof(name));
-        }
         match self.pipe.recv_timeout(slice) {
-            Ok(m) => {
-                self.peer_seen = true;
-                Ok(Some(m))
-            }
+            Ok(m) => Ok(Some(m)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(errors::eof(name)),
             Err(RecvTimeoutError::Corrupt(c)) => Err(errors::corrupt(name, c)),
             Err(e) => Err(PyOSError::new_err(format!("pipe {name:?}: {e}"))),
         }
@@ -229,14 +214,9 @@ impl Connection {
         };
         // The fast path, without giving up the GIL, if the end is free.
         let msg = match shared.try_lock() {
-            Ok(mut end) => match end.pipe.try_send(msg) {
+            Ok(end) => match end.pipe.try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Full(m)) => {
-                    if end.peer_gone() {
-                        return Err(errors::broken_pipe(name));
-                    }
-                    m
-                }
+                Err(TrySendError::Full(m)) => m,
                 Err(e) => return Err(errors::send(name, e)),
             },
             Err(TryLockError::Poisoned(p)) => {
@@ -250,13 +230,10 @@ impl Connection {
             let Some(m) = pending.take() else {
                 return Ok(Some(()));
             };
-            let mut end = lock(&shared);
+            let end = lock(&shared);
             match end.pipe.send(m) {
                 Ok(()) => Ok(Some(())),
                 Err(TrySendError::Full(m)) => {
-                    if end.peer_gone() {
-                        return Err(errors::broken_pipe(name));
-                    }
                     pending = Some(m);
                     Ok(None)
                 }
@@ -469,12 +446,16 @@ impl Connection {
             if end.peer_gone() {
                 return Ok(Some(())); // end of file: the next receive raises it
             }
-            match end.wait_take(name, slice)? {
-                Some(m) => {
+            match end.pipe.recv_timeout(slice) {
+                Ok(m) => {
                     end.pending = Some(m);
                     Ok(Some(()))
                 }
-                None => Ok(None),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                // The peer went while we waited: readable (end of file).
+                Err(RecvTimeoutError::Disconnected) => Ok(Some(())),
+                Err(RecvTimeoutError::Corrupt(c)) => Err(errors::corrupt(name, c)),
+                Err(e) => Err(PyOSError::new_err(format!("pipe {name:?}: {e}"))),
             }
         })?;
         Ok(got.is_some())

@@ -257,7 +257,7 @@ impl PyQueue {
         }
         let deadline = Deadline::from_timeout(timeout)?;
         let got = wait::wait_loop(py, deadline, wait::SLICE, |slice| {
-            let r = q.recv_where(&mut accept, Some(slice));
+            let r = q.recv_where_timeout(&mut accept, slice);
             if let Some(e) = raised(&failure) {
                 return Err(e);
             }
