@@ -7,10 +7,11 @@ interleaved, so a noisy minute on this shared machine hits different rounds
 of a scenario differently), takes the ratio A/B of each adjacent pair and
 reports the median ratio against the target.
 
-mulproc's side is the example binaries (`target/release/examples/pingpong`,
-`stream`, `idle_recv`); where an example lacks the mode (`pingpong --pipe`,
-`stream --producers`), the criterion bench binary's one-shot mode runs the
-same code the criterion suite measures (`MULPROC_BENCH_ONESHOT=1`, see
+mulproc's side is the measuring programs of benches/tools (crate
+`mulproc-bench-tools`: `target/release/pingpong`, `stream`, `idle_recv`);
+where a program lacks the mode (`pingpong --pipe`, `stream --producers`),
+the criterion bench binary's one-shot mode runs the same code the
+criterion suite measures (`MULPROC_BENCH_ONESHOT=1`, see
 benches/mulproc.rs), and the table says so. The peers' side is
 `target/release/peer` from benches/peers (crate `mulproc-peers`).
 
@@ -63,11 +64,16 @@ def target_dir():
     return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
-def build_examples():
-    ok, _ = cargo(["build", "--release", "--examples"])
+def tools_dir():
+    """Where `cargo build --release -p mulproc-bench-tools` puts its binaries."""
+    return os.path.join(target_dir(), "release")
+
+
+def build_tools():
+    ok, _ = cargo(["build", "--release", "-p", "mulproc-bench-tools"])
     if not ok:
-        sys.exit("compare: `cargo build --release --examples` failed")
-    return os.path.join(target_dir(), "release", "examples")
+        sys.exit("compare: `cargo build --release -p mulproc-bench-tools` failed")
+    return tools_dir()
 
 
 def build_bench_binary():
@@ -234,13 +240,13 @@ def define_rows(ex, bench, peer, args):
                           "--consumers", "1", key="msgs_per_sec")
         mpsc.note = "bench one-shot (stream has no --producers)"
 
-    # Both the example and the bench idle on both sides (the example
+    # Both the pingpong tool and the bench idle on both sides (pingpong
     # subtracts both pauses), so each one-way figure is one wake-up of a
     # sleeping receiver plus one transfer.
     if args.idle_example or bench is None:
         wake = Side("pingpong --blocking --idle-us 200",
                     [pingpong, "--blocking", "--idle-us", "200", "--iters", "3000",
-                     "--warmup", "300"], "one_way_ns", note="example, both sides idle")
+                     "--warmup", "300"], "one_way_ns", note="pingpong tool, both sides idle")
     else:
         wake = bench_side("bench pingpong --block --idle-us 200", "pingpong", "--block",
                           "--idle-us", "200", key="one_way_ns")
@@ -453,9 +459,9 @@ def main():
                     help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-batch-iox2 stream64-batch-ipmpsc stream64-batch-aq stream64k-memcpy mpsc-ipmpsc)")
     ap.add_argument("--idle-secs", type=float, default=10.0,
                     help="how long the idle receiver is watched (default 10)")
-    ap.add_argument("--idle-example", action="store_true",
-                    help="wake-up row: use `pingpong --blocking --idle-us 200` (idle in the "
-                         "parent only) instead of the bench's both-sides idle ping-pong")
+    ap.add_argument("--idle-example", "--idle-tool", action="store_true",
+                    help="wake-up row: use the pingpong tool (`pingpong --blocking --idle-us "
+                         "200`, both sides idle) instead of the bench's one-shot ping-pong")
     ap.add_argument("--no-build", action="store_true",
                     help="use the binaries already built")
     ap.add_argument("--peer-bin", help="peer binary to use (skips building benches/peers)")
@@ -473,7 +479,7 @@ def main():
 
     peer_note = ""
     if args.no_build:
-        ex = os.path.join(target_dir(), "release", "examples")
+        ex = tools_dir()
         bench = None
         deps = os.path.join(target_dir(), "release", "deps")
         cands = [os.path.join(deps, f) for f in os.listdir(deps)
@@ -483,7 +489,7 @@ def main():
             bench = max(cands, key=os.path.getmtime)
         peer = args.peer_bin or os.path.join(target_dir(), "release", "peer")
     else:
-        ex = build_examples()
+        ex = build_tools()
         bench = build_bench_binary()
         peer = args.peer_bin or build_peers(args.peers_target_dir or target_dir())
     if peer and not os.access(peer, os.X_OK):
@@ -491,7 +497,7 @@ def main():
     if peer is None:
         peer_note = ("**The peers crate (benches/peers) did not build or its binary is "
                      "missing: peer columns are empty.**")
-    log(f"compare: examples {ex}, bench binary {bench}, peer {peer}")
+    log(f"compare: tools {ex}, bench binary {bench}, peer {peer}")
 
     rows = define_rows(ex, bench, peer, args)
     t0 = time.time()

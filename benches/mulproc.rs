@@ -46,7 +46,7 @@
 //! Cleanup: names are unique (pid, time, counter); the parent removes them
 //! as soon as the children have opened them and its creating handles remove
 //! them on every other path (errors, panics). Children are killed when their
-//! session is dropped, and die with the parent (`PR_SET_PDEATHSIG`).
+//! session is dropped, and die with the parent (`Child::die_with_parent`).
 
 use std::error::Error;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,7 +54,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mulproc::process::{self, Child, ChildProcess};
-use mulproc::{Header, Message, Pipe, Queue, QueueConfig, RecvTimeoutError, Request, TryRecvError};
+use mulproc::{
+    Channel, Header, Message, Pipe, Queue, QueueConfig, Received, RecvTimeoutError, Request,
+    TryRecvError,
+};
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
 
@@ -159,6 +162,7 @@ fn pause(spins: &mut u32, watch: &mut Watch) {
 
 fn spawn(role: &str, channels: &[(&str, &str)], args: &[String]) -> ChildProcess {
     let mut child = Child::role(format!("{ROLE_PREFIX}{role}"))
+        .die_with_parent(true)
         .inherit_args(false)
         .args(args)
         .stdin(std::process::Stdio::null());
@@ -168,13 +172,13 @@ fn spawn(role: &str, channels: &[(&str, &str)], args: &[String]) -> ChildProcess
     child.spawn().expect("cannot start a benchmark child")
 }
 
-/// Both kinds of channel, seen from one end: send one message, or receive
-/// one and look at it in place.
+/// Send one message, or receive one and look at it in place, on any
+/// [`Channel`] (queue or pipe), as a benchmark's [`Wait`] says.
 trait Chan {
     /// `Ok(false)`: full.
     fn send_bytes(&self, wait: Wait, request: Request, data: &[u8]) -> bool;
     /// `None`: nothing within the wait (`Spin`: now; `Block`: `LIVENESS`).
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&Header, &[u8]) -> R) -> Option<R>;
+    fn recv_one<R>(&self, wait: Wait, f: impl FnOnce(&Header, &[u8]) -> R) -> Option<R>;
 
     /// Sends, retrying while full.
     fn put(&self, wait: Wait, request: Request, data: &[u8], watch: &mut Watch) {
@@ -185,15 +189,10 @@ trait Chan {
     }
 
     /// Receives one message, as long as it takes.
-    fn take<R>(
-        &mut self,
-        wait: Wait,
-        watch: &mut Watch,
-        mut f: impl FnMut(&Header, &[u8]) -> R,
-    ) -> R {
+    fn take<R>(&self, wait: Wait, watch: &mut Watch, mut f: impl FnMut(&Header, &[u8]) -> R) -> R {
         let mut spins = 0;
         loop {
-            if let Some(r) = self.recv_with(wait, &mut f) {
+            if let Some(r) = self.recv_one(wait, &mut f) {
                 return r;
             }
             match wait {
@@ -204,7 +203,7 @@ trait Chan {
     }
 }
 
-impl Chan for Queue {
+impl<C: Channel> Chan for C {
     #[inline]
     fn send_bytes(&self, wait: Wait, request: Request, data: &[u8]) -> bool {
         let msg = Message::new(request, data);
@@ -220,7 +219,7 @@ impl Chan for Queue {
     }
 
     #[inline]
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&Header, &[u8]) -> R) -> Option<R> {
+    fn recv_one<R>(&self, wait: Wait, f: impl FnOnce(&Header, &[u8]) -> R) -> Option<R> {
         let g = match wait {
             Wait::Spin => match self.try_recv_ref() {
                 Ok(g) => g,
@@ -239,48 +238,13 @@ impl Chan for Queue {
     }
 }
 
-impl Chan for Pipe {
-    #[inline]
-    fn send_bytes(&self, wait: Wait, request: Request, data: &[u8]) -> bool {
-        let msg = Message::new(request, data);
-        let r = match wait {
-            Wait::Spin => self.try_send(msg),
-            Wait::Block => self.send(msg),
-        };
-        match r {
-            Ok(()) => true,
-            Err(e) if e.is_full() => false,
-            Err(e) => panic!("send: {e}"),
-        }
-    }
-
-    #[inline]
-    fn recv_with<R>(&mut self, wait: Wait, f: impl FnOnce(&Header, &[u8]) -> R) -> Option<R> {
-        let g = match wait {
-            Wait::Spin => match self.try_recv_ref() {
-                Ok(g) => g,
-                Err(TryRecvError::Empty) => return None,
-                Err(e) => panic!("try_recv_ref: {e}"),
-            },
-            Wait::Block => match self.recv_ref_timeout(LIVENESS) {
-                Ok(g) => g,
-                Err(RecvTimeoutError::Timeout) => return None,
-                Err(e) => panic!("recv_ref: {e}"),
-            },
-        };
-        let r = f(g.header(), g.data());
-        g.finish().expect("release a received slot");
-        Some(r)
-    }
-}
-
 /// Waits for `n` READY messages on `ch` (then the children have opened
 /// everything).
-fn wait_ready(ch: &mut impl Chan, n: usize, watch: &mut Watch) {
+fn wait_ready(ch: &impl Chan, n: usize, watch: &mut Watch) {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut got = 0;
     while got < n {
-        match ch.recv_with(Wait::Block, |h, _| h.request) {
+        match ch.recv_one(Wait::Block, |h, _| h.request) {
             Some(r) if r == READY => got += 1,
             Some(r) => panic!("expected READY, got {r:?}"),
             None => {
@@ -370,18 +334,18 @@ impl PingPong {
             Kind::Queue => {
                 let (pn, qn) = (unique_name("ping"), unique_name("pong"));
                 let ping = Queue::create(&pn, cfg).expect("create ping queue");
-                let mut pong = Queue::create(&qn, cfg).expect("create pong queue");
+                let pong = Queue::create(&qn, cfg).expect("create pong queue");
                 let mut watch = Watch(vec![spawn("echo", &[("ping", &pn), ("pong", &qn)], &args)]);
-                wait_ready(&mut pong, 1, &mut watch);
+                wait_ready(&pong, 1, &mut watch);
                 let _ = Queue::remove(&pn);
                 let _ = Queue::remove(&qn);
                 (PpChan::Queue { ping, pong }, watch)
             }
             Kind::Pipe => {
                 let name = unique_name("pipe");
-                let mut pipe = Pipe::create(&name, cfg).expect("create pipe");
+                let pipe = Pipe::create(&name, cfg).expect("create pipe");
                 let mut watch = Watch(vec![spawn("echo", &[("pipe", &name)], &args)]);
-                wait_ready(&mut pipe, 1, &mut watch);
+                wait_ready(&pipe, 1, &mut watch);
                 let _ = Pipe::remove(&name);
                 (PpChan::Pipe(pipe), watch)
             }
@@ -411,15 +375,9 @@ impl PingPong {
             let child_idle = if idled { seq_of(&d[8..]) } else { 0 };
             (seq_of(d) == seq, child_idle)
         };
-        let (ok, child_idle) = match &mut self.chan {
-            PpChan::Queue { ping, pong } => {
-                ping.put(wait, Request::DO, &self.buf, watch);
-                pong.take(wait, watch, check)
-            }
-            PpChan::Pipe(p) => {
-                p.put(wait, Request::DO, &self.buf, watch);
-                p.take(wait, watch, check)
-            }
+        let (ok, child_idle) = match &self.chan {
+            PpChan::Queue { ping, pong } => trip(ping, pong, wait, &self.buf, watch, check),
+            PpChan::Pipe(p) => trip(p, p, wait, &self.buf, watch, check),
         };
         assert!(ok, "round trip {seq}: the echo is not the message sent");
         child_idle
@@ -461,13 +419,28 @@ impl Drop for PingPong {
     fn drop(&mut self) {
         let (wait, watch) = (self.wait, &mut self.watch);
         if !std::thread::panicking() {
-            match &mut self.chan {
+            match &self.chan {
                 PpChan::Queue { ping, .. } => ping.put(wait, Request::DIE, &[], watch),
                 PpChan::Pipe(p) => p.put(wait, Request::DIE, &[], watch),
             }
             watch.finish();
         }
     }
+}
+
+/// Sends `buf` on `tx` and takes the echo from `rx` (the two queues, or
+/// one pipe end twice).
+#[inline]
+fn trip<C: Chan, R>(
+    tx: &C,
+    rx: &C,
+    wait: Wait,
+    buf: &[u8],
+    watch: &mut Watch,
+    check: impl FnMut(&Header, &[u8]) -> R,
+) -> R {
+    tx.put(wait, Request::DO, buf, watch);
+    rx.take(wait, watch, check)
 }
 
 /// With an idle time: copies the message, idles (spinning on the clock, so
@@ -492,53 +465,45 @@ fn echo_child(args: &[String]) -> Result<()> {
         Wait::Block
     };
     let idle = Duration::from_nanos(idle_ns.parse()?);
-    let mut none = Watch(Vec::new());
-    let mut buf = Vec::new();
     match kind.as_str() {
-        "queue" => {
-            let mut ping = process::open_queue("ping")?;
-            let pong = process::open_queue("pong")?;
-            pong.put(wait, READY, &[], &mut none);
-            loop {
-                let go_on = ping.take(wait, &mut none, |h, d| {
-                    if h.request == Request::DIE {
-                        return false;
-                    }
-                    if idle.is_zero() {
-                        // Echo straight from the received slot.
-                        pong.put(wait, h.request, d, &mut Watch(Vec::new()));
-                    } else {
-                        idle_echo(&mut buf, d, idle);
-                        pong.put(wait, h.request, &buf, &mut Watch(Vec::new()));
-                    }
-                    true
-                });
-                if !go_on {
-                    return Ok(());
-                }
-            }
-        }
+        "queue" => echo(
+            &process::open_queue("ping")?,
+            &process::open_queue("pong")?,
+            wait,
+            idle,
+        ),
         "pipe" => {
-            let mut pipe = Pipe::open(&process::channel_name("pipe")?)?;
-            pipe.put(wait, READY, &[], &mut none);
-            loop {
-                // A pipe end holds one message at a time: copy it out first.
-                let request = pipe.take(wait, &mut none, |h, d| {
-                    if idle.is_zero() || h.request == Request::DIE {
-                        buf.clear();
-                        buf.extend_from_slice(d);
-                    } else {
-                        idle_echo(&mut buf, d, idle);
-                    }
-                    h.request
-                });
-                if request == Request::DIE {
-                    return Ok(());
-                }
-                pipe.put(wait, request, &buf, &mut none);
-            }
+            let pipe = process::open_pipe("pipe")?;
+            echo(&pipe, &pipe, wait, idle)
         }
         other => Err(format!("echo: unknown kind {other:?}").into()),
+    }
+}
+
+/// The echo child's loop: READY, then every message back from where it was
+/// received (or, with an idle time, copied and stamped with the pause),
+/// until DIE.
+fn echo<C: Chan>(rx: &C, tx: &C, wait: Wait, idle: Duration) -> Result<()> {
+    let (mut none, mut none2) = (Watch(Vec::new()), Watch(Vec::new()));
+    let mut buf = Vec::new();
+    tx.put(wait, READY, &[], &mut none);
+    loop {
+        let go_on = rx.take(wait, &mut none, |h, d| {
+            if h.request == Request::DIE {
+                return false;
+            }
+            if idle.is_zero() {
+                // Echo straight from the received slot.
+                tx.put(wait, h.request, d, &mut none2);
+            } else {
+                idle_echo(&mut buf, d, idle);
+                tx.put(wait, h.request, &buf, &mut none2);
+            }
+            true
+        });
+        if !go_on {
+            return Ok(());
+        }
     }
 }
 
@@ -584,7 +549,7 @@ fn stream_capacity(size: usize) -> u32 {
 impl Stream {
     fn new(mode: Copying, size: usize) -> Stream {
         let (dn, cn) = (unique_name("data"), unique_name("ctl"));
-        let mut data = Queue::create(&dn, QueueConfig::new(stream_capacity(size), size as u32))
+        let data = Queue::create(&dn, QueueConfig::new(stream_capacity(size), size as u32))
             .expect("create data queue");
         let ctl = Queue::create(&cn, QueueConfig::new(4, 8)).expect("create ctl queue");
         let mode_arg = match mode {
@@ -597,7 +562,7 @@ impl Stream {
             &[("data", &dn), ("ctl", &cn)],
             &[mode_arg.to_owned(), size.to_string()],
         )]);
-        wait_ready(&mut data, 1, &mut watch);
+        wait_ready(&data, 1, &mut watch);
         let _ = Queue::remove(&dn);
         let _ = Queue::remove(&cn);
         Stream {
@@ -685,7 +650,7 @@ fn producer_child(args: &[String]) -> Result<()> {
     let size: usize = size.parse()?;
     let zero_copy = mode == "zero-copy";
     let data = process::open_queue("data")?;
-    let mut ctl = process::open_queue("ctl")?;
+    let ctl = process::open_queue("ctl")?;
     let mut none = Watch(Vec::new());
     data.put(Wait::Block, READY, &[], &mut none);
     let mut buf = vec![0u8; size];
@@ -756,7 +721,7 @@ impl Contended {
         let (dn, cn, an) = (unique_name("data"), unique_name("ctl"), unique_name("ack"));
         let data = Queue::create(&dn, QueueConfig::new(1024, 64)).expect("create data queue");
         let ctl = Queue::create(&cn, QueueConfig::new(64, 8)).expect("create ctl queue");
-        let mut ack = Queue::create(&an, QueueConfig::new(64, 8)).expect("create ack queue");
+        let ack = Queue::create(&an, QueueConfig::new(64, 8)).expect("create ack queue");
         let mut watch = Watch(Vec::new());
         for _ in 0..producers {
             watch.0.push(spawn(
@@ -770,7 +735,7 @@ impl Contended {
                 .0
                 .push(spawn("cconsumer", &[("data", &dn), ("ack", &an)], &[]));
         }
-        wait_ready(&mut ack, producers + consumers, &mut watch);
+        wait_ready(&ack, producers + consumers, &mut watch);
         for n in [&dn, &cn, &an] {
             let _ = Queue::remove(n);
         }
@@ -833,7 +798,7 @@ impl Drop for Contended {
 
 fn cproducer_child() -> Result<()> {
     let data = process::open_queue("data")?;
-    let mut ctl = process::open_queue("ctl")?;
+    let ctl = process::open_queue("ctl")?;
     let ack = process::open_queue("ack")?;
     let mut none = Watch(Vec::new());
     ack.put(Wait::Block, READY, &[], &mut none);
@@ -873,15 +838,8 @@ fn cconsumer_child() -> Result<()> {
 
 /// Runs this process's role if it is a benchmark child.
 fn child_main(role: &str) -> i32 {
-    // Die with the parent, even if it is killed.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no
-    // memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    }
-    if process::parent_pid() != Some(std::os::unix::process::parent_id()) {
-        return 1; // the parent died before the prctl
-    }
+    // Started with `die_with_parent` (see `spawn`): killed if the parent
+    // dies, and never started after its death.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match role {
         "echo" => echo_child(&args),

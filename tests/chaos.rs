@@ -1,11 +1,11 @@
 //! Fault 9, the chaos test, in its CI form: 3 producers and 3 consumers
 //! for 5 seconds, a random one SIGKILLed and restarted every 200 ms, then
-//! every check of `examples/chaos.rs` (nothing lost, nothing invented,
+//! every check of `benches/tools/src/chaos.rs` (nothing lost, nothing invented,
 //! duplicates only from consumers killed holding the message, no call or
 //! gap past the unblock timeout plus one second, a clean drain).
 //!
-//! The chaos logic is the example's own source, compiled into this test
-//! (no example binary is built or run): the children are new processes of
+//! The chaos logic is the `chaos` tool's own source, compiled into this
+//! test (no tool binary is built or run): the children are new processes of
 //! this test binary, started through the harness's `child_entry` with the
 //! role in `MULPROC_TEST_ROLE` (see `tests/common`).
 //!
@@ -17,7 +17,7 @@
 
 mod common;
 
-#[path = "../examples/chaos.rs"]
+#[path = "../benches/tools/src/chaos.rs"]
 #[allow(dead_code)]
 mod chaos;
 

@@ -28,9 +28,14 @@
 //!   request exits 0, no process died unless killed.
 //!
 //! ```text
-//! cargo run --release --example chaos
-//! cargo run --release --example chaos -- --secs 300 --kill-every-ms 50 --capacity 8
+//! cargo run --release -p mulproc-bench-tools --bin chaos
+//! cargo run --release -p mulproc-bench-tools --bin chaos -- --secs 300 --kill-every-ms 50 --capacity 8
 //! ```
+//!
+//! This module is the whole chaos; the `chaos` binary of this crate parses
+//! the flags below and runs it, and `tests/chaos.rs` includes this file
+//! (`#[path]`) and runs it for 5 seconds. So it uses nothing but std,
+//! `libc` and `mulproc`.
 //!
 //! Flags:
 //!
@@ -97,7 +102,7 @@
 //!
 //! Blocking calls all have timeouts (`recv_ref_timeout` 250 ms; `send`
 //! with 4 tries of 100 ms, and a reservation polled as long at most), children die with the parent
-//! (`PR_SET_PDEATHSIG`) and stop when told through their log; the parent
+//! (`Child::die_with_parent`) and stop when told through their log; the parent
 //! has a deadline on every phase and kills every child when dropped. The
 //! queue name and the log directory are removed on every path out of the
 //! parent (unless `--keep`).
@@ -111,7 +116,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -425,11 +430,8 @@ fn parent_alive() -> bool {
 }
 
 fn child(kind: Kind) -> Result<i32> {
-    // Die with the parent, whatever happens to it.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(io::Error::last_os_error().into());
-    }
+    // Started with `die_with_parent`: killed with the parent, and never
+    // started after its death; this only covers a launcher that did not.
     if !parent_alive() {
         return Ok(4);
     }
@@ -867,6 +869,7 @@ impl<'a> Chaos<'a> {
         let log = LogMap::create(&path, records)?;
         log.set(W_SPAWN_US, mono_us());
         let mut c = Child::role(kind.role())
+            .die_with_parent(true)
             .queue(QUEUE_KEY, self.q)
             .inherit_args(false)
             .args(&self.launcher.args)
@@ -1647,75 +1650,4 @@ pub fn run(o: &Opts, launcher: &Launcher) -> Result<Report> {
     }
     r.violations = std::mem::take(&mut c.violations);
     Ok(r)
-}
-
-const USAGE: &str = "usage: chaos [--secs S] [--kill-every-ms MS] [--producers P] \
-                     [--consumers C] [--capacity N] [--payload BYTES] [--unblock-ms MS] \
-                     [--fill-us US] [--hold-us US] [--seed N] [--keep]";
-
-/// Parses the command line (without the program name).
-pub fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        // Both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_owned())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => Ok(it.next().ok_or(format!("{flag} needs a value"))?.clone()),
-            }
-        };
-        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T>
-        where
-            T::Err: fmt::Display,
-        {
-            v.replace('_', "")
-                .parse()
-                .map_err(|e| format!("{flag} {v:?}: {e}").into())
-        }
-        match flag {
-            "--secs" => o.secs = num(flag, value()?)?,
-            "--kill-every-ms" => o.kill_every_ms = num(flag, value()?)?,
-            "--producers" => o.producers = num(flag, value()?)?,
-            "--consumers" => o.consumers = num(flag, value()?)?,
-            "--capacity" => o.capacity = num(flag, value()?)?,
-            "--payload" => o.payload = num(flag, value()?)?,
-            "--unblock-ms" => o.unblock_ms = num(flag, value()?)?,
-            "--fill-us" => o.fill_us = num(flag, value()?)?,
-            "--hold-us" => o.hold_us = num(flag, value()?)?,
-            "--seed" => o.seed = Some(num(flag, value()?)?),
-            "--keep" => o.keep = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
-        }
-    }
-    Ok(o)
-}
-
-fn main() -> ExitCode {
-    if let Some(role) = process::role() {
-        return ExitCode::from(u8::try_from(child_main(&role)).unwrap_or(1));
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_opts(&args).and_then(|o| run(&o, &Launcher::default())) {
-        Ok(r) => {
-            println!("{r}");
-            if r.violations.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("chaos: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
