@@ -12,8 +12,11 @@
 //!
 //! `Pool::spawn` returns one handle per task, and a pool worker's monitor
 //! thread hands a result over only when that handle is joined (a rendezvous
-//! channel). The parent therefore keeps at most [`WINDOW`] tasks spawned
-//! and not yet joined, joining the oldest first.
+//! channel), so at most one task per worker runs or waits to be joined. The
+//! parent keeps at most [`WINDOW`] tasks spawned and not yet joined, joining
+//! the oldest first: enough to keep every worker's next task queued, and
+//! few file descriptors (a queued task holds three: its argument and result
+//! channels are socket pairs).
 //!
 //! procspawn starts its workers by re-executing the binary with
 //! `__PROCSPAWN_CONTENT_PROCESS_ID` set; [`init`] (procspawn's `init`) must
@@ -31,7 +34,7 @@ use crate::common::{CHILD_ENV, PARENT_PID_ENV};
 use crate::{err, Config, Result};
 
 /// Most tasks spawned and not yet joined.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = 64;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -101,6 +104,8 @@ struct Pending {
     handle: JoinHandle<(u64, u32)>,
 }
 
+/// The pool; dropping it kills the workers (SIGKILL: they hold nothing
+/// that needs cleaning up).
 struct ProcspawnPool {
     pool: Pool,
     size: usize,
@@ -149,14 +154,6 @@ impl PoolSession for ProcspawnPool {
             self.join(p)?;
         }
         Ok((t0.elapsed(), n))
-    }
-}
-
-impl Drop for ProcspawnPool {
-    fn drop(&mut self) {
-        // Kills the workers (SIGKILL); they hold nothing that needs
-        // cleaning up.
-        self.pool.kill();
     }
 }
 
