@@ -59,13 +59,28 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// Unlinks every path still registered. Safe to call more than once.
 pub fn cleanup_registered() {
     for path in registry().drain(..) {
-        let _ = std::fs::remove_file(&path);
+        remove_path(&path);
     }
 }
 
-/// A file-system name (shared-memory file, socket) owned by this process:
-/// unlinked on [`PathGuard::remove`], on drop, or by [`cleanup_registered`]
-/// when a signal or the watchdog ends the process.
+/// Unlinks a file, or removes a directory with everything in it (never
+/// following a symbolic link).
+fn remove_path(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// A file-system name (shared-memory file, socket, or a private directory
+/// of them) owned by this process: unlinked (a directory with its contents)
+/// on [`PathGuard::remove`], on drop, or by [`cleanup_registered`] when a
+/// signal or the watchdog ends the process.
 #[derive(Debug)]
 pub struct PathGuard {
     path: Option<PathBuf>,
@@ -92,7 +107,7 @@ impl PathGuard {
     /// Unlinks now (e.g. once every child has opened the file).
     pub fn remove(&mut self) {
         if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_file(&path);
+            remove_path(&path);
             registry().retain(|p| p != &path);
         }
     }
@@ -668,5 +683,11 @@ mod tests {
         g.remove();
         assert!(!p.exists());
         assert!(registry().iter().all(|q| q != &p));
+        let d = std::env::temp_dir().join(unique_name("guard-dir-test"));
+        let g = PathGuard::new(&d);
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/f"), b"x").unwrap();
+        drop(g);
+        assert!(!d.exists());
     }
 }

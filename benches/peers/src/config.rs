@@ -16,6 +16,9 @@ pub enum System {
     Iceoryx2,
     /// ipmpsc shared-memory MPSC ring.
     Ipmpsc,
+    /// cloudtoid-interprocess shared-memory byte queue (several publishers,
+    /// crash recovery), with its semaphore-backed blocking receive.
+    Cloudtoid,
     /// `std::os::unix::net::UnixStream`, one connection per producer.
     Uds,
     /// crossbeam-queue `ArrayQueue` between threads of one process.
@@ -26,6 +29,8 @@ pub enum System {
     Futex,
     /// `memcpy` of a buffer: the copying bandwidth bound.
     Memcpy,
+    /// procspawn process pool (ipc-channel + serde): the pool scenario only.
+    Procspawn,
 }
 
 impl System {
@@ -34,11 +39,13 @@ impl System {
         match self {
             System::Iceoryx2 => "iceoryx2",
             System::Ipmpsc => "ipmpsc",
+            System::Cloudtoid => "cloudtoid",
             System::Uds => "uds",
             System::ArrayQueue => "arrayqueue",
             System::Raw => "raw",
             System::Futex => "futex",
             System::Memcpy => "memcpy",
+            System::Procspawn => "procspawn",
         }
     }
 }
@@ -49,6 +56,8 @@ impl FromStr for System {
         Ok(match s {
             "iceoryx2" | "iox2" => System::Iceoryx2,
             "ipmpsc" => System::Ipmpsc,
+            "cloudtoid" | "cloudtoid-interprocess" => System::Cloudtoid,
+            "procspawn" => System::Procspawn,
             "uds" | "unix" => System::Uds,
             "arrayqueue" | "crossbeam" => System::ArrayQueue,
             "raw" => System::Raw,
@@ -74,6 +83,8 @@ pub enum Scenario {
     Stream,
     /// Copy a buffer over and over; reports bytes/s.
     Memcpy,
+    /// Tasks through a pool of `workers` processes; reports tasks/s.
+    Pool,
 }
 
 impl Scenario {
@@ -83,6 +94,7 @@ impl Scenario {
             Scenario::PingPong => "pingpong",
             Scenario::Stream => "stream",
             Scenario::Memcpy => "memcpy",
+            Scenario::Pool => "pool",
         }
     }
 }
@@ -115,6 +127,11 @@ pub struct Config {
     pub idle_us: u64,
     /// Stream only: number of producer processes (threads for ArrayQueue).
     pub producers: usize,
+    /// Stream only: messages a producer hands over per batch send (1: one
+    /// send per message). Only systems with a batch send take more than 1.
+    pub batch: usize,
+    /// Pool only: worker processes.
+    pub workers: usize,
     /// Memcpy only: destination offset in bytes from 64-byte alignment
     /// (the source is always page-aligned).
     pub dst_offset: usize,
@@ -138,6 +155,8 @@ impl Config {
             block: false,
             idle_us: 0,
             producers: 1,
+            batch: 1,
+            workers: 4,
             dst_offset: 0,
             timeout: Duration::from_secs(60),
         }
@@ -151,6 +170,7 @@ impl Config {
             Scenario::PingPong => 5_000,
             Scenario::Stream => 20_000,
             Scenario::Memcpy => 1_000,
+            Scenario::Pool => 1_000,
         })
     }
 
@@ -169,6 +189,10 @@ impl Config {
 
     /// Aimed-for length of one batch in a time-bounded measurement.
     pub const BATCH_TIME: Duration = Duration::from_millis(100);
+
+    /// Messages per batch send of the `stream-batch` scenario when `--batch`
+    /// is not given (what mulproc's batch stream uses).
+    pub const DEFAULT_BATCH: usize = 64;
 
     /// Checks that the combination makes sense for the system.
     pub fn validate(&self) -> Result<()> {
@@ -194,6 +218,35 @@ impl Config {
         }
         if self.idle_us > 0 && self.scenario != Scenario::PingPong {
             return Err(err("--idle-us applies to the ping-pong scenario only"));
+        }
+        if self.batch == 0 || (self.batch > 1 && self.scenario != Scenario::Stream) {
+            return Err(err(
+                "--batch applies to the stream scenario and must be at least 1",
+            ));
+        }
+        if self.batch > 1 && sys != System::Cloudtoid {
+            return Err(err(format!(
+                "{sys} has no batch send (--batch is for --system cloudtoid)"
+            )));
+        }
+        if self.batch > crate::common::queue_depth(self.size) {
+            return Err(err(format!(
+                "--batch {} exceeds the queue depth ({} messages of {} B)",
+                self.batch,
+                crate::common::queue_depth(self.size),
+                self.size
+            )));
+        }
+        if (sys == System::Procspawn) != (self.scenario == Scenario::Pool) {
+            return Err(err(
+                "the pool scenario goes with --system procspawn only (and procspawn runs only pool)",
+            ));
+        }
+        if self.scenario == Scenario::Pool && self.block {
+            return Err(err("--block does not apply to the pool scenario"));
+        }
+        if self.workers == 0 {
+            return Err(err("--workers must be at least 1"));
         }
         match sys {
             System::Raw | System::Futex if self.scenario != Scenario::PingPong => Err(err(
@@ -225,6 +278,8 @@ impl Config {
         let mut producers = None;
         let mut timeout = None;
         let mut dst_offset = 0;
+        let mut batch = None;
+        let mut workers = None;
         while let Some(flag) = args.next() {
             let mut value = |name: &str| {
                 args.next()
@@ -241,6 +296,10 @@ impl Config {
                 "--producers" => {
                     producers = Some(parse_num(&value("--producers")?, "--producers")? as usize)
                 }
+                "--batch" => batch = Some(parse_num(&value("--batch")?, "--batch")? as usize),
+                "--workers" => {
+                    workers = Some(parse_num(&value("--workers")?, "--workers")? as usize)
+                }
                 "--dst-offset" => {
                     dst_offset = parse_num(&value("--dst-offset")?, "--dst-offset")? as usize
                 }
@@ -255,21 +314,24 @@ impl Config {
         }
         let system = system.ok_or_else(|| err("--system is required"))?;
         let scenario_name = scenario.unwrap_or_else(|| {
-            if system == System::Memcpy {
-                "memcpy"
-            } else {
-                "pingpong"
+            match system {
+                System::Memcpy => "memcpy",
+                System::Procspawn => "pool",
+                _ => "pingpong",
             }
             .to_owned()
         });
-        let (scenario, implied_block, implied_producers) = match scenario_name.as_str() {
-            "pingpong" => (Scenario::PingPong, false, 1),
-            "pingpong-block" => (Scenario::PingPong, true, 1),
-            "stream" => (Scenario::Stream, false, 1),
-            "mpsc" | "contended" => (Scenario::Stream, false, 4),
-            "memcpy" => (Scenario::Memcpy, false, 1),
-            other => return Err(err(format!("unknown scenario {other:?}"))),
-        };
+        let (scenario, implied_block, implied_producers, implied_batch) =
+            match scenario_name.as_str() {
+                "pingpong" => (Scenario::PingPong, false, 1, 1),
+                "pingpong-block" => (Scenario::PingPong, true, 1, 1),
+                "stream" => (Scenario::Stream, false, 1, 1),
+                "stream-batch" => (Scenario::Stream, false, 1, Self::DEFAULT_BATCH),
+                "mpsc" | "contended" => (Scenario::Stream, false, 4, 1),
+                "memcpy" => (Scenario::Memcpy, false, 1, 1),
+                "pool" => (Scenario::Pool, false, 1, 1),
+                other => return Err(err(format!("unknown scenario {other:?}"))),
+            };
         let mut cfg = Config::new(system, scenario);
         cfg.block = block || implied_block;
         cfg.size = size.unwrap_or(cfg.size);
@@ -277,6 +339,11 @@ impl Config {
         cfg.warmup = warmup;
         cfg.idle_us = idle_us;
         cfg.producers = producers.unwrap_or(implied_producers);
+        cfg.batch = batch.unwrap_or(implied_batch);
+        if workers.is_some() && scenario != Scenario::Pool {
+            return Err(err("--workers applies to the pool scenario only"));
+        }
+        cfg.workers = workers.unwrap_or(cfg.workers);
         cfg.timeout = timeout.unwrap_or(cfg.timeout);
         cfg.dst_offset = dst_offset;
         cfg.validate()?;
@@ -288,6 +355,12 @@ impl Config {
         let mut s = format!("{}/{}/{}B", self.system, self.scenario, self.size);
         if self.producers > 1 {
             s.push_str(&format!("/p{}", self.producers));
+        }
+        if self.batch > 1 {
+            s.push_str(&format!("/batch{}", self.batch));
+        }
+        if self.scenario == Scenario::Pool {
+            s.push_str(&format!("/w{}", self.workers));
         }
         if self.block {
             s.push_str("/block");
@@ -325,12 +398,13 @@ impl ChildSpec {
     /// Encodes into one line of space-separated `key=value` pairs.
     pub fn encode(&self) -> String {
         format!(
-            "system={} scenario={} size={} block={} producers={} index={} addr={}",
+            "system={} scenario={} size={} block={} producers={} batch={} index={} addr={}",
             self.cfg.system,
             self.cfg.scenario,
             self.cfg.size,
             u8::from(self.cfg.block),
             self.cfg.producers,
+            self.cfg.batch,
             self.index,
             self.addr
         )
@@ -361,6 +435,7 @@ impl ChildSpec {
                 "size" => spec.cfg.size = num()? as usize,
                 "block" => spec.cfg.block = num()? != 0,
                 "producers" => spec.cfg.producers = num()? as usize,
+                "batch" => spec.cfg.batch = num()? as usize,
                 "index" => spec.index = num()? as usize,
                 "addr" => spec.addr = v.to_owned(),
                 _ => return Err(err(format!("unknown child spec key {k:?}"))),
@@ -394,6 +469,30 @@ mod tests {
         assert_eq!(c.idle_us, 200);
         assert!(Config::from_args(args("--system raw --scenario stream")).is_err());
         assert!(Config::from_args(args("--system raw --block")).is_err());
+        let c = Config::from_args(args("--system cloudtoid --scenario stream-batch")).unwrap();
+        assert_eq!(
+            (c.scenario, c.batch, c.producers),
+            (Scenario::Stream, 64, 1)
+        );
+        assert_eq!(c.label(), "cloudtoid/stream/64B/batch64");
+        let c = Config::from_args(args("--system cloudtoid --scenario mpsc --batch 8")).unwrap();
+        assert_eq!((c.batch, c.producers), (8, 4));
+        assert!(Config::from_args(args("--system ipmpsc --scenario stream --batch 8")).is_err());
+        assert!(
+            Config::from_args(args("--system cloudtoid --scenario pingpong --batch 8")).is_err()
+        );
+        assert!(Config::from_args(args("--system cloudtoid --scenario stream --batch 0")).is_err());
+        assert!(Config::from_args(args(
+            "--system cloudtoid --size 65536 --scenario stream --batch 512"
+        ))
+        .is_err());
+        let c = Config::from_args(args("--system procspawn --workers 2")).unwrap();
+        assert_eq!((c.scenario, c.workers), (Scenario::Pool, 2));
+        assert_eq!(c.label(), "procspawn/pool/64B/w2");
+        assert!(Config::from_args(args("--system procspawn --scenario stream")).is_err());
+        assert!(Config::from_args(args("--system ipmpsc --scenario pool")).is_err());
+        assert!(Config::from_args(args("--system ipmpsc --workers 2")).is_err());
+        assert!(Config::from_args(args("--system procspawn --workers 0")).is_err());
     }
 
     #[test]
@@ -401,6 +500,7 @@ mod tests {
         let mut cfg = Config::new(System::Uds, Scenario::Stream);
         cfg.block = true;
         cfg.producers = 4;
+        cfg.batch = 16;
         cfg.size = 1024;
         let spec = ChildSpec {
             cfg,
@@ -413,6 +513,7 @@ mod tests {
         assert_eq!(back.cfg.size, 1024);
         assert!(back.cfg.block);
         assert_eq!(back.cfg.producers, 4);
+        assert_eq!(back.cfg.batch, 16);
         assert_eq!(back.cfg.scenario, Scenario::Stream);
     }
 }

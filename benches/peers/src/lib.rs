@@ -3,7 +3,8 @@
 //! Every peer system implements the two small traits in [`transport`] (a
 //! sending and a receiving end of a one-way channel); the scenarios
 //! (ping-pong, stream, contended stream) are written once, generically, in
-//! [`scenario`], and the process plumbing (re-exec of the current executable
+//! [`scenario`] (the process pool, procspawn's own, is in
+//! [`peers::procspawn`]), and the process plumbing (re-exec of the current executable
 //! as a child, the stdin/stdout control channel, clean-up) lives in
 //! [`common`]. [`peers`] maps a [`Config`] to the right system.
 //!

@@ -28,13 +28,15 @@ fn value(line: &str, key: &str) -> f64 {
     v
 }
 
-/// Shared-memory files and sockets of peer runs (`mulproc-peers-*`).
+/// Shared-memory files, directories and sockets of peer runs
+/// (`mulproc-peers-*`), and cloudtoid's semaphores for them
+/// (`sem.ct3ip.mulproc-peers-*`).
 fn leftovers() -> Vec<String> {
     ["/dev/shm", "/tmp"]
         .iter()
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("mulproc-peers-"))
+        .filter(|n| n.starts_with("mulproc-peers-") || n.starts_with("sem.ct3ip.mulproc-peers-"))
         .collect()
 }
 
@@ -50,6 +52,8 @@ fn every_scenario_prints_its_figure() {
         "--system ipmpsc --block",
         "--system iceoryx2",
         "--system iceoryx2 --block",
+        "--system cloudtoid",
+        "--system cloudtoid --block",
         "--system uds",
         "--system uds --block",
     ];
@@ -67,6 +71,10 @@ fn every_scenario_prints_its_figure() {
         "--system ipmpsc --block --producers 4",
         "--system iceoryx2 --size 65536",
         "--system iceoryx2 --block --producers 4",
+        "--system cloudtoid --size 1024",
+        "--system cloudtoid --block --producers 4",
+        "--system cloudtoid --batch 64",
+        "--system cloudtoid --size 65536 --batch 7 --producers 4",
         "--system uds --producers 4",
         "--system uds --block",
     ];
@@ -82,6 +90,14 @@ fn every_scenario_prints_its_figure() {
         &run("--system memcpy --iters 100 --warmup 10"),
         "bytes_per_sec",
     );
+    value(
+        &run("--system procspawn --scenario pool --iters 2000 --warmup 100"),
+        "tasks_per_sec",
+    );
+    value(
+        &run("--system procspawn --scenario pool --iters 500 --warmup 10 --workers 2 --size 61"),
+        "tasks_per_sec",
+    );
     let after = leftovers();
     let new: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
     assert!(new.is_empty(), "left behind: {new:?}");
@@ -93,6 +109,10 @@ fn bad_flags_fail_cleanly() {
         "--system raw --scenario stream",
         "--system nope",
         "--system arrayqueue --size 100",
+        "--system ipmpsc --scenario stream --batch 8",
+        "--system cloudtoid --scenario pool",
+        "--system procspawn --scenario stream",
+        "--system procspawn --workers 0",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_peer"))
             .args(args.split_whitespace())

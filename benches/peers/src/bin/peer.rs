@@ -1,10 +1,11 @@
 //! `peer`: runs one peer scenario and prints its figure as the last stdout
-//! line (`one_way_ns=`, `msgs_per_sec=` or `bytes_per_sec=`).
+//! line (`one_way_ns=`, `msgs_per_sec=`, `bytes_per_sec=` or
+//! `tasks_per_sec=`).
 //!
 //! ```text
 //! peer --system ipmpsc --scenario pingpong [--iters N] [--size B]
-//!      [--block] [--idle-us N] [--producers P] [--warmup N] [--timeout-s S]
-//!      [--dst-offset N]
+//!      [--block] [--idle-us N] [--producers P] [--batch N] [--workers W]
+//!      [--warmup N] [--timeout-s S] [--dst-offset N]
 //! ```
 
 use std::process::ExitCode;
@@ -19,25 +20,34 @@ use mulproc_peers::{Config, Result};
 const USAGE: &str = "\
 usage: peer --system SYSTEM [--scenario SCENARIO] [options]
 
-systems:   iceoryx2 ipmpsc uds arrayqueue raw futex memcpy
+systems:   iceoryx2 ipmpsc cloudtoid uds arrayqueue raw futex memcpy procspawn
 scenarios: pingpong        ping-pong, busy-poll receive    -> one_way_ns (median RTT / 2)
            pingpong-block  ping-pong, blocking receive     -> one_way_ns
            stream          1 producer -> 1 consumer        -> msgs_per_sec
+           stream-batch    stream, batch sends of 64       -> msgs_per_sec (cloudtoid)
            mpsc            4 producers -> 1 consumer       -> msgs_per_sec
            memcpy          (with --system memcpy)          -> bytes_per_sec
+           pool            (with --system procspawn) tasks -> tasks_per_sec
 options:
-  --size B        message size in bytes (default 64; memcpy 65536; min 8)
-  --iters N       measured round trips / messages / copies, in one batch
-                  (default: batches of ~0.1 s until 1 s has passed)
+  --size B        message (pool: task payload) size in bytes (default 64;
+                  memcpy 65536; min 8)
+  --iters N       measured round trips / messages / copies / tasks, in one
+                  batch (default: batches of ~0.1 s until 1 s has passed)
   --warmup N      unmeasured iterations first (default 5000 round trips,
-                  20000 messages, 1000 copies; fewer with --idle-us)
+                  20000 messages, 1000 copies, 1000 tasks; fewer with
+                  --idle-us)
   --block         blocking receive (same as the -block scenario)
   --idle-us N     ping-pong: sender busy-waits N us before each send
   --producers P   stream: number of producer processes (threads: arrayqueue)
+  --batch N       stream: messages per batch send (cloudtoid; default 1,
+                  64 with stream-batch)
+  --workers W     pool: worker processes (default 4); --size is the payload
   --dst-offset N  memcpy: destination N bytes past a page boundary (default 0)
   --timeout-s S   give up (and clean up) after S seconds (default 60)";
 
 fn main() -> ExitCode {
+    // First: a procspawn pool worker runs its calls here and exits.
+    mulproc_peers::peers::procspawn::init();
     if let Some(code) = mulproc_peers::child::run_if_child() {
         return ExitCode::from(code as u8);
     }
@@ -111,6 +121,13 @@ fn run(cfg: &Config) -> Result<()> {
                 dt.as_secs_f64()
             );
             print_result("bytes_per_sec", bytes / dt.as_secs_f64());
+        }
+        Session::Pool(mut p) => {
+            let (spent, n) = p.run(warmup)?;
+            let (dt, n) = measure(cfg, spent / n as u32, |n| p.run(n))?;
+            drop(p);
+            println!("# {label}: {n} tasks checked in {:.3} s", dt.as_secs_f64());
+            print_result("tasks_per_sec", n as f64 / dt.as_secs_f64());
         }
     }
     Ok(())

@@ -255,7 +255,7 @@ pub fn child(spec: &ChildSpec, ctrl: &mut dyn ChildControl) -> Result<()> {
             let s = Direction::open(&node, &spec.addr, "s", cfg.block)?;
             produce(ctrl, s.tx(cfg.size)?, cfg.size)
         }
-        Scenario::Memcpy => Err(err("no memcpy child")),
+        Scenario::Memcpy | Scenario::Pool => Err(err(format!("no {} child", cfg.scenario))),
     }
 }
 

@@ -135,6 +135,6 @@ pub fn child(spec: &ChildSpec, ctrl: &mut dyn ChildControl) -> Result<()> {
             let tx = IpTx(Sender::new(SharedRingBuffer::open(&spec.addr)?));
             produce(ctrl, tx, cfg.size)
         }
-        Scenario::Memcpy => Err(err("no memcpy child")),
+        Scenario::Memcpy | Scenario::Pool => Err(err(format!("no {} child", cfg.scenario))),
     }
 }

@@ -1,10 +1,12 @@
 //! The peer systems, and dispatch from a [`Config`] to them.
 
 pub mod arrayqueue;
+pub mod cloudtoid;
 pub mod floor;
 pub mod iceoryx2;
 pub mod ipmpsc;
 pub mod memcpy;
+pub mod procspawn;
 pub mod uds;
 
 use crate::common::ChildControl;
@@ -20,6 +22,8 @@ pub enum Session {
     Stream(Box<dyn StreamSession>),
     /// Copy loop.
     Memcpy(memcpy::Memcpy),
+    /// Process pool with its workers.
+    Pool(Box<dyn procspawn::PoolSession>),
 }
 
 impl std::fmt::Debug for Session {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Session {
             Session::PingPong(_) => "Session::PingPong",
             Session::Stream(_) => "Session::Stream",
             Session::Memcpy(_) => "Session::Memcpy",
+            Session::Pool(_) => "Session::Pool",
         })
     }
 }
@@ -45,6 +50,9 @@ pub fn open(cfg: &Config) -> Result<Session> {
         (System::Futex, Scenario::PingPong) => Session::PingPong(floor::futex_pingpong(cfg)?),
         (System::Ipmpsc, Scenario::PingPong) => Session::PingPong(ipmpsc::pingpong(cfg)?),
         (System::Ipmpsc, Scenario::Stream) => Session::Stream(ipmpsc::stream(cfg)?),
+        (System::Cloudtoid, Scenario::PingPong) => Session::PingPong(cloudtoid::pingpong(cfg)?),
+        (System::Cloudtoid, Scenario::Stream) => Session::Stream(cloudtoid::stream(cfg)?),
+        (System::Procspawn, Scenario::Pool) => Session::Pool(procspawn::pool(cfg)?),
         (System::Iceoryx2, Scenario::PingPong) => Session::PingPong(iceoryx2::pingpong(cfg)?),
         (System::Iceoryx2, Scenario::Stream) => Session::Stream(iceoryx2::stream(cfg)?),
         (System::Uds, Scenario::PingPong) => Session::PingPong(uds::pingpong(cfg)?),
@@ -62,8 +70,9 @@ pub fn run_child(spec: &ChildSpec, ctrl: &mut dyn ChildControl) -> Result<()> {
         System::Futex => floor::futex_child(spec, ctrl),
         System::Ipmpsc => ipmpsc::child(spec, ctrl),
         System::Iceoryx2 => iceoryx2::child(spec, ctrl),
+        System::Cloudtoid => cloudtoid::child(spec, ctrl),
         System::Uds => uds::child(spec, ctrl),
-        System::ArrayQueue | System::Memcpy => {
+        System::ArrayQueue | System::Memcpy | System::Procspawn => {
             Err(err(format!("{} has no child process", spec.cfg.system)))
         }
     }

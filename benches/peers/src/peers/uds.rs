@@ -228,6 +228,6 @@ pub fn child(spec: &ChildSpec, ctrl: &mut dyn ChildControl) -> Result<()> {
             echo(ctrl, tx, rx, cfg.size, cfg.block)
         }
         Scenario::Stream => produce(ctrl, UdsTx(stream), cfg.size),
-        Scenario::Memcpy => Err(err("no memcpy child")),
+        Scenario::Memcpy | Scenario::Pool => Err(err(format!("no {} child", cfg.scenario))),
     }
 }
