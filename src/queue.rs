@@ -571,6 +571,9 @@ impl Queue {
                 data.len(),
             );
         }
+        // A sender dying here leaves its claim named only by its
+        // announcement (the crash tests' "in-copy").
+        fault::point("in-copy");
         self.sign_claim(t);
         write_header(self.ring().slot(t), header, data.len() as u32);
     }
@@ -843,6 +846,9 @@ impl Queue {
             crate::sync::prefetch_write(ring.slot(t.wrapping_add(PREFETCH_AHEAD)));
         }
         let slot = ring.slot(t);
+        // A receiver dying here leaves its claim named only by its
+        // announcement (the crash tests' "in-claim").
+        fault::point("in-claim");
         slot.owner
             .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);
         // Read once into locals; only the checked copy is used.

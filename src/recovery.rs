@@ -191,40 +191,82 @@ pub(crate) mod fault {
 
 /// Registers a new handle on `seg`: takes a free entry (settling a dead
 /// predecessor's first) and its liveness lock.
+///
+/// # Reusing a dead holder's entry
+///
+/// The liveness lock of a dead holder's entry is free the moment it dies,
+/// and a claim it had not signed yet (a sender killed in its copy, a
+/// receiver killed between its claiming CAS and its owner word) is known
+/// only by the entry's announcement (`sending_from..sending_to`,
+/// `claiming`). Once a new holder took the lock, that announcement would
+/// name a live handle: the dead claim would pass for the newcomer's (a
+/// stall of the whole unblock timeout, counted as `fenced_live`, its slot
+/// withheld while the newcomer lives). So, in this order:
+///
+/// 1. take the entry's liveness lock (from here on nobody else reuses it;
+///    our own probe does not see our lock, so to `settle` the previous
+///    holder is what it is: dead);
+/// 2. under the control lock, `settle` the entry while it still shows the
+///    dead holder's state and announcements: its unsigned claims are
+///    fenced (sender) or offered again (receiver) as a dead holder's, then
+///    its signed ones, its tasks, and the entry is marked free;
+/// 3. reset the announcements with the other fields, and only then
+///    publish `HANDLE_IN_USE` (Release): a recoverer that reads the new
+///    state (Acquire) reads the cleared announcements with it.
+///
+/// A recoverer racing with steps 1-2 may read the dead state and our lock
+/// and take a dead claim for a live one for that moment: it then waits
+/// (never recovers on a guess), and step 2 settles the claim (each repair
+/// is a CAS: one of us makes it). An entry whose control lock cannot be
+/// had (another recoverer kept it the whole `LOCK_WAIT`) is left to the
+/// others' detectors, which see it dead, and the next entry is tried;
+/// only if no entry is left is one settled without the lock, as best we
+/// can (each step a CAS or a swap, so nothing is counted twice).
 pub(crate) fn register(seg: &Segment) -> Result<HandleId, SetupError> {
-    for i in 0..MAX_HANDLES {
-        let byte = ofd::HANDLES + i as i64;
-        match ofd::try_lock(seg.fd(), byte, ofd::Kind::Exclusive) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                return Err(SetupError::Os {
-                    name: seg.name().to_owned(),
-                    op: "fcntl(F_OFD_SETLK)",
-                    source: e,
-                })
+    let mut skipped = false;
+    for unlocked_ok in [false, true] {
+        for i in 0..MAX_HANDLES {
+            let byte = ofd::HANDLES + i as i64;
+            match ofd::try_lock(seg.fd(), byte, ofd::Kind::Exclusive) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    return Err(SetupError::Os {
+                        name: seg.name().to_owned(),
+                        op: "fcntl(F_OFD_SETLK)",
+                        source: e,
+                    })
+                }
             }
+            let entry = seg.handle_entry(i);
+            if entry.state.load(Ordering::Acquire) != HANDLE_FREE {
+                // A predecessor died without settling: do it now.
+                let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
+                let guard = rec.lock();
+                if guard.is_none() && !unlocked_ok {
+                    skipped = true;
+                    let _ = ofd::unlock(seg.fd(), byte);
+                    continue;
+                }
+                rec.settle(i);
+            }
+            let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
+            entry.generation.store(generation, Ordering::Relaxed);
+            entry.pid.store(std::process::id(), Ordering::Relaxed);
+            entry.outstanding.store(0, Ordering::Relaxed);
+            entry.claiming.store(u64::MAX, Ordering::Relaxed);
+            entry.sending_to.store(0, Ordering::Relaxed);
+            entry.sending_from.store(0, Ordering::Relaxed);
+            // Release: the fields above are visible with the state.
+            entry.state.store(HANDLE_IN_USE, Ordering::Release);
+            return Ok(HandleId {
+                index: i as u16,
+                generation,
+            });
         }
-        let entry = seg.handle_entry(i);
-        if entry.state.load(Ordering::Acquire) != HANDLE_FREE {
-            // A predecessor died without settling: do it now, under the
-            // control lock if we can get it (settling is made of CASs and
-            // swaps, so a racing settler cannot double-count even without).
-            let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
-            let _guard = rec.lock();
-            rec.settle(i);
+        if !skipped {
+            break;
         }
-        let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
-        entry.generation.store(generation, Ordering::Relaxed);
-        entry.pid.store(std::process::id(), Ordering::Relaxed);
-        entry.outstanding.store(0, Ordering::Relaxed);
-        entry.claiming.store(u64::MAX, Ordering::Relaxed);
-        // Release: the fields above are visible with the state.
-        entry.state.store(HANDLE_IN_USE, Ordering::Release);
-        return Ok(HandleId {
-            index: i as u16,
-            generation,
-        });
     }
     Err(SetupError::TooManyHandles {
         name: seg.name().to_owned(),
@@ -614,6 +656,9 @@ impl<'a> Recovery<'a> {
             return;
         }
         let gen = entry.generation.load(Ordering::Relaxed) & GEN_MASK;
+        // First the claims only its announcements name, while the entry
+        // still reads as theirs (in use, lock not held): see `register`.
+        self.settle_unsigned(i);
         // Killed between moving `head` past its slot and freeing it (see
         // `Ring::release`), it left the slot held behind `head`: that can
         // only be its last claim, which it announced.
@@ -640,6 +685,40 @@ impl<'a> Recovery<'a> {
             abandon_tasks(self.seg, n);
         }
         entry.state.store(HANDLE_FREE, Ordering::Release);
+    }
+
+    /// The claims of dead entry `i` that no owner word names yet, only its
+    /// announcements (caller holds the control lock; the entry still reads
+    /// in use): an unpublished ticket in its `sending_from..sending_to`
+    /// that only dead handles announced is fenced and freed (a dead
+    /// producer's, as the detector would after `DEAD_GRACE`); a message
+    /// held at its `claiming` that no owner word names and only dead
+    /// handles announced is offered again (it never counted it
+    /// outstanding: it dies before that, after its owner word). A live
+    /// handle whose announcement covers the same ticket (it may have won
+    /// the race for it) keeps it: never recover on a guess.
+    fn settle_unsigned(&self, i: usize) {
+        let entry = self.seg.handle_entry(i);
+        let (head, end) = self.window(self.ring_capacity());
+        let (from, to) = (
+            entry.sending_from.load(Ordering::Relaxed),
+            entry.sending_to.load(Ordering::Relaxed),
+        );
+        if to != 0 && from < to && to - from <= self.ring_capacity() {
+            for t in from.max(head)..to.min(end) {
+                if self.ring.seq(t) == t && self.sender(t) == Holder::Dead {
+                    self.fence(t, true);
+                }
+            }
+        }
+        let c = entry.claiming.load(Ordering::Relaxed);
+        if (head..end).contains(&c)
+            && self.ring.seq(c) == (c + 1) | HELD
+            && self.holder(c, &[Role::Recv, Role::Move]) == Holder::Unknown
+            && self.claimants(c) == Holder::Dead
+        {
+            self.redeliver(c, None);
+        }
     }
 
     /// The tickets from `head` to `tail`, at most `limit` of them; empty
