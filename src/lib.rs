@@ -35,6 +35,7 @@
 #[cfg(not(loom))]
 mod channel;
 mod error;
+mod fault;
 mod layout;
 mod message;
 mod ring;

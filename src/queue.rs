@@ -12,7 +12,7 @@ use crate::error::{
 use crate::guard::{RecvGuard, Source};
 use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
 use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
-use crate::recovery::fault;
+use crate::fault;
 use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
 use crate::ring::{ClaimError, ClaimEvent, Ring};
 use crate::segment::{Segment, Sharing, Stale};

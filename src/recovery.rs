@@ -60,6 +60,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::SetupError;
+use crate::fault;
 use crate::layout::{HandleEntry, HANDLE_FREE, HANDLE_IN_USE, MAX_HANDLES};
 use crate::ring::{Ring, HELD, QUARANTINED, TAKEN};
 use crate::segment::Segment;
@@ -158,35 +159,6 @@ enum Repair {
     UndoMove = 3,
     /// Passing a dead skip ticket.
     Skip = 4,
-}
-
-/// Process-local test hooks (feature `fault-injection`): die at a chosen
-/// point, to test what others do about it.
-#[cfg(feature = "fault-injection")]
-pub(crate) mod fault {
-    /// Dies (SIGKILL) if `MULPROC_FAULT` is `point`; stops itself
-    /// (SIGSTOP, until someone sends SIGCONT) if it is `stop:<point>`.
-    pub(crate) fn point(point: &str) {
-        let Ok(v) = std::env::var("MULPROC_FAULT") else {
-            return;
-        };
-        let signal = if v == point {
-            libc::SIGKILL
-        } else if v.strip_prefix("stop:") == Some(point) {
-            libc::SIGSTOP
-        } else {
-            return;
-        };
-        // SAFETY: raising a signal on ourselves touches no memory.
-        unsafe {
-            libc::raise(signal);
-        }
-    }
-}
-#[cfg(not(feature = "fault-injection"))]
-pub(crate) mod fault {
-    #[inline(always)]
-    pub(crate) fn point(_: &str) {}
 }
 
 /// Registers a new handle on `seg`: takes a free entry (settling a dead

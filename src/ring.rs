@@ -439,7 +439,7 @@ impl<'a> Ring<'a> {
             // A receiver that dies here leaves its slot held behind `head`;
             // recovery frees it (`finish_release`).
             #[cfg(not(loom))]
-            crate::recovery::fault::point("in-release");
+            crate::fault::point("in-release");
             // A store, not a compare-and-swap: nobody else writes a slot a
             // live receiver holds (recovery re-offers only a dead holder's),
             // so the load suffices to report a segment scribbled on, and a
