@@ -159,7 +159,8 @@ impl Pipe {
     /// Creates a pipe named `name` and returns its parent end.
     pub fn create(name: &str, config: PipeConfig) -> Result<Pipe, SetupError> {
         let geo = config.geometry_of(ChannelKind::Pipe)?;
-        let seg = Segment::create(name, geo, config.sharing, config.stale)?;
+        // A stale pipe needs no repair: an end whose holder died is free.
+        let seg = Segment::create(name, geo, config.sharing, config.stale, |_| {})?;
         take_end(&seg, PipeEnd::Parent)?;
         Pipe::from_segment(seg, PipeEnd::Parent)
     }

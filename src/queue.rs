@@ -265,7 +265,7 @@ impl Queue {
     /// configuration's [`on_stale`](QueueConfig::on_stale) decides.
     pub fn create(name: &str, config: QueueConfig) -> Result<Queue, SetupError> {
         let geo = config.geometry()?;
-        let seg = Segment::create(name, geo, config.sharing, config.stale)?;
+        let seg = Segment::create(name, geo, config.sharing, config.stale, recovery::repair_stale)?;
         Queue::from_segment(seg)
     }
 

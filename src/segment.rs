@@ -175,12 +175,16 @@ impl Segment {
     /// Creates a new segment, initialises it and marks it complete. The
     /// name is removed again if any step fails. If the name exists and its
     /// segment is stale (every process that used it is gone), `stale`
-    /// decides: fail with [`SetupError::Stale`], recreate, or reuse.
+    /// decides: fail with [`SetupError::Stale`], recreate, or reuse; a
+    /// reused segment is handed to `repair` while we still hold it alone
+    /// (the users lock exclusively), before anyone else may open it: the
+    /// caller decides what a stale segment of its kind needs.
     pub(crate) fn create(
         name: &str,
         geo: Geometry,
         sharing: Sharing,
         stale: Stale,
+        repair: impl FnOnce(&Segment),
     ) -> Result<Segment, SetupError> {
         let os_name = os_name(name)?;
         crate::wait::barriers::register();
@@ -219,9 +223,7 @@ impl Segment {
                 }
                 Stale::Reuse if init_done => {
                     let seg = Segment::reuse(name, &os_name, fd, st, geo)?;
-                    if geo.kind == ChannelKind::Queue {
-                        crate::recovery::repair_stale(&seg);
-                    }
+                    repair(&seg);
                     seg.share_users()?;
                     return Ok(seg);
                 }
