@@ -31,7 +31,7 @@
 use bytemuck::{Pod, Zeroable};
 use memoffset::offset_of;
 
-use crate::error::CorruptKind;
+use crate::error::{ConfigError, CorruptKind};
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::EventCount;
 
@@ -517,6 +517,23 @@ impl Geometry {
             stride: stride as u32,
             data_offset,
             total_size,
+        })
+    }
+
+    /// [`Geometry::of`] for a configuration's pair, its errors as the
+    /// [`ConfigError`] that names the offending value (the one conversion
+    /// queues and pipes share).
+    pub(crate) fn checked(
+        kind: ChannelKind,
+        capacity: u32,
+        max_payload: u32,
+    ) -> Result<Geometry, ConfigError> {
+        Geometry::of(kind, capacity, max_payload).map_err(|e| match e {
+            GeometryError::CapacityTooSmall => ConfigError::CapacityTooSmall(capacity),
+            GeometryError::CapacityNotPowerOfTwo => ConfigError::CapacityNotPowerOfTwo(capacity),
+            GeometryError::CapacityTooLarge => ConfigError::CapacityTooLarge(capacity),
+            GeometryError::PayloadTooLarge => ConfigError::PayloadTooLarge(max_payload),
+            GeometryError::SegmentTooLarge => ConfigError::SegmentTooLarge,
         })
     }
 

@@ -9,15 +9,15 @@ use crate::error::{
     ConfigError, CorruptError, CorruptKind, JoinTimeoutError, RecvTimeoutError, SetupError,
     TaskDoneError, TryRecvError, TrySendError,
 };
-use crate::guard::{RecvGuard, Source};
-use crate::layout::{ChannelKind, Geometry, GeometryError, SlotHeader};
-use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::fault;
+use crate::guard::{RecvGuard, Source};
+use crate::layout::{ChannelKind, Geometry, SlotHeader};
+use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
 use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
 use crate::ring::{ClaimError, ClaimEvent, Ring};
 use crate::segment::{Segment, Sharing, Stale};
 use crate::sync::Ordering;
-use crate::wait::{EventCount, Wake};
+use crate::wait::{claim_waiting, Claimed, EventCount, Wake};
 
 /// How a queue is made: capacity, largest payload, who may open it.
 ///
@@ -80,19 +80,7 @@ impl QueueConfig {
     }
 
     pub(crate) fn geometry(&self) -> Result<Geometry, ConfigError> {
-        self.geometry_of(ChannelKind::Queue)
-    }
-
-    pub(crate) fn geometry_of(&self, kind: ChannelKind) -> Result<Geometry, ConfigError> {
-        Geometry::of(kind, self.capacity, self.max_payload).map_err(|e| match e {
-            GeometryError::CapacityTooSmall => ConfigError::CapacityTooSmall(self.capacity),
-            GeometryError::CapacityNotPowerOfTwo => {
-                ConfigError::CapacityNotPowerOfTwo(self.capacity)
-            }
-            GeometryError::CapacityTooLarge => ConfigError::CapacityTooLarge(self.capacity),
-            GeometryError::PayloadTooLarge => ConfigError::PayloadTooLarge(self.max_payload),
-            GeometryError::SegmentTooLarge => ConfigError::SegmentTooLarge,
-        })
+        Geometry::checked(ChannelKind::Queue, self.capacity, self.max_payload)
     }
 }
 
@@ -175,15 +163,6 @@ impl fmt::Debug for Queue {
     }
 }
 
-/// The outcome of a claim, for the shared error mapping.
-pub(crate) enum Claimed {
-    Slot(u64),
-    Unavailable,
-    /// Nobody can receive any more (a pipe's peer is gone).
-    Gone,
-    Corrupt,
-}
-
 /// How far ahead a receiver draining a backlog fetches slot headers for
 /// writing. Its claim of a slot is a locked instruction on a line the
 /// sender wrote, which waits for the line and lets nothing after it start
@@ -194,68 +173,9 @@ pub(crate) enum Claimed {
 /// to write it, and gains nothing.
 const PREFETCH_AHEAD: u64 = 2;
 
-/// How a blocking send waits for space before it sleeps: looks `2^k`
-/// spin hints apart, `k` growing to this (about 1.5 µs apart here)...
-const BACKOFF_MAX_SHIFT: u32 = 6;
-/// ... then yields between looks, up to this long in all.
-const BACKOFF_FOR: Duration = Duration::from_micros(50);
 /// The run of free slots a blocking send waits for while it spins (a
 /// quarter of the ring at most).
 const SEND_RUN: u64 = 32;
-
-/// Claims a slot, waiting for space as `wait` says: first polling with
-/// growing pauses and then yields (about 50 µs), then asleep on
-/// `not_full`, woken when a receiver frees a slot, until the deadline.
-///
-/// Until it sleeps it waits for `room()`, a run of free slots, rather than
-/// for one: on a full ring the slot a sender would claim next is the one
-/// the receiver is reading, and every look at it takes that line from the
-/// receiver; sender and receiver then move in lockstep, one line apart,
-/// and each message costs both a transfer of it. `room()` looks at a slot
-/// a run ahead instead, which the receiver reaches only after draining
-/// the run, which the sender then fills in one go. (Measured, blocking
-/// 64-byte stream: 5.6-6.5 M msg/s polling the next slot, 9 M waiting for
-/// a run.)
-pub(crate) fn claim_waiting(
-    not_full: &EventCount,
-    wait: Wait,
-    mut room: impl FnMut() -> bool,
-    mut claim: impl FnMut() -> Claimed,
-) -> Claimed {
-    let mut claimed = claim();
-    if !matches!(claimed, Claimed::Unavailable) || wait == Wait::Never {
-        return claimed;
-    }
-    let deadline = wait.deadline();
-    let backoff_for = wait.remaining().map_or(BACKOFF_FOR, |r| r.min(BACKOFF_FOR));
-    let start = Instant::now();
-    let mut shift = 0;
-    loop {
-        if shift < BACKOFF_MAX_SHIFT {
-            for _ in 0..1u32 << shift {
-                crate::sync::spin_hint();
-            }
-            shift += 1;
-        } else if start.elapsed() < backoff_for {
-            std::thread::yield_now();
-        } else {
-            break;
-        }
-        if !room() {
-            continue;
-        }
-        claimed = claim();
-        if !matches!(claimed, Claimed::Unavailable) {
-            return claimed;
-        }
-    }
-    not_full
-        .wait_until(deadline, || match claim() {
-            Claimed::Unavailable => None,
-            other => Some(other),
-        })
-        .unwrap_or(Claimed::Unavailable)
-}
 
 impl Queue {
     /// Creates a queue named `name`. Fails with
@@ -265,7 +185,13 @@ impl Queue {
     /// configuration's [`on_stale`](QueueConfig::on_stale) decides.
     pub fn create(name: &str, config: QueueConfig) -> Result<Queue, SetupError> {
         let geo = config.geometry()?;
-        let seg = Segment::create(name, geo, config.sharing, config.stale, recovery::repair_stale)?;
+        let seg = Segment::create(
+            name,
+            geo,
+            config.sharing,
+            config.stale,
+            recovery::repair_stale,
+        )?;
         Queue::from_segment(seg)
     }
 
