@@ -32,6 +32,7 @@ use bytemuck::{Pod, Zeroable};
 use memoffset::offset_of;
 
 use crate::error::{ConfigError, CorruptKind};
+use crate::message::StoredHeader;
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::EventCount;
 
@@ -291,12 +292,8 @@ pub(crate) struct PipeSlotHeader {
     /// anything else means "not yet" for the receiver of `t`. The slot's
     /// previous lap left `t + 1 - capacity` here (0 before the first).
     pub seq: AtomicU64,
-    pub request: AtomicU32,
-    pub sender: AtomicU32,
-    /// 0 = for anyone.
-    pub recipient: AtomicU32,
-    /// Checked against max payload on every read.
-    pub len: AtomicU32,
+    /// The message header (see [`StoredHeader`]).
+    pub header: StoredHeader,
     /// Reserved (0).
     pub flags: AtomicU32,
     pub _pad: u32,
@@ -322,16 +319,10 @@ pub struct SlotHeader {
     /// ticket. Written Relaxed right after each claim; recovery reads it to
     /// decide whether the holder is alive.
     pub(crate) owner: AtomicU64,
-    /// Message header fields, written by the producer before the publishing
-    /// CAS (Release) and read by the consumer after its Acquire load of
-    /// `seq`. Atomics (Relaxed) so that a misbehaving peer writing them at
-    /// the same time is a wrong value, never undefined behaviour.
-    pub(crate) request: AtomicU32,
-    pub(crate) sender: AtomicU32,
-    /// 0 = for anyone.
-    pub(crate) recipient: AtomicU32,
-    /// Payload length; checked against max_payload on every read.
-    pub(crate) len: AtomicU32,
+    /// The message header (see [`StoredHeader`]), written by the producer
+    /// before the publishing CAS (Release) and read by the consumer after
+    /// its Acquire load of `seq`.
+    pub(crate) header: StoredHeader,
     /// Reserved (0), for crash recovery.
     pub(crate) flags: AtomicU32,
     _pad: [u32; 7],
@@ -344,10 +335,7 @@ impl SlotHeader {
         SlotHeader {
             seq: AtomicU64::new(seq),
             owner: AtomicU64::new(0),
-            request: AtomicU32::new(0),
-            sender: AtomicU32::new(0),
-            recipient: AtomicU32::new(0),
-            len: AtomicU32::new(0),
+            header: StoredHeader::new(),
             flags: AtomicU32::new(0),
             _pad: [0; 7],
         }
@@ -386,10 +374,13 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, selective) == 7 * CACHE_LINE);
     assert!(offset_of!(SlotHeader, seq) == 0);
     assert!(offset_of!(SlotHeader, owner) == 8);
-    assert!(offset_of!(SlotHeader, request) == 16);
-    assert!(offset_of!(SlotHeader, sender) == 20);
-    assert!(offset_of!(SlotHeader, recipient) == 24);
-    assert!(offset_of!(SlotHeader, len) == 28);
+    assert!(offset_of!(SlotHeader, header) == 16);
+    assert!(offset_of!(PipeSlotHeader, header) == 8);
+    assert!(std::mem::size_of::<StoredHeader>() == 16);
+    assert!(offset_of!(StoredHeader, request) == 0);
+    assert!(offset_of!(StoredHeader, sender) == 4);
+    assert!(offset_of!(StoredHeader, recipient) == 8);
+    assert!(offset_of!(StoredHeader, len) == 12);
     assert!(offset_of!(SlotHeader, flags) == 32);
     assert!(offset_of!(LayoutInfo, version) == 8);
     assert!(offset_of!(LayoutInfo, capacity) == 16);

@@ -53,9 +53,9 @@ use crate::channel::{inherent_forms, Channel, Filter, SendRetry, Wait};
 use crate::error::{
     ConfigError, CorruptError, CorruptKind, RecvTimeoutError, SetupError, TrySendError,
 };
-use crate::guard::{RecvGuard, Source};
+use crate::guard::{RecvGuard, Release};
 use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
-use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
+use crate::message::{Header, Message};
 use crate::segment::{Segment, Sharing, Stale};
 use crate::sync::Ordering;
 use crate::sys::ofd;
@@ -452,11 +452,7 @@ impl Pipe {
         let dir = self.send_dir();
         let idx = self.index(t);
         let slot = self.seg.pipe_slot(dir, idx);
-        slot.request.store(header.request.code(), Ordering::Relaxed);
-        slot.sender.store(header.sender, Ordering::Relaxed);
-        slot.recipient
-            .store(encode_recipient(header.recipient), Ordering::Relaxed);
-        slot.len.store(data.len() as u32, Ordering::Relaxed);
+        slot.header.write(header, data.len() as u32);
         // SAFETY: ticket `t` is ours (the receiver is at most `capacity`
         // behind, checked in `claim_send`), so nobody reads this payload
         // until we publish; `data.len() <= max_payload`, and the payload
@@ -545,12 +541,7 @@ impl Pipe {
             if slot.seq.load(Ordering::Acquire) != t + 1 {
                 return Ok(None);
             }
-            let header = Header {
-                request: Request::new(slot.request.load(Ordering::Relaxed)),
-                sender: slot.sender.load(Ordering::Relaxed),
-                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-            };
-            let len = slot.len.load(Ordering::Relaxed);
+            let (header, len) = slot.header.read();
             if len > max {
                 // Free it, so the pipe goes on, and report it.
                 self.taken.set(taken | 1 << i);
@@ -579,7 +570,7 @@ impl Pipe {
                 // `len <= max_payload` keeps the bytes inside the slot's
                 // payload area.
                 return Ok(Some(unsafe {
-                    RecvGuard::new(Source::Pipe(self), t, header, data, len as usize)
+                    RecvGuard::new(self, t, header, data, len as usize)
                 }));
             }
             i += 1;
@@ -710,6 +701,13 @@ impl Channel for Pipe {
 }
 
 inherent_forms!(Pipe);
+
+impl Release for Pipe {
+    #[inline]
+    fn release(&self, ticket: u64) -> Result<(), CorruptError> {
+        Pipe::release(self, ticket)
+    }
+}
 
 /// Positions at or above this are corrupt (see `Pipe::from_segment`).
 const POSITION_LIMIT: u64 = 1 << 62;

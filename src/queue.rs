@@ -10,9 +10,9 @@ use crate::error::{
     TaskDoneError, TryRecvError, TrySendError,
 };
 use crate::fault;
-use crate::guard::{RecvGuard, Source};
-use crate::layout::{ChannelKind, Geometry, SlotHeader};
-use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
+use crate::guard::{RecvGuard, Release};
+use crate::layout::{ChannelKind, Geometry};
+use crate::message::{Header, Message, Request};
 use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
 use crate::ring::{ClaimError, ClaimEvent, Ring};
 use crate::segment::{Segment, Sharing, Stale};
@@ -447,15 +447,8 @@ impl Queue {
     fn copy_slot(&self, from: u64, to: u64) {
         let ring = self.ring();
         let (src, dst) = (ring.slot(from), ring.slot(to));
-        let len = src.len.load(Ordering::Relaxed);
-        for (a, b) in [
-            (&src.request, &dst.request),
-            (&src.sender, &dst.sender),
-            (&src.recipient, &dst.recipient),
-            (&src.len, &dst.len),
-        ] {
-            b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
+        let len = src.header.len.load(Ordering::Relaxed);
+        dst.header.copy_from(&src.header);
         // An impossible length is copied as is (the receiver reports it);
         // only the bytes that exist are moved.
         let n = len.min(self.geo.max_payload) as usize;
@@ -501,7 +494,7 @@ impl Queue {
         // announcement (the crash tests' "in-copy").
         fault::point("in-copy");
         self.sign_claim(t);
-        write_header(self.ring().slot(t), header, data.len() as u32);
+        self.ring().slot(t).header.write(header, data.len() as u32);
     }
 
     /// Publishes the filled slot of ticket `t`, without waking anyone; if
@@ -715,7 +708,7 @@ impl Queue {
             if let Filter::Any = want {
                 return true; // no need to look before the claim
             }
-            let (header, len) = read_slot(ring.slot(t));
+            let (header, len) = ring.slot(t).header.read();
             if len > max {
                 return true; // everyone helps clear these
             }
@@ -778,7 +771,7 @@ impl Queue {
         slot.owner
             .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);
         // Read once into locals; only the checked copy is used.
-        let (header, len) = read_slot(slot);
+        let (header, len) = slot.header.read();
         if len > max {
             // Not a message we can deliver: release it (so the queue
             // goes on), count it done for `join`, and report it. A
@@ -794,7 +787,7 @@ impl Queue {
         // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`
         // and `len` describe bytes inside the slot's payload area.
         Ok(Some(unsafe {
-            RecvGuard::new(Source::Queue(self), t, header, data, len as usize)
+            RecvGuard::new(self, t, header, data, len as usize)
         }))
     }
 
@@ -1035,23 +1028,11 @@ impl Joinable for Queue {
 
 inherent_forms!(Queue);
 
-/// A slot's header fields, each read once (Relaxed; ordered by the
-/// caller's Acquire on the sequence word).
-fn read_slot(slot: &SlotHeader) -> (Header, u32) {
-    let header = Header {
-        request: Request::new(slot.request.load(Ordering::Relaxed)),
-        sender: slot.sender.load(Ordering::Relaxed),
-        recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-    };
-    (header, slot.len.load(Ordering::Relaxed))
-}
-
-fn write_header(slot: &SlotHeader, h: &Header, len: u32) {
-    slot.request.store(h.request.code(), Ordering::Relaxed);
-    slot.sender.store(h.sender, Ordering::Relaxed);
-    slot.recipient
-        .store(encode_recipient(h.recipient), Ordering::Relaxed);
-    slot.len.store(len, Ordering::Relaxed);
+impl Release for Queue {
+    #[inline]
+    fn release(&self, ticket: u64) -> Result<(), CorruptError> {
+        Queue::release(self, ticket)
+    }
 }
 
 /// A reserved slot to fill in place; see [`Queue::try_reserve`].
@@ -1110,7 +1091,7 @@ impl SendSlot<'_> {
             sender: q.pid,
             recipient,
         };
-        write_header(slot, &header, len as u32);
+        slot.header.write(&header, len as u32);
         let r = q.ring().publish(self.ticket);
         q.notify_receivers();
         r.map_err(|_| {

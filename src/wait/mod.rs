@@ -8,5 +8,6 @@ mod event;
 
 #[cfg(not(loom))]
 pub(crate) use backoff::{claim_waiting, Claimed};
+#[cfg(not(loom))]
 pub(crate) use event::barriers;
 pub use event::{EventCount, Wake};
