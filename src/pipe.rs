@@ -396,7 +396,7 @@ impl Pipe {
         if !waiting && n % 16 != 0 {
             return false;
         }
-        let now = crate::recovery::coarse_ms();
+        let now = crate::sys::coarse_ms();
         if now < self.next_probe_ms.get() {
             return false;
         }

@@ -934,7 +934,7 @@ impl Queue {
         }
         // Not yet: a handle that died holding tasks would keep it so
         // forever. Look for dead handles now and then (a probe per handle).
-        let now = recovery::coarse_ms();
+        let now = crate::sys::coarse_ms();
         if now >= self.join_check_ms.load(StdOrdering::Relaxed) {
             self.join_check_ms.store(now + 50, StdOrdering::Relaxed);
             self.poll_recovery(true);
