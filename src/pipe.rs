@@ -56,7 +56,7 @@ use crate::error::{
 use crate::guard::{RecvGuard, Release};
 use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
 use crate::message::{Header, Message};
-use crate::segment::{Segment, Sharing, Stale};
+use crate::segment::{PipeSegment, Sharing, Stale};
 use crate::sync::Ordering;
 use crate::sys::ofd;
 use crate::wait::Wake;
@@ -179,7 +179,7 @@ impl PipeEnd {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Pipe {
-    seg: Segment,
+    seg: PipeSegment,
     geo: Geometry,
     pid: u32,
     end: PipeEnd,
@@ -236,8 +236,7 @@ impl Pipe {
     pub fn create(name: &str, config: impl Into<PipeConfig>) -> Result<Pipe, SetupError> {
         let config = config.into();
         let geo = config.geometry()?;
-        // A stale pipe needs no repair: an end whose holder died is free.
-        let seg = Segment::create(name, geo, config.sharing, config.stale, |_| {})?;
+        let seg = PipeSegment::create(name, geo, config.sharing, config.stale)?;
         take_end(&seg, PipeEnd::Parent)?;
         Pipe::from_segment(seg, PipeEnd::Parent)
     }
@@ -246,12 +245,12 @@ impl Pipe {
     /// [`SetupError::EndTaken`] while another live handle holds it (in
     /// this process or another).
     pub fn open(name: &str) -> Result<Pipe, SetupError> {
-        let seg = Segment::open(name, ChannelKind::Pipe)?;
+        let seg = PipeSegment::open(name)?;
         take_end(&seg, PipeEnd::Child)?;
         Pipe::from_segment(seg, PipeEnd::Child)
     }
 
-    fn from_segment(seg: Segment, end: PipeEnd) -> Result<Pipe, SetupError> {
+    fn from_segment(seg: PipeSegment, end: PipeEnd) -> Result<Pipe, SetupError> {
         let send_dir = end.index();
         let recv_dir = 1 - send_dir;
         // Positions only ever grow by one per message: one at 2^62 or
@@ -265,9 +264,9 @@ impl Pipe {
             let v = p.load(Ordering::Acquire);
             (v < POSITION_LIMIT).then_some(v)
         };
-        let cached_head = position(seg.pipe_head(send_dir)).ok_or_else(corrupt)?;
-        let sent = position(seg.pipe_tail(send_dir)).ok_or_else(corrupt)?;
-        let next_recv = position(seg.pipe_head(recv_dir)).ok_or_else(corrupt)?;
+        let cached_head = position(seg.head(send_dir)).ok_or_else(corrupt)?;
+        let sent = position(seg.tail(send_dir)).ok_or_else(corrupt)?;
+        let next_recv = position(seg.head(recv_dir)).ok_or_else(corrupt)?;
         // A previous holder of this end may have died between publishing a
         // message and storing `tail`: continue after whatever it published
         // (and after whatever the receiver already took), never over it.
@@ -275,7 +274,7 @@ impl Pipe {
         let mut next_send = sent.max(cached_head);
         for _ in 0..cap {
             let idx = (next_send & (cap - 1)) as usize;
-            if seg.pipe_slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
+            if seg.slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
                 break;
             }
             next_send += 1;
@@ -298,7 +297,7 @@ impl Pipe {
 
     /// Removes the name `name` from the system.
     pub fn remove(name: &str) -> Result<(), SetupError> {
-        Segment::remove(name)
+        crate::segment::Segment::remove(name)
     }
 
     /// Whether dropping this handle removes the name (true for the parent
@@ -370,7 +369,7 @@ impl Pipe {
     }
 
     fn peer_word(&self) -> &crate::sync::AtomicU32 {
-        self.seg.pipe_end_owner(1 - self.end.index())
+        self.seg.end_owner(1 - self.end.index())
     }
 
     fn peer_lock_byte(&self) -> i64 {
@@ -420,7 +419,7 @@ impl Pipe {
     /// snapshot).
     pub fn len(&self) -> usize {
         let dir = self.recv_dir();
-        let tail = self.seg.pipe_tail(dir).load(Ordering::Relaxed);
+        let tail = self.seg.tail(dir).load(Ordering::Relaxed);
         let head = self.recv_head.get();
         tail.saturating_sub(head).min(self.geo.capacity as u64) as usize
     }
@@ -436,7 +435,7 @@ impl Pipe {
         let cap = self.geo.capacity as u64;
         if t.wrapping_sub(self.cached_head.get()) >= cap {
             // Acquire: pairs with the receiver's Release store of `head`.
-            let head = self.seg.pipe_head(self.send_dir()).load(Ordering::Acquire);
+            let head = self.seg.head(self.send_dir()).load(Ordering::Acquire);
             if head > t || t - head > cap {
                 return Claimed::Corrupt;
             }
@@ -451,7 +450,7 @@ impl Pipe {
     fn publish(&self, t: u64, header: &Header, data: &[u8]) {
         let dir = self.send_dir();
         let idx = self.index(t);
-        let slot = self.seg.pipe_slot(dir, idx);
+        let slot = self.seg.slot(dir, idx);
         slot.header.write(header, data.len() as u32);
         // SAFETY: ticket `t` is ours (the receiver is at most `capacity`
         // behind, checked in `claim_send`), so nobody reads this payload
@@ -460,16 +459,16 @@ impl Pipe {
         unsafe {
             crate::copy::copy_bytes(
                 data.as_ptr(),
-                self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
+                self.seg.slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
                 data.len(),
             );
         }
         // SYNC POINT. Release: pairs with the receiver's Acquire load of
         // `seq`; header and payload are visible to it.
         slot.seq.store(t + 1, Ordering::Release);
-        self.seg.pipe_tail(dir).store(t + 1, Ordering::Relaxed);
+        self.seg.tail(dir).store(t + 1, Ordering::Relaxed);
         self.next_send.set(t + 1);
-        self.seg.pipe_not_empty(dir).notify(Wake::One);
+        self.seg.not_empty(dir).notify(Wake::One);
     }
 
     /// [`Channel::send_with`] for a pipe end.
@@ -499,7 +498,7 @@ impl Pipe {
             // The receiver frees slots with plain stores, which a look
             // of ours does not stall: no need to wait for a run.
             claim_waiting(
-                self.seg.pipe_not_full(self.send_dir()),
+                self.seg.not_full(self.send_dir()),
                 wait,
                 || true,
                 || claim(true),
@@ -534,7 +533,7 @@ impl Pipe {
             }
             let t = head + i;
             let idx = self.index(t);
-            let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
+            let slot: &PipeSlotHeader = self.seg.slot(dir, idx);
             // SYNC POINT. Acquire: pairs with the sender's Release store.
             // The sender publishes in ticket order: nothing past the first
             // unpublished ticket is published either.
@@ -550,7 +549,7 @@ impl Pipe {
             }
             let data = self
                 .seg
-                .pipe_slot_ptr(dir, idx)
+                .slot_ptr(dir, idx)
                 .wrapping_add(PIPE_SLOT_HEADER_SIZE);
             let accept = match want {
                 Filter::Any => true,
@@ -600,9 +599,9 @@ impl Pipe {
         // SYNC POINT. Release: pairs with the sender's Acquire load of
         // `head`; our reads of the slots are done before it reuses them.
         self.seg
-            .pipe_head(self.recv_dir())
+            .head(self.recv_dir())
             .store(head, Ordering::Release);
-        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::One);
+        self.seg.not_full(self.recv_dir()).notify(Wake::One);
         Ok(())
     }
 
@@ -651,7 +650,7 @@ impl Pipe {
         want: &mut Filter<'_>,
         deadline: Option<Instant>,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        let events = self.seg.pipe_not_empty(self.recv_dir());
+        let events = self.seg.not_empty(self.recv_dir());
         let mut checks = 0u32;
         let check = || {
             checks = checks.saturating_add(1);
@@ -716,9 +715,9 @@ const POSITION_LIMIT: u64 = 1 << 62;
 /// the segment's file, which the kernel drops when the holder's process
 /// dies (so a dead holder's end is free at once, and a reused pid cannot
 /// keep it), then the holder's pid, for [`Pipe::peer_pid`].
-fn take_end(seg: &Segment, end: PipeEnd) -> Result<(), SetupError> {
+fn take_end(seg: &PipeSegment, end: PipeEnd) -> Result<(), SetupError> {
     let byte = ofd::PIPE_ENDS + end.index() as i64;
-    let owner = seg.pipe_end_owner(end.index());
+    let owner = seg.end_owner(end.index());
     match ofd::try_lock(seg.fd(), byte, ofd::Kind::Exclusive) {
         Ok(true) => {
             owner.store(std::process::id(), Ordering::Release);
@@ -741,15 +740,15 @@ impl Drop for Pipe {
         // Closed: the peer's receives drain, then say Disconnected. AcqRel:
         // the Release pairs with the Acquire in the peer's `peer_gone`, so
         // every message we published is visible to it once it sees this.
-        let _ = self.seg.pipe_end_owner(self.end.index()).compare_exchange(
+        let _ = self.seg.end_owner(self.end.index()).compare_exchange(
             self.pid,
             CLOSED,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
         // Wake the peer's waits: for our messages, and for room we free.
-        self.seg.pipe_not_empty(self.send_dir()).notify(Wake::All);
-        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::All);
+        self.seg.not_empty(self.send_dir()).notify(Wake::All);
+        self.seg.not_full(self.recv_dir()).notify(Wake::All);
         // Give the end back (the lock goes with the descriptor anyway).
         let _ = ofd::unlock(self.seg.fd(), ofd::PIPE_ENDS + self.end.index() as i64);
     }

@@ -15,7 +15,7 @@ use crate::layout::{ChannelKind, Geometry};
 use crate::message::{Header, Message, Request};
 use crate::recovery::{self, owner_word, HandleId, Recovery, Role, Watchdog};
 use crate::ring::{ClaimError, ClaimEvent, Ring};
-use crate::segment::{Segment, Sharing, Stale};
+use crate::segment::{QueueSegment, Segment, Sharing, Stale};
 use crate::sync::Ordering;
 use crate::wait::{claim_waiting, Claimed, EventCount, Wake};
 
@@ -110,7 +110,7 @@ impl QueueConfig {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Queue {
-    seg: Segment,
+    seg: QueueSegment,
     geo: Geometry,
     pid: u32,
     retry: SendRetry,
@@ -185,7 +185,7 @@ impl Queue {
     /// configuration's [`on_stale`](QueueConfig::on_stale) decides.
     pub fn create(name: &str, config: QueueConfig) -> Result<Queue, SetupError> {
         let geo = config.geometry()?;
-        let seg = Segment::create(
+        let seg = QueueSegment::create(
             name,
             geo,
             config.sharing,
@@ -213,7 +213,7 @@ impl Queue {
     /// Opens the queue named `name`, after checking that the segment is
     /// ours to trust (owner, mode, magic, version, layout, size, init).
     pub fn open(name: &str) -> Result<Queue, SetupError> {
-        Queue::from_segment(Segment::open(name, ChannelKind::Queue)?)
+        Queue::from_segment(QueueSegment::open(name)?)
     }
 
     /// Removes the name `name` from the system. Processes that have the
@@ -222,7 +222,7 @@ impl Queue {
         Segment::remove(name)
     }
 
-    fn from_segment(seg: Segment) -> Result<Queue, SetupError> {
+    fn from_segment(seg: QueueSegment) -> Result<Queue, SetupError> {
         let id = recovery::register(&seg)?;
         Ok(Queue {
             geo: seg.geometry(),

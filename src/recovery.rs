@@ -63,7 +63,7 @@ use crate::error::SetupError;
 use crate::fault;
 use crate::layout::{HandleEntry, HANDLE_FREE, HANDLE_IN_USE, MAX_HANDLES};
 use crate::ring::{Ring, HELD, QUARANTINED, TAKEN};
-use crate::segment::Segment;
+use crate::segment::QueueSegment;
 use crate::sync::Ordering;
 use crate::sys::ofd;
 use crate::wait::Wake;
@@ -194,7 +194,7 @@ enum Repair {
 /// others' detectors, which see it dead, and the next entry is tried;
 /// only if no entry is left is one settled without the lock, as best we
 /// can (each step a CAS or a swap, so nothing is counted twice).
-pub(crate) fn register(seg: &Segment) -> Result<HandleId, SetupError> {
+pub(crate) fn register(seg: &QueueSegment) -> Result<HandleId, SetupError> {
     let mut skipped = false;
     for unlocked_ok in [false, true] {
         for i in 0..MAX_HANDLES {
@@ -248,7 +248,7 @@ pub(crate) fn register(seg: &Segment) -> Result<HandleId, SetupError> {
 
 /// Unregisters `id` (a handle being dropped): what it received and did not
 /// mark done is counted done (abandoned), so `join` does not wait for it.
-pub(crate) fn unregister(seg: &Segment, id: HandleId) {
+pub(crate) fn unregister(seg: &QueueSegment, id: HandleId) {
     let entry = seg.handle_entry(id.index as usize);
     if entry.generation.load(Ordering::Relaxed) != id.generation {
         return; // scribbled: not ours to touch any more
@@ -262,7 +262,7 @@ pub(crate) fn unregister(seg: &Segment, id: HandleId) {
 }
 
 /// Notes that a withheld slot went back into circulation.
-pub(crate) fn note_lifted(seg: &Segment) {
+pub(crate) fn note_lifted(seg: &QueueSegment) {
     let _ =
         seg.control()
             .stats
@@ -273,7 +273,7 @@ pub(crate) fn note_lifted(seg: &Segment) {
 
 /// Repairs a stale queue segment before reuse (the caller holds the users
 /// lock exclusively: every holder of every claim is dead).
-pub(crate) fn repair_stale(seg: &Segment) {
+pub(crate) fn repair_stale(seg: &QueueSegment) {
     let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
     if let Some(_guard) = rec.lock() {
         rec.sweep();
@@ -282,7 +282,7 @@ pub(crate) fn repair_stale(seg: &Segment) {
 
 /// Counts a ticket that carries no message (a fenced claim, a passed skip
 /// ticket) done for `join`, and wakes joiners.
-fn ticket_done(seg: &Segment) {
+fn ticket_done(seg: &QueueSegment) {
     // Release: pairs with the Acquire load in the queue's `is_joined`, as
     // `mark_done`'s does.
     seg.done_count().fetch_add(1, Ordering::Release);
@@ -290,7 +290,7 @@ fn ticket_done(seg: &Segment) {
 }
 
 /// Counts `n` tasks done without `task_done`, and wakes joiners.
-fn abandon_tasks(seg: &Segment, n: u64) {
+fn abandon_tasks(seg: &QueueSegment, n: u64) {
     // Release on done_count, as in `ticket_done`.
     seg.control()
         .stats
@@ -303,7 +303,7 @@ fn abandon_tasks(seg: &Segment, n: u64) {
 
 /// One handle's view for recovery.
 pub(crate) struct Recovery<'a> {
-    seg: &'a Segment,
+    seg: &'a QueueSegment,
     ring: Ring<'a>,
     /// The handle doing the recovering (its own claims are alive).
     me: Option<HandleId>,
@@ -311,7 +311,7 @@ pub(crate) struct Recovery<'a> {
 }
 
 impl<'a> Recovery<'a> {
-    pub(crate) fn new(seg: &'a Segment, me: Option<HandleId>, unblock: Duration) -> Self {
+    pub(crate) fn new(seg: &'a QueueSegment, me: Option<HandleId>, unblock: Duration) -> Self {
         Recovery {
             seg,
             ring: Ring::new(seg.head(), seg.tail(), seg.slots()),
