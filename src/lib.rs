@@ -84,6 +84,12 @@ pub use segment::{unique_name, Sharing, Stale, MAX_NAME_LEN};
 #[cfg(all(feature = "serde", not(loom)))]
 pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
 
+/// Offsets and values of the segment format, for the crate's integration
+/// tests that forge and damage segments. Not part of the API.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub use layout::offsets as __layout;
+
 /// The ring and the wait protocol over heap memory, for the loom model
 /// checks in `loom-tests/`. Not part of the API.
 #[cfg(loom)]

@@ -29,6 +29,8 @@
 //! afterwards.
 
 mod geometry;
+#[cfg(not(loom))]
+pub mod offsets;
 mod pipe;
 mod queue;
 

@@ -83,7 +83,7 @@ pub(crate) struct ControlBlock {
     pub handles: [CachePadded<HandleEntry>; MAX_HANDLES],
 }
 
-/// The repair a recoverer is in the middle of (see `recovery.rs`).
+/// The repair a recoverer is in the middle of (see `recovery`).
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RepairRecord {
@@ -171,7 +171,7 @@ pub struct SlotHeader {
     /// release with `t + 1 -> t + capacity`, so a holder that was fenced by a
     /// recoverer learns it instead of overwriting.
     pub(crate) seq: AtomicU64,
-    /// Who holds the slot's current claim (see `recovery::Owner`): handle
+    /// Who holds the slot's current claim (see `recovery::owner_word`): handle
     /// entry, its generation, the role (sender, receiver, mover) and the
     /// ticket. Written Relaxed right after each claim; recovery reads it to
     /// decide whether the holder is alive.

@@ -38,7 +38,7 @@ impl Queue {
             }
         };
         // Filled in order, then published last first. Receivers stop at
-        // the first slot not yet published (ring.rs, invariant 4), so none
+        // the first slot not yet published (`ring`, invariant 4), so none
         // of the batch is taken before its first message, and order is
         // kept; meanwhile a receiver waiting for the batch polls only the
         // first slot's line. Published first to last, every publish found

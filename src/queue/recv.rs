@@ -105,7 +105,7 @@ impl Queue {
             return Err(CorruptKind::Length { len, max }.into());
         }
         // Counted in shared memory, so that if we die before `task_done`
-        // recovery can count it done for `join` (see `recovery.rs`).
+        // recovery can count it done for `join` (see `recovery`).
         entry.outstanding.fetch_add(1, Ordering::Relaxed);
         let data = self.seg.payload_ptr(self.slot_index(t));
         // SAFETY: we hold ticket `t`; `len <= max_payload`, so `data`

@@ -26,7 +26,7 @@ impl Queue {
 
     /// Signs the claim on ticket `t` with our owner word: from here on
     /// recovery knows whose it is without looking at the announcement
-    /// (see `recovery.rs`).
+    /// (see `recovery`).
     #[inline]
     pub(super) fn sign_claim(&self, t: u64) {
         self.ring()

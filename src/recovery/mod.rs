@@ -35,7 +35,7 @@
 //! | refilled by a move            | move undone                  | left alone                |
 //! | skip ticket of a withheld slot| passed                       | passed                    |
 //!
-//! "Withheld" (`QUARANTINED`, see `ring.rs`): a live holder that was
+//! "Withheld" (`QUARANTINED`, see `ring`): a live holder that was
 //! fenced may still be writing into its slot, so the slot leaves
 //! circulation (its tickets are passed by) until that holder's publish or
 //! abandon fails and it lifts the quarantine itself, or it dies and a

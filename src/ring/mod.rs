@@ -42,7 +42,7 @@
 //!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
 //! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
 //!   and release TAKEN(h) -> FREE(h+capacity).
-//! - recovery (`recovery.rs` decides when): fence FREE(t) -> TAKEN |
+//! - recovery (`recovery` decides when): fence FREE(t) -> TAKEN |
 //!   QUARANTINED of a stuck claim (the claimant's publish then fails);
 //!   pass a stuck SKIP; HELD -> PUBLISHED for a dead receiver's message;
 //!   HELD -> FREE(t+capacity) behind `head` for a receiver that died

@@ -167,6 +167,11 @@ pub struct EventCount {
     model: FutexModel,
 }
 
+/// Byte offset of [`EventCount`]'s sleeper count, for the tests' hidden
+/// layout export (`crate::__layout`).
+#[cfg(not(loom))]
+pub(crate) const WAITERS_OFFSET: usize = memoffset::offset_of!(EventCount, waiters);
+
 /// How many sleepers a notify wakes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {

@@ -10,4 +10,6 @@ mod event;
 pub(crate) use backoff::{claim_waiting, Claimed};
 #[cfg(not(loom))]
 pub(crate) use event::barriers;
+#[cfg(not(loom))]
+pub(crate) use event::WAITERS_OFFSET;
 pub use event::{EventCount, Wake};
