@@ -152,3 +152,23 @@ impl Drop for RecvGuard<'_> {
         }
     }
 }
+
+#[cfg(feature = "serde")]
+impl RecvGuard<'_> {
+    /// Decodes the payload as exactly one `T`, leaving the message in its
+    /// slot (it is freed when the guard goes). The payload is copied out of
+    /// shared memory before decoding (into a reused per-thread buffer).
+    ///
+    /// ```
+    /// use mulproc::{Queue, QueueConfig, Request};
+    /// # let name = format!("doc-guard-value-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// q.try_send_value(Request::DO, None, &Some("x".to_string()))?;
+    /// let guard = q.try_recv_ref()?;
+    /// assert_eq!(guard.value::<Option<String>>()?, Some("x".to_string()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn value<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::typed::DecodeError> {
+        crate::typed::decode_shared(self.data())
+    }
+}

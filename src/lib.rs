@@ -36,6 +36,7 @@
 mod channel;
 mod error;
 mod fault;
+mod kind;
 mod layout;
 mod message;
 mod ring;
@@ -88,7 +89,11 @@ pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSend
 /// tests that forge and damage segments. Not part of the API.
 #[cfg(not(loom))]
 #[doc(hidden)]
-pub use layout::offsets as __layout;
+pub mod __layout {
+    pub use crate::layout::offsets::*;
+    /// A queue slot's sequence-word flags (see the ring's state table).
+    pub use crate::ring::{HELD, QUARANTINED, TAKEN};
+}
 
 /// The ring and the wait protocol over heap memory, for the loom model
 /// checks in `loom-tests/`. Not part of the API.

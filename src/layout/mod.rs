@@ -35,6 +35,8 @@ mod pipe;
 mod queue;
 
 use bytemuck::{Pod, Zeroable};
+
+pub use crate::kind::ChannelKind;
 #[cfg(not(loom))]
 use memoffset::offset_of;
 
@@ -155,18 +157,10 @@ const _: () = {
     assert!(offset_of!(LayoutInfo, kind) == 56);
 };
 
-/// What a segment holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ChannelKind {
-    /// A [`Queue`](crate::Queue): one MPMC ring.
-    Queue = 1,
-    /// A [`Pipe`](crate::Pipe): two SPSC rings, one per direction.
-    Pipe = 2,
-}
-
+/// The segment shape of each kind (the enum itself is in `kind`, which
+/// the errors name without depending on the layout).
 impl ChannelKind {
-    fn from_u32(v: u32) -> Option<ChannelKind> {
+    pub(crate) fn from_u32(v: u32) -> Option<ChannelKind> {
         match v {
             1 => Some(ChannelKind::Queue),
             2 => Some(ChannelKind::Pipe),

@@ -1,6 +1,6 @@
 //! Byte offsets and values of the segment format, for the crate's own
 //! integration tests, which forge and damage segments on purpose
-//! (re-exported hidden as `mulproc::__layout`; not part of the API, may
+//! (re-exported hidden in `mulproc::__layout`; not part of the API, may
 //! change with every layout version). Derived from the structures
 //! themselves, so a test never carries a copied magic number.
 
@@ -90,10 +90,3 @@ pub const fn pipe_head_at(dir: usize) -> u64 {
 }
 /// Which pid holds each pipe end (two `u32`s).
 pub const PIPE_ENDS_AT: u64 = (offset_of!(PipeHeader, init) + offset_of!(PipeInit, ends)) as u64;
-
-/// A queue slot's sequence-word flags (see the ring's state table).
-pub const HELD: u64 = crate::ring::HELD;
-#[allow(missing_docs)]
-pub const TAKEN: u64 = crate::ring::TAKEN;
-#[allow(missing_docs)]
-pub const QUARANTINED: u64 = crate::ring::QUARANTINED;

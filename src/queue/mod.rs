@@ -11,6 +11,8 @@ mod join;
 mod recv;
 mod send;
 mod stats;
+#[cfg(feature = "serde")]
+mod value;
 
 pub use batch::SendSlot;
 pub use config::QueueConfig;

@@ -119,12 +119,12 @@ use crate::layout::SlotHeader;
 use crate::sync::{spin_hint, AtomicU64, Ordering};
 
 /// A receiver owns the slot and is reading it.
-pub(crate) const HELD: u64 = 1 << 63;
+pub const HELD: u64 = 1 << 63;
 /// The slot was read out of order; `head` has not passed it yet.
-pub(crate) const TAKEN: u64 = 1 << 62;
+pub const TAKEN: u64 = 1 << 62;
 /// The slot is withheld from use: a recoverer fenced the claim of a
 /// producer that is still alive, which may yet write into it.
-pub(crate) const QUARANTINED: u64 = 1 << 61;
+pub const QUARANTINED: u64 = 1 << 61;
 const FLAGS: u64 = HELD | TAKEN | QUARANTINED;
 const TAKEN_Q: u64 = TAKEN | QUARANTINED;
 const MOVING: u64 = TAKEN | HELD;
