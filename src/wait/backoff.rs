@@ -158,6 +158,49 @@ mod tests {
     }
 
     #[test]
+    fn wait_deadlines_and_remaining_time() {
+        let before = Instant::now();
+        let never = Wait::Never;
+        assert!(never.deadline().is_some_and(|d| d >= before));
+        assert_eq!(never.remaining(), Some(Duration::ZERO));
+        assert!(never.is_over());
+        assert_eq!(Wait::Forever.deadline(), None);
+        assert_eq!(Wait::Forever.remaining(), None);
+        assert!(!Wait::Forever.is_over());
+        let past = Wait::Until(before);
+        assert_eq!(past.remaining(), Some(Duration::ZERO));
+        assert!(past.is_over());
+        let soon = Wait::timeout(Duration::from_secs(60));
+        assert!(soon.remaining().is_some_and(|r| r > Duration::from_secs(59)));
+        assert!(!soon.is_over());
+        // Past what the clock can tell: forever, not a panic.
+        assert_eq!(Wait::timeout(Duration::MAX), Wait::Forever);
+    }
+
+    #[test]
+    fn send_retry_budget() {
+        use crate::channel::SendRetry;
+        let none = |tries, wait| SendRetry { tries, wait }.budget();
+        // No tries, or tries of no time: fail at once.
+        assert_eq!(none(0, Duration::from_secs(1)), Wait::Never);
+        assert_eq!(none(5, Duration::ZERO), Wait::Never);
+        // tries × wait from now.
+        let before = Instant::now();
+        let w = none(4, Duration::from_millis(250));
+        let after = Instant::now();
+        match w {
+            Wait::Until(d) => assert!(
+                d >= before + Duration::from_secs(1) && d <= after + Duration::from_secs(1),
+                "{d:?}"
+            ),
+            other => panic!("expected a deadline, got {other:?}"),
+        }
+        assert_eq!(SendRetry::default().total(), Duration::from_secs(1));
+        // A product past the clock's range saturates to forever.
+        assert_eq!(none(u32::MAX, Duration::MAX), Wait::Forever);
+    }
+
+    #[test]
     fn claim_waiting_returns_at_once_unless_unavailable() {
         let ev = EventCount::new();
         let mut claims = 0;
