@@ -22,9 +22,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The module layout follows the design: [`layout`](self) (segment shape),
-//! `ring` (the lock-free algorithm), `wait` (futex event counts), `segment`
-//! (shared-memory plumbing), `queue` (the user API).
+//! # Layout of the crate
+//!
+//! From the system upwards, each module using only those above it (no
+//! import cycles):
+//!
+//! - `sync` (the loom shim), `fault` (crash-test hooks), `sys` (every
+//!   system call, one file per family), `kind`, `error`, `message`
+//!   (messages and the slot-header encoding queue and pipe share), `copy`;
+//! - `wait` (event counts on a futex word; the send backoff), `control`
+//!   (the robust lock of recovery), `layout` (the segment format, its
+//!   geometry and checks), `segment` (create, open, verify; a typed view
+//!   per kind);
+//! - `ring` (the MPMC algorithm, its repair mechanisms and compaction),
+//!   `recovery` (owner words, liveness, journal, repairs, sweep, detector);
+//! - `channel` (the interface), `guard`, `queue` (the Queue API by
+//!   concern), `pipe`, `typed` (serde values), `process`.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]

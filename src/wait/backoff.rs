@@ -171,7 +171,9 @@ mod tests {
         assert_eq!(past.remaining(), Some(Duration::ZERO));
         assert!(past.is_over());
         let soon = Wait::timeout(Duration::from_secs(60));
-        assert!(soon.remaining().is_some_and(|r| r > Duration::from_secs(59)));
+        assert!(soon
+            .remaining()
+            .is_some_and(|r| r > Duration::from_secs(59)));
         assert!(!soon.is_over());
         // Past what the clock can tell: forever, not a panic.
         assert_eq!(Wait::timeout(Duration::MAX), Wait::Forever);
