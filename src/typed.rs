@@ -200,7 +200,7 @@ pub enum RecvValueError {
     Corrupt(#[from] CorruptError),
     /// A message arrived but its payload is not an encoding of the type.
     /// The message was received (and counts towards
-    /// [`task_done`](Queue::task_done)); its header says who sent it.
+    /// [`task_done`](crate::Queue::task_done)); its header says who sent it.
     #[error("message {header:?} could not be decoded: {source}")]
     Decode {
         /// The header of the message.

@@ -41,7 +41,7 @@ impl PipeConfig {
         }
     }
 
-    /// What [`Pipe::create`] does if the name exists but every process
+    /// What [`Pipe::create`](crate::Pipe::create) does if the name exists but every process
     /// that used it has exited: fail (the default), recreate it, or reuse
     /// it with the messages it holds. See [`Stale`].
     pub fn on_stale(mut self, stale: Stale) -> PipeConfig {
@@ -69,7 +69,7 @@ impl PipeConfig {
 }
 
 /// A queue's configuration makes the pipe of the same fields (what
-/// [`Pipe::create`] took before pipes had their own configuration).
+/// [`Pipe::create`](crate::Pipe::create) took before pipes had their own configuration).
 impl From<crate::QueueConfig> for PipeConfig {
     fn from(q: crate::QueueConfig) -> PipeConfig {
         PipeConfig {
