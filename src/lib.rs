@@ -73,6 +73,8 @@ mod queue;
 mod recovery;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod spsc;
 #[cfg(all(feature = "serde", not(loom)))]
 mod typed;
 
@@ -90,11 +92,13 @@ pub use layout::{
 };
 pub use message::{Header, Message, Request};
 #[cfg(not(loom))]
-pub use pipe::{Pipe, PipeConfig, PipeEnd, HOLD_WINDOW};
+pub use pipe::{Pipe, PipeConfig, PipeEnd};
 #[cfg(not(loom))]
 pub use queue::{Queue, QueueConfig, RecoveryStats, SendSlot};
 #[cfg(not(loom))]
 pub use segment::{unique_name, Sharing, Stale, MAX_NAME_LEN};
+#[cfg(not(loom))]
+pub use spsc::HOLD_WINDOW;
 #[cfg(all(feature = "serde", not(loom)))]
 pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
 

@@ -1,36 +1,13 @@
 //! Pipes: a duplex channel between two processes (pymulproc's
 //! `PipeCommunication`), built on two single-producer single-consumer rings.
 //!
-//! # Protocol of one direction
-//!
-//! One sender and one receiver, each keeping its position in local memory.
-//! A slot's header sits right before its payload, so a small message and its
-//! "published" mark share a cache line and the receiver polls that line
-//! alone.
-//!
-//! - sender of ticket `t`: if its cached `head` says full, reload `head`
-//!   (Acquire, pairs with the receiver's Release store of `head`: the
-//!   receiver's reads of the slot are done before we overwrite it); write the
-//!   header and payload; store `seq = t + 1` (Release: SYNC POINT, pairs with
-//!   the receiver's Acquire load); store `tail = t + 1` (Relaxed, for `len`).
-//! - receiver of ticket `t`: load `seq` (Acquire); `seq == t + 1` means the
-//!   message is there; read it; store `head = t + 1` (Release).
-//!
-//! No compare-and-swap and no shared write by both sides: each line has one
-//! writer. Blocking uses the same event counts as queues, one pair per
-//! direction.
+//! Each direction is a single-producer single-consumer ring (`spsc`: its
+//! protocol, and how a receiver holds several messages). Blocking uses the
+//! same event counts as queues, one pair per direction.
 //!
 //! Only one process may hold each end: the parent end belongs to the
 //! creator, the child end to the process that opened it (recorded in the
 //! segment; an end whose holder has died may be taken over).
-//!
-//! # Holding several messages
-//!
-//! A receiver may hold up to [`HOLD_WINDOW`] messages at once (guards, or
-//! messages a selective receive passed over), and free them in any order:
-//! it keeps which tickets past `head` it has taken and which it has freed,
-//! and moves `head` over the freed prefix only. The sender never writes a
-//! ticket at or past `head`, so a held slot stays as it was published.
 //!
 //! # Disconnected
 //!
@@ -56,9 +33,10 @@ pub use config::PipeConfig;
 use crate::channel::{inherent_forms, Channel, Filter, SendRetry, Wait};
 use crate::error::{CorruptError, CorruptKind, RecvTimeoutError, SetupError, TrySendError};
 use crate::guard::{RecvGuard, Release};
-use crate::layout::{Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
+use crate::layout::Geometry;
 use crate::message::{Header, Message};
 use crate::segment::PipeSegment;
+use crate::spsc::{Direction, Receiver, Sender};
 use crate::sync::Ordering;
 use crate::sys::ofd;
 use crate::wait::Wake;
@@ -109,27 +87,15 @@ pub struct Pipe {
     pid: u32,
     end: PipeEnd,
     retry: SendRetry,
-    /// Next ticket this end sends (its own direction's tail).
-    next_send: Cell<u64>,
-    /// Last `head` of the sending direction seen; refreshed when it says
-    /// the ring is full.
-    cached_head: Cell<u64>,
-    /// Oldest ticket of the receiving direction not yet freed: the
-    /// direction's `head`, as this end (its only writer) last stored it.
-    recv_head: Cell<u64>,
-    /// Bit `i`: ticket `recv_head + i` has been taken (held or freed).
-    taken: Cell<u64>,
-    /// Bit `i`: ticket `recv_head + i` has been freed. Only ever a subset
-    /// of `taken`, never with bit 0 set (`head` moves over it at once).
-    freed: Cell<u64>,
+    /// This end's side of its sending direction.
+    tx: Sender,
+    /// This end's side of its receiving direction.
+    rx: Receiver,
     /// Coarse time (ms) at which the peer's lock may next be probed.
     next_probe_ms: Cell<u64>,
     /// Empty or full polls since the clock was last looked at.
     polls: Cell<u32>,
 }
-
-/// How many messages one pipe end may hold at once (see the module docs).
-pub const HOLD_WINDOW: u64 = 64;
 
 /// Owner word of an end whose handle was dropped.
 const CLOSED: u32 = u32::MAX;
@@ -210,11 +176,8 @@ impl Pipe {
             pid: std::process::id(),
             end,
             retry: SendRetry::default(),
-            next_send: Cell::new(next_send),
-            cached_head: Cell::new(cached_head),
-            recv_head: Cell::new(next_recv),
-            taken: Cell::new(0),
-            freed: Cell::new(0),
+            tx: Sender::new(next_send, cached_head),
+            rx: Receiver::new(next_recv),
             next_probe_ms: Cell::new(0),
             polls: Cell::new(0),
         })
@@ -336,8 +299,22 @@ impl Pipe {
         1 - self.end.index()
     }
 
-    fn index(&self, t: u64) -> usize {
-        (t & (self.geo.capacity as u64 - 1)) as usize
+    /// The direction this end sends on.
+    #[inline]
+    fn sending(&self) -> Direction<'_> {
+        Direction {
+            seg: &self.seg,
+            dir: self.send_dir(),
+        }
+    }
+
+    /// The direction this end receives on.
+    #[inline]
+    fn receiving(&self) -> Direction<'_> {
+        Direction {
+            seg: &self.seg,
+            dir: self.recv_dir(),
+        }
     }
 
     /// Messages waiting for this end to receive, and those it holds (a
@@ -345,55 +322,13 @@ impl Pipe {
     pub fn len(&self) -> usize {
         let dir = self.recv_dir();
         let tail = self.seg.tail(dir).load(Ordering::Relaxed);
-        let head = self.recv_head.get();
+        let head = self.rx.head();
         tail.saturating_sub(head).min(self.geo.capacity as u64) as usize
     }
 
     /// True if no message is waiting for this end (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Claims the next send ticket if the direction has room.
-    fn claim_send(&self) -> Claimed {
-        let t = self.next_send.get();
-        let cap = self.geo.capacity as u64;
-        if t.wrapping_sub(self.cached_head.get()) >= cap {
-            // Acquire: pairs with the receiver's Release store of `head`.
-            let head = self.seg.head(self.send_dir()).load(Ordering::Acquire);
-            if head > t || t - head > cap {
-                return Claimed::Corrupt;
-            }
-            self.cached_head.set(head);
-            if t - head >= cap {
-                return Claimed::Unavailable;
-            }
-        }
-        Claimed::Slot(t)
-    }
-
-    fn publish(&self, t: u64, header: &Header, data: &[u8]) {
-        let dir = self.send_dir();
-        let idx = self.index(t);
-        let slot = self.seg.slot(dir, idx);
-        slot.header.write(header, data.len() as u32);
-        // SAFETY: ticket `t` is ours (the receiver is at most `capacity`
-        // behind, checked in `claim_send`), so nobody reads this payload
-        // until we publish; `data.len() <= max_payload`, and the payload
-        // area is `stride - 32 >= max_payload` bytes inside the mapping.
-        unsafe {
-            crate::copy::copy_bytes(
-                data.as_ptr(),
-                self.seg.slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                data.len(),
-            );
-        }
-        // SYNC POINT. Release: pairs with the receiver's Acquire load of
-        // `seq`; header and payload are visible to it.
-        slot.seq.store(t + 1, Ordering::Release);
-        self.seg.tail(dir).store(t + 1, Ordering::Relaxed);
-        self.next_send.set(t + 1);
-        self.seg.not_empty(dir).notify(Wake::One);
     }
 
     /// [`Channel::send_with`] for a pipe end.
@@ -413,7 +348,7 @@ impl Pipe {
         if self.peer_word().load(Ordering::Relaxed) == CLOSED {
             return Err(TrySendError::Disconnected(msg));
         }
-        let claim = |waiting: bool| match self.claim_send() {
+        let claim = |waiting: bool| match self.tx.claim(self.sending()) {
             Claimed::Unavailable if self.peer_gone(waiting) => Claimed::Gone,
             c => c,
         };
@@ -431,7 +366,9 @@ impl Pipe {
         };
         match claimed {
             Claimed::Slot(t) => {
-                self.publish(t, &msg.header_or(self.pid), msg.data.as_ref());
+                let header = msg.header_or(self.pid);
+                self.tx
+                    .publish(self.sending(), t, &header, msg.data.as_ref());
                 Ok(())
             }
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
@@ -441,93 +378,33 @@ impl Pipe {
     }
 
     /// Takes the oldest published message `want` accepts among the first
-    /// [`HOLD_WINDOW`] past `head` that this end has not taken yet. A
-    /// message with an impossible length is freed and reported, so the
-    /// pipe goes on.
+    /// [`HOLD_WINDOW`](crate::HOLD_WINDOW) past `head` that this end has not taken yet (see
+    /// `spsc::Receiver::claim`).
+    #[inline]
     fn claim_recv(&self, want: &mut Filter<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
-        let dir = self.recv_dir();
-        let max = self.geo.max_payload;
-        let head = self.recv_head.get();
-        let taken = self.taken.get();
-        let window = HOLD_WINDOW.min(u64::from(self.geo.capacity));
-        let mut i = u64::from(taken.trailing_ones());
-        while i < window {
-            if taken & (1 << i) != 0 {
-                i += 1;
-                continue;
+        let accept = |header: &Header, data: *const u8, len: usize| match want {
+            Filter::Any => true,
+            Filter::Header(f) => f(header),
+            Filter::Message(f) => {
+                // SAFETY: as for the guard below: the published, untaken
+                // slot is ours to read; `len <= max_payload`.
+                let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+                f(header, bytes)
             }
-            let t = head + i;
-            let idx = self.index(t);
-            let slot: &PipeSlotHeader = self.seg.slot(dir, idx);
-            // SYNC POINT. Acquire: pairs with the sender's Release store.
-            // The sender publishes in ticket order: nothing past the first
-            // unpublished ticket is published either.
-            if slot.seq.load(Ordering::Acquire) != t + 1 {
-                return Ok(None);
-            }
-            let (header, len) = slot.header.read();
-            if len > max {
-                // Free it, so the pipe goes on, and report it.
-                self.taken.set(taken | 1 << i);
-                let _ = self.release(t);
-                return Err(CorruptKind::Length { len, max }.into());
-            }
-            let data = self
-                .seg
-                .slot_ptr(dir, idx)
-                .wrapping_add(PIPE_SLOT_HEADER_SIZE);
-            let accept = match want {
-                Filter::Any => true,
-                Filter::Header(f) => f(&header),
-                Filter::Message(f) => {
-                    // SAFETY: as for the guard below: the published,
-                    // untaken slot is ours to read; `len <= max_payload`.
-                    let bytes = unsafe { std::slice::from_raw_parts(data, len as usize) };
-                    f(&header, bytes)
-                }
-            };
-            if accept {
-                self.taken.set(taken | 1 << i);
-                // SAFETY: we are the only receiver of this direction and
-                // the sender does not rewrite slot `t` before we store
-                // `head > t` (in `release`, only once `t` is freed);
-                // `len <= max_payload` keeps the bytes inside the slot's
-                // payload area.
-                return Ok(Some(unsafe {
-                    RecvGuard::new(self, t, header, data, len as usize)
-                }));
-            }
-            i += 1;
-        }
-        Ok(None)
+        };
+        let taken = self
+            .rx
+            .claim(self.receiving(), self.geo.max_payload, accept)?;
+        // SAFETY: we are the only receiver of this direction and the sender
+        // does not rewrite the slot of the ticket before we store `head`
+        // past it (in `release`, only once it is freed); `len <=
+        // max_payload` keeps the bytes inside the slot's payload area.
+        Ok(taken.map(|m| unsafe { RecvGuard::new(self, m.ticket, m.header, m.data, m.len) }))
     }
 
-    /// Frees ticket `t`, one this end took; moves `head` over the freed
-    /// prefix and wakes the sender if it moved.
+    /// Frees ticket `t`, one this end took (see `spsc::Receiver::release`).
     pub(crate) fn release(&self, t: u64) -> Result<(), CorruptError> {
-        let head = self.recv_head.get();
-        let i = t.wrapping_sub(head);
-        debug_assert!(i < HOLD_WINDOW && self.taken.get() & (1 << i) != 0);
-        if i >= HOLD_WINDOW {
-            return Err(CorruptKind::Positions.into());
-        }
-        let freed = self.freed.get() | 1 << i;
-        let n = freed.trailing_ones();
-        let shift = |m: u64| m.checked_shr(n).unwrap_or(0);
-        self.freed.set(shift(freed));
-        if n == 0 {
-            return Ok(());
-        }
-        self.taken.set(shift(self.taken.get()));
-        let head = head + u64::from(n);
-        self.recv_head.set(head);
-        // SYNC POINT. Release: pairs with the sender's Acquire load of
-        // `head`; our reads of the slots are done before it reuses them.
-        self.seg
-            .head(self.recv_dir())
-            .store(head, Ordering::Release);
-        self.seg.not_full(self.recv_dir()).notify(Wake::One);
-        Ok(())
+        self.rx.release(self.receiving(), t)
     }
 
     /// [`Channel::recv_with`] for a pipe end: what is waiting first, then
