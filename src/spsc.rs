@@ -79,7 +79,6 @@ impl Sender {
     }
 
     /// Claims the next send ticket if the direction has room.
-    #[inline]
     pub(crate) fn claim(&self, d: Direction<'_>) -> Claimed {
         let t = self.next.get();
         let cap = d.capacity();
@@ -99,7 +98,6 @@ impl Sender {
 
     /// Writes and publishes the message of claimed ticket `t`, and wakes
     /// the receiver. `data.len()` must be at most max payload.
-    #[inline]
     pub(crate) fn publish(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
         let idx = d.index(t);
         let slot = d.seg.slot(d.dir, idx);
@@ -166,7 +164,6 @@ impl Receiver {
     /// [`HOLD_WINDOW`] past `head` not taken yet. `accept` sees the header
     /// and the payload in place (`len <= max` bytes at the pointer). A
     /// message longer than `max` is freed and reported, so the pipe goes on.
-    #[inline]
     pub(crate) fn claim(
         &self,
         d: Direction<'_>,
@@ -218,7 +215,6 @@ impl Receiver {
 
     /// Frees ticket `t`, one this side took; moves `head` over the freed
     /// prefix and wakes the sender if it moved.
-    #[inline]
     pub(crate) fn release(&self, d: Direction<'_>, t: u64) -> Result<(), CorruptError> {
         let head = self.head.get();
         let i = t.wrapping_sub(head);

@@ -380,7 +380,6 @@ impl Pipe {
     /// Takes the oldest published message `want` accepts among the first
     /// [`HOLD_WINDOW`](crate::HOLD_WINDOW) past `head` that this end has not taken yet (see
     /// `spsc::Receiver::claim`).
-    #[inline]
     fn claim_recv(&self, want: &mut Filter<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
         let accept = |header: &Header, data: *const u8, len: usize| match want {
             Filter::Any => true,
