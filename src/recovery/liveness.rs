@@ -33,6 +33,11 @@ use crate::sys::ofd;
 ///    publish `HANDLE_IN_USE` (Release): a recoverer that reads the new
 ///    state (Acquire) reads the cleared announcements with it.
 ///
+/// A claim that a live handle's announcement also covers at step 2 (one
+/// that lost the race for it and has not tried again yet) is not fenced
+/// then: after step 3 it names nobody, and the detector treats it as any
+/// claim whose holder cannot be found (it waits out the unblock timeout).
+///
 /// A recoverer racing with steps 1-2 may read the dead state and our lock
 /// and take a dead claim for a live one for that moment: it then waits
 /// (never recovers on a guess), and step 2 settles the claim (each repair
