@@ -159,9 +159,9 @@ pub enum SetupError {
         /// The name given.
         name: String,
         /// What the segment is.
-        found: crate::ChannelKind,
+        found: crate::kind::ChannelKind,
         /// What was asked for.
-        expected: crate::ChannelKind,
+        expected: crate::kind::ChannelKind,
     },
     /// The end of a pipe is held by another live process.
     #[error("pipe {name:?}: this end is held by process {pid}")]

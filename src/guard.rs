@@ -4,21 +4,20 @@ use std::fmt;
 
 use crate::error::CorruptError;
 use crate::message::{Header, Message};
-use crate::pipe::Pipe;
-use crate::queue::Queue;
 
-/// Where a guard's slot lives, to release it there.
-#[derive(Clone, Copy)]
-pub(crate) enum Source<'q> {
-    Queue(&'q Queue),
-    Pipe(&'q Pipe),
+/// What a guard's slot is released through: the channel handle that
+/// claimed it (a queue or a pipe end). The guard knows nothing else of it.
+pub(crate) trait Release {
+    /// Ends this handle's claim on `ticket`; an error if another process
+    /// took the slot over meanwhile.
+    fn release(&self, ticket: u64) -> Result<(), CorruptError>;
 }
 
 /// A received message still in its slot; the slot is freed when the guard
 /// is dropped, or by [`finish`](RecvGuard::finish), which also reports a
 /// slot taken over by another process while it was held.
 pub struct RecvGuard<'q> {
-    src: Source<'q>,
+    src: &'q dyn Release,
     ticket: u64,
     header: Header,
     data: *const u8,
@@ -46,7 +45,7 @@ impl<'q> RecvGuard<'q> {
     /// - `data .. data + len` lies inside that slot's payload area, in a
     ///   mapping that lives as long as `src` (`'q`).
     pub(crate) unsafe fn new(
-        src: Source<'q>,
+        src: &'q dyn Release,
         ticket: u64,
         header: Header,
         data: *const u8,
@@ -119,10 +118,7 @@ impl<'q> RecvGuard<'q> {
     }
 
     fn release(&self) -> Result<(), CorruptError> {
-        match self.src {
-            Source::Queue(q) => q.release(self.ticket),
-            Source::Pipe(p) => p.release(self.ticket),
-        }
+        self.src.release(self.ticket)
     }
 }
 
@@ -154,5 +150,25 @@ impl Drop for RecvGuard<'_> {
             // Use `finish` to see this result; a drop has nowhere to report.
             let _ = self.release();
         }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl RecvGuard<'_> {
+    /// Decodes the payload as exactly one `T`, leaving the message in its
+    /// slot (it is freed when the guard goes). The payload is copied out of
+    /// shared memory before decoding (into a reused per-thread buffer).
+    ///
+    /// ```
+    /// use mulproc::{Queue, QueueConfig, Request};
+    /// # let name = format!("doc-guard-value-{}", std::process::id());
+    /// let q = Queue::create(&name, QueueConfig::new(4, 64))?;
+    /// q.try_send_value(Request::DO, None, &Some("x".to_string()))?;
+    /// let guard = q.try_recv_ref()?;
+    /// assert_eq!(guard.value::<Option<String>>()?, Some("x".to_string()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn value<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::typed::DecodeError> {
+        crate::typed::decode_shared(self.data())
     }
 }

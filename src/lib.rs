@@ -22,9 +22,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The module layout follows the design: [`layout`](self) (segment shape),
-//! `ring` (the lock-free algorithm), `wait` (futex event counts), `segment`
-//! (shared-memory plumbing), `queue` (the user API).
+//! # Layout of the crate
+//!
+//! From the system upwards, each module using only those above it (no
+//! import cycles):
+//!
+//! - `sync` (the loom shim), `fault` (crash-test hooks), `sys` (every
+//!   system call, one file per family), `kind`, `error`, `message`
+//!   (messages and the slot-header encoding queue and pipe share), `copy`;
+//! - `wait` (event counts on a futex word; the send backoff), `control`
+//!   (the robust lock of recovery), `layout` (the segment format, its
+//!   geometry and checks), `segment` (create, open, verify; a typed view
+//!   per kind);
+//! - `ring` (the MPMC algorithm, its repair mechanisms and compaction),
+//!   `recovery` (owner words, liveness, journal, repairs, sweep, detector);
+//! - `channel` (the interface), `guard`, `queue` (the Queue API by
+//!   concern), `pipe`, `typed` (serde values), `process`.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -35,6 +48,8 @@
 #[cfg(not(loom))]
 mod channel;
 mod error;
+mod fault;
+mod kind;
 mod layout;
 mod message;
 mod ring;
@@ -58,6 +73,8 @@ mod queue;
 mod recovery;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod spsc;
 #[cfg(all(feature = "serde", not(loom)))]
 mod typed;
 
@@ -75,13 +92,25 @@ pub use layout::{
 };
 pub use message::{Header, Message, Request};
 #[cfg(not(loom))]
-pub use pipe::{Pipe, PipeConfig, PipeEnd, HOLD_WINDOW};
+pub use pipe::{Pipe, PipeConfig, PipeEnd};
 #[cfg(not(loom))]
 pub use queue::{Queue, QueueConfig, RecoveryStats, SendSlot};
 #[cfg(not(loom))]
 pub use segment::{unique_name, Sharing, Stale, MAX_NAME_LEN};
+#[cfg(not(loom))]
+pub use spsc::HOLD_WINDOW;
 #[cfg(all(feature = "serde", not(loom)))]
 pub use typed::{encoded_len, DecodeError, EncodeError, RecvValueError, ValueSendError};
+
+/// Offsets and values of the segment format, for the crate's integration
+/// tests that forge and damage segments. Not part of the API.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod __layout {
+    pub use crate::layout::offsets::*;
+    /// A queue slot's sequence-word flags (see the ring's state table).
+    pub use crate::ring::{HELD, QUARANTINED, TAKEN};
+}
 
 /// The ring and the wait protocol over heap memory, for the loom model
 /// checks in `loom-tests/`. Not part of the API.

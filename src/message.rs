@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::sync::{AtomicU32, Ordering};
+
 /// What a message asks of its receiver: pymulproc's `request` field.
 ///
 /// Codes `0..16` are reserved for mulproc; [`Request::DO`],
@@ -173,6 +175,71 @@ pub(crate) fn decode_recipient(r: u32) -> Option<u32> {
     (r != 0).then_some(r)
 }
 
+/// A message's header as a slot stores it, in queue and pipe slots alike:
+/// written by the slot's claimant before its publish (a Release on the
+/// slot's sequence word) and read by a receiver after its Acquire of that
+/// word. Atomics (Relaxed), so that a misbehaving peer writing them at the
+/// same time is a wrong value, never undefined behaviour; each is read
+/// once, and the length is checked against max payload by every reader.
+#[repr(C)]
+#[derive(Debug)]
+pub struct StoredHeader {
+    pub(crate) request: AtomicU32,
+    pub(crate) sender: AtomicU32,
+    /// 0 = for anyone (see [`encode_recipient`]).
+    pub(crate) recipient: AtomicU32,
+    /// Payload length in bytes.
+    pub(crate) len: AtomicU32,
+}
+
+impl StoredHeader {
+    /// All zero (heap models).
+    #[cfg(loom)]
+    pub(crate) fn new() -> StoredHeader {
+        StoredHeader {
+            request: AtomicU32::new(0),
+            sender: AtomicU32::new(0),
+            recipient: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+        }
+    }
+
+    /// The header and the payload length, each word read once.
+    #[inline]
+    pub(crate) fn read(&self) -> (Header, u32) {
+        let header = Header {
+            request: Request::new(self.request.load(Ordering::Relaxed)),
+            sender: self.sender.load(Ordering::Relaxed),
+            recipient: decode_recipient(self.recipient.load(Ordering::Relaxed)),
+        };
+        (header, self.len.load(Ordering::Relaxed))
+    }
+
+    /// Stores header `h` and payload length `len`.
+    #[inline]
+    pub(crate) fn write(&self, h: &Header, len: u32) {
+        self.request.store(h.request.code(), Ordering::Relaxed);
+        self.sender.store(h.sender, Ordering::Relaxed);
+        self.recipient
+            .store(encode_recipient(h.recipient), Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+    }
+
+    /// Copies `src`'s words as they are (a move: an impossible length is
+    /// kept for the receiver to report).
+    #[inline]
+    pub(crate) fn copy_from(&self, src: &StoredHeader) {
+        for (a, b) in [
+            (&src.request, &self.request),
+            (&src.sender, &self.sender),
+            (&src.recipient, &self.recipient),
+            (&src.len, &self.len),
+        ] {
+            b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
 impl<'a> Message<&'a [u8]> {
     /// A message carrying the bytes of a `bytemuck::Pod` value, without
     /// copying it first. Read it back with
@@ -212,6 +279,63 @@ mod tests {
         let h = Message::signal(Request::DIE).from_pid(9).header_or(42);
         assert_eq!(h.sender, 9);
         assert!(h.is_for(12345));
+    }
+
+    #[test]
+    fn stored_header_round_trips() {
+        let stored = StoredHeader {
+            request: AtomicU32::new(0),
+            sender: AtomicU32::new(0),
+            recipient: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+        };
+        for (h, len) in [
+            (
+                Header {
+                    request: Request::DO,
+                    sender: 1,
+                    recipient: None,
+                },
+                0,
+            ),
+            (
+                Header {
+                    request: Request::new(u32::MAX),
+                    sender: u32::MAX,
+                    recipient: Some(7),
+                },
+                64,
+            ),
+            (
+                Header {
+                    request: Request::DIE,
+                    sender: 42,
+                    recipient: Some(u32::MAX),
+                },
+                u32::MAX,
+            ),
+        ] {
+            stored.write(&h, len);
+            assert_eq!(stored.read(), (h, len));
+            let copy = StoredHeader {
+                request: AtomicU32::new(9),
+                sender: AtomicU32::new(9),
+                recipient: AtomicU32::new(9),
+                len: AtomicU32::new(9),
+            };
+            copy.copy_from(&stored);
+            assert_eq!(copy.read(), (h, len));
+        }
+        // "For anyone" is stored as 0, and 0 reads back as anyone.
+        stored.write(
+            &Header {
+                request: Request::DO,
+                sender: 1,
+                recipient: None,
+            },
+            0,
+        );
+        assert_eq!(stored.recipient.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -15,36 +15,24 @@ use mulproc::{
     MAX_NAME_LEN, MAX_PAYLOAD_LIMIT,
 };
 
-// Byte layout of a segment (layout version 3), from src/layout.rs.
-const VERSION: u32 = 3;
-const MAGIC_AT: u64 = 0;
-const VERSION_AT: u64 = 8;
-const HEADER_SIZE_AT: u64 = 12;
-const CAPACITY_AT: u64 = 16;
-const MAX_PAYLOAD_AT: u64 = 20;
-const SLOT_HEADER_SIZE_AT: u64 = 24;
-const STRIDE_AT: u64 = 28;
-const DATA_OFFSET_AT: u64 = 32;
-const TOTAL_SIZE_AT: u64 = 40;
-const CREATOR_PID_AT: u64 = 48;
-const KIND_AT: u64 = 56; // ChannelKind: 1 = queue, 2 = pipe
-const INIT_AT: u64 = 64;
-const TAIL_AT: u64 = 2 * 64;
-/// Where a queue's slot headers start: the 512-byte segment header, then
-/// the control block (3 lines + one line per handle, 256 handles).
-const HEADER: u64 = 512 + (3 + 256) * 64;
-const SLOT: u64 = 64;
-const SLOT_SEQ: u64 = 0;
-const SLOT_LEN: u64 = 28;
-const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
-const INIT_DONE: u32 = 0x1A17_D04E;
+// Byte layout of a segment, from the crate's hidden export (derived from
+// its structures): never copied numbers.
+use mulproc::__layout::{
+    CAPACITY_AT, CREATOR_PID_AT, DATA_OFFSET_AT, HEADER_SIZE_AT, INIT_AT, INIT_DONE, KIND_AT,
+    MAGIC, MAGIC_AT, MAX_PAYLOAD_AT, SLOT_HEADER_SIZE_AT, SLOT_LEN_AT as SLOT_LEN,
+    SLOT_SEQ_AT as SLOT_SEQ, STRIDE_AT, TAIL_AT, TOTAL_SIZE_AT, VERSION, VERSION_AT,
+};
+/// Where a queue's slot headers start: the segment header, then the
+/// control block.
+const HEADER: u64 = mulproc::__layout::QUEUE_HEADER_SIZE;
+const SLOT: u64 = mulproc::__layout::SLOT_HEADER_SIZE;
 
 /// The queue every forging test starts from: 8 slots of 64 bytes, so
-/// stride 64, data at HEADER + 8 × 64, total that + 8 × 64.
+/// stride 64, data after the 8 slot headers, total that + 8 × 64.
 const CAP: u32 = 8;
 const MAXP: u32 = 64;
-const DATA_OFFSET: u64 = HEADER + 8 * 64;
-const TOTAL: u64 = DATA_OFFSET + 8 * 64;
+const DATA_OFFSET: u64 = HEADER + CAP as u64 * SLOT;
+const TOTAL: u64 = DATA_OFFSET + CAP as u64 * MAXP as u64;
 
 /// Creates a real queue under `shm`'s name and closes it, leaving its file
 /// for the caller to damage.
@@ -83,8 +71,9 @@ fn oversized_payload_is_refused_and_nothing_written() {
     q.try_send(Message::new(Request::DO, b"ok".as_slice()))
         .unwrap();
     assert_eq!(q.len(), 1);
-    // Next ticket is 1: slot 1's payload at HEADER + 4×64 + 1×64.
-    let slot1_payload = HEADER + 4 * SLOT + 64;
+    // Next ticket is 1: slot 1's payload after the 4 slot headers and slot
+    // 0's payload (8 bytes rounded up).
+    let slot1_payload = HEADER + 4 * SLOT + mulproc::__layout::PAYLOAD_ALIGN;
     let big = vec![0x5Au8; 9];
     for via_send in [false, true] {
         let m = Message::new(Request::new(42), big.clone()).to(7);
@@ -399,12 +388,16 @@ fn forged_truncated() {
     let shm = ShmGuard::new("truncated-consistent");
     leave_segment(&shm);
     patch_u32(shm.name(), CAPACITY_AT, 16);
-    patch_u64(shm.name(), DATA_OFFSET_AT, HEADER + 16 * 64);
-    patch_u64(shm.name(), TOTAL_SIZE_AT, HEADER + 16 * 128);
+    patch_u64(shm.name(), DATA_OFFSET_AT, HEADER + 16 * SLOT);
+    patch_u64(
+        shm.name(),
+        TOTAL_SIZE_AT,
+        HEADER + 16 * (SLOT + MAXP as u64),
+    );
     assert_eq!(
         corrupt_kind(Queue::open(shm.name())),
         CorruptKind::Truncated {
-            expected: HEADER + 16 * 128,
+            expected: HEADER + 16 * (SLOT + MAXP as u64),
             found: TOTAL
         }
     );
@@ -526,8 +519,8 @@ fn forged_valid_segment_opens() {
     put32(&mut bytes, HEADER_SIZE_AT, HEADER as u32);
     put32(&mut bytes, CAPACITY_AT, CAP);
     put32(&mut bytes, MAX_PAYLOAD_AT, MAXP);
-    put32(&mut bytes, SLOT_HEADER_SIZE_AT, 64);
-    put32(&mut bytes, STRIDE_AT, 64);
+    put32(&mut bytes, SLOT_HEADER_SIZE_AT, SLOT as u32);
+    put32(&mut bytes, STRIDE_AT, MAXP);
     put64(&mut bytes, DATA_OFFSET_AT, DATA_OFFSET);
     put64(&mut bytes, TOTAL_SIZE_AT, TOTAL);
     put32(&mut bytes, CREATOR_PID_AT, 1);
@@ -779,13 +772,13 @@ fn scribbled_layout_info_never_panics() {
 /// `u64::MAX` when a task is marked done or a reservation given up.
 #[test]
 fn positions_and_counters_at_the_top_of_their_range() {
-    // Pipe header: line 2 + 2 × dir holds dir's tail, the next line its
-    // head. The child end reads its own direction's (1) and the head of the
-    // other.
+    // The child end reads its own direction's (1) positions and the head
+    // of the other.
+    use mulproc::__layout::{pipe_head_at, pipe_tail_at, DONE_COUNT_AT};
     for (what, at) in [
-        ("dir 0 head", 3 * 64),
-        ("dir 1 tail", 4 * 64),
-        ("dir 1 head", 5 * 64),
+        ("dir 0 head", pipe_head_at(0)),
+        ("dir 1 tail", pipe_tail_at(1)),
+        ("dir 1 head", pipe_head_at(1)),
     ] {
         let shm = ShmGuard::new("pipe-top");
         let mut p = Pipe::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
@@ -799,10 +792,10 @@ fn positions_and_counters_at_the_top_of_their_range() {
             other => panic!("{what}: expected Corrupt, got {other:?}"),
         }
     }
-    // Queue: the join counter (line 6) at its top.
+    // Queue: the join counter at its top.
     let shm = ShmGuard::new("done-top");
     let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
-    patch_u64(shm.name(), 6 * 64, u64::MAX);
+    patch_u64(shm.name(), DONE_COUNT_AT, u64::MAX);
     drop(q.try_reserve().unwrap()); // given up: counted done
     q.try_send(Message::new(Request::DO, b"x".as_slice()))
         .unwrap();

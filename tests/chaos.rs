@@ -72,12 +72,13 @@ fn send_on_a_ring_whose_every_slot_is_withheld_reports_full() {
         let _ = q.try_recv();
         std::thread::sleep(Duration::from_millis(2));
     }
-    // `tail`: the segment header's third line (white-box, for the report).
-    let tail_before = common::read_u64(shm.name(), 128);
+    // `tail` (white-box, for the report).
+    let tail_at = mulproc::__layout::TAIL_AT;
+    let tail_before = common::read_u64(shm.name(), tail_at);
     let t = Instant::now();
     let r = q.try_send(Message::new(Request::DO, b"x".as_slice()));
     let took = t.elapsed();
-    let tail_after = common::read_u64(shm.name(), 128);
+    let tail_after = common::read_u64(shm.name(), tail_at);
     let what = match &r {
         Ok(()) => "Ok".to_owned(),
         Err(e) => format!("{e:?}: {e}"),

@@ -278,6 +278,81 @@ fn producer_killed_before_publish_is_skipped() {
     assert_eq!(q.recovery_stats().skipped_claims, 1);
 }
 
+/// Issue 11: a producer killed in the middle of its copy, before it
+/// signed its claim, whose handle entry a new process takes over at once
+/// (before anyone looked at the stuck claim). The dead claim must not pass
+/// for the newcomer's: it is skipped as a dead producer's (in a few ms,
+/// not after the 500 ms unblock timeout; `fenced_live` stays 0) and its
+/// slot is not withheld while the newcomer lives.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn producer_killed_mid_copy_is_not_taken_for_the_entrys_next_holder() {
+    let shm = ShmGuard::new("killed-copy-reused");
+    let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
+    let mut child = ChildProc::spawn(
+        "send_poison",
+        &[
+            ("QUEUE", shm.name().to_owned()),
+            ("FAULT", "in-copy".to_owned()),
+        ],
+    );
+    child.wait_ready(SHORT);
+    let f = child.wait(SHORT).expect("the child kills itself");
+    assert!(!f.status.success(), "{}", f.describe());
+    // The newcomer registers in the dead sender's entry (the first free
+    // liveness lock after the creator's) before anyone recovers anything.
+    let mut newcomer = ChildProc::spawn("idle", &[("QUEUE", shm.name().to_owned())]);
+    newcomer.wait_ready(SHORT);
+    let t = Instant::now();
+    q.try_send(msg(7)).unwrap();
+    assert_eq!(recv_values(&q, 1, RECOVERY_BOUND), [7]);
+    let took = t.elapsed();
+    let stats = q.recovery_stats();
+    eprintln!("next message behind the dead claim: {took:?}, {stats:?}");
+    assert!(
+        took < Duration::from_millis(200),
+        "recovery waited for the unblock timeout: {took:?}"
+    );
+    assert_eq!(
+        (stats.skipped_claims, stats.fenced_live),
+        (1, 0),
+        "{stats:?}"
+    );
+    // No slot withheld while the newcomer lives: all four usable.
+    for i in 0..4 {
+        q.try_send(msg(10 + i))
+            .unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+    }
+    assert_eq!(recv_values(&q, 4, RECOVERY_BOUND), [10, 11, 12, 13]);
+    drop(newcomer);
+}
+
+/// Issue 11, the receiver's side: a consumer killed between claiming a
+/// message and writing its owner word, whose entry a new process takes
+/// over at once. The message is offered again as a dead receiver's, well
+/// before the unblock timeout.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn consumer_killed_in_its_claim_is_not_taken_for_the_entrys_next_holder() {
+    let shm = ShmGuard::new("killed-claim-reused");
+    let q = Queue::create(shm.name(), QueueConfig::new(4, 16)).unwrap();
+    q.send(msg(3)).unwrap();
+    poller_dies_at(shm.name(), "in-claim");
+    let mut newcomer = ChildProc::spawn("idle", &[("QUEUE", shm.name().to_owned())]);
+    newcomer.wait_ready(SHORT);
+    let t = Instant::now();
+    assert_eq!(recv_values(&q, 1, RECOVERY_BOUND), [3]);
+    let took = t.elapsed();
+    let stats = q.recovery_stats();
+    eprintln!("message held by the dead claim: {took:?}, {stats:?}");
+    assert!(
+        took < Duration::from_millis(200),
+        "recovery waited for the unblock timeout: {took:?}"
+    );
+    assert_eq!(stats.redelivered, 1, "{stats:?}");
+    drop(newcomer);
+}
+
 /// Fault 3: a consumer killed while holding a message in place. The slot
 /// is reclaimed, so producers go on past wrap-around, and the message is
 /// delivered again to another consumer (at least once).

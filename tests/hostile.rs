@@ -2,40 +2,20 @@
 //! and the receive path return a result (often an error) — never a panic,
 //! never an endless loop, never an access outside the mapping.
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use common::{patch as scribble, shm_path, ShmGuard};
+use mulproc::__layout::{
+    CACHE_LINE, INIT_AT, INIT_DONE, MAGIC, MAGIC_AT, QUEUE_HEADER_SIZE, SLOT_HEADER_SIZE as SLOT,
+    TAIL_AT, VERSION, VERSION_AT,
+};
 use mulproc::{Message, Queue, QueueConfig, Request};
 use proptest::prelude::*;
-
-fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("hostile-{tag}-{}-{nanos}", std::process::id())
-}
-
-fn path(name: &str) -> String {
-    format!("/dev/shm/mulproc.{name}")
-}
-
-/// Removes the segment file on drop, also when a property fails.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(path(&self.0));
-    }
-}
-
-/// Writes `bytes` at `offset` of the segment file of `name`.
-fn scribble(name: &str, offset: u64, bytes: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path(name)).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -50,21 +30,22 @@ proptest! {
         keep_magic in any::<bool>(),
         keep_init in any::<bool>(),
     ) {
-        let name = unique("open");
-        let _cleanup = Cleanup(name.clone());
+        let shm = ShmGuard::new("hostile-open");
+        let name = shm.name().to_owned();
         let mut bytes = body;
-        if keep_magic && bytes.len() >= 16 {
-            bytes[..8].copy_from_slice(b"MULPROC\0");
-            bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let (magic, version, init) = (MAGIC_AT as usize, VERSION_AT as usize, INIT_AT as usize);
+        if keep_magic && bytes.len() >= version + 4 {
+            bytes[magic..magic + 8].copy_from_slice(&MAGIC.to_le_bytes());
+            bytes[version..version + 4].copy_from_slice(&VERSION.to_le_bytes());
         }
-        if keep_init && bytes.len() >= 68 {
-            bytes[64..68].copy_from_slice(&0x1A17_D04Eu32.to_le_bytes());
+        if keep_init && bytes.len() >= init + 4 {
+            bytes[init..init + 4].copy_from_slice(&INIT_DONE.to_le_bytes());
         }
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path(&name))
+            .open(shm_path(&name))
             .unwrap();
         f.write_all(&bytes).unwrap();
         drop(f);
@@ -83,19 +64,20 @@ proptest! {
     /// the slot.
     #[test]
     fn receive_survives_random_slot_headers(
-        writes in proptest::collection::vec((0u64..(128 + 4 * 64), any::<u64>()), 1..12),
+        writes in proptest::collection::vec((0u64..(2 * CACHE_LINE + 4 * SLOT), any::<u64>()), 1..12),
     ) {
-        let name = unique("recv");
-        let _cleanup = Cleanup(name.clone());
+        let shm = ShmGuard::new("hostile-recv");
+        let name = shm.name().to_owned();
         let mut q = Queue::create(&name, QueueConfig::new(4, 32)).unwrap();
         q.set_remove_on_drop(false);
         q.try_send(Message::new(Request::DO, b"before".as_slice())).unwrap();
         for (offset, value) in &writes {
-            // Positions (tail, head: lines 2 and 3) and the slot headers
-            // (after the 512-byte header and the 16,576-byte control
-            // block); 8-byte aligned.
+            // Positions (tail, head: two lines from TAIL_AT) and the slot
+            // headers (after the header and the control block); 8-byte
+            // aligned.
             let offset = offset & !7;
-            let offset = if offset < 128 { 128 + offset } else { 17_088 + offset - 128 };
+            let lines = 2 * CACHE_LINE;
+            let offset = if offset < lines { TAIL_AT + offset } else { QUEUE_HEADER_SIZE + offset - lines };
             scribble(&name, offset, &value.to_le_bytes());
         }
         let t = Instant::now();

@@ -293,10 +293,12 @@ impl Kind {
         }
     }
 
+    /// The configuration of this kind (a queue's type: `Pipe::create`
+    /// takes it too).
     fn config(self, group: bool) -> QueueConfig {
         let cfg = match self {
             Kind::Queue => QueueConfig::new(4, 16),
-            Kind::Pipe => PipeConfig::new(2, 32),
+            Kind::Pipe => QueueConfig::new(2, 32),
         };
         if group {
             cfg.share_with_group()
@@ -305,14 +307,15 @@ impl Kind {
         }
     }
 
-    /// Size of the segment `config` makes: a queue slot is a 64-byte header
-    /// line plus the payload rounded up to 64; a pipe slot a 32-byte header
-    /// and the payload, rounded up to 64, and a pipe has two directions.
+    /// Size of the segment `config` makes, by the crate's own formula for
+    /// the kind.
     fn size(self) -> u64 {
+        let cfg = self.config(false);
         match self {
-            Kind::Queue => 17_088 + 4 * (64 + 64),
-            Kind::Pipe => 512 + 2 * 2 * 64,
+            Kind::Queue => cfg.segment_size(),
+            Kind::Pipe => PipeConfig::from(cfg).segment_size(),
         }
+        .unwrap()
     }
 
     /// Creates one, leaving the name behind when the handle is dropped.

@@ -666,7 +666,7 @@ fn second_open_of_a_held_end_in_the_same_process_is_refused() {
 #[test]
 fn reopened_end_continues_after_what_was_published() {
     // `tail` of direction 1 (child to parent): header line 4.
-    const DIR1_TAIL: u64 = 4 * 64;
+    const DIR1_TAIL: u64 = mulproc::__layout::pipe_tail_at(1);
     let shm = ShmGuard::new("pipe-reopen");
     let parent = Pipe::create(shm.name(), PipeConfig::new(4, 16)).unwrap();
     {

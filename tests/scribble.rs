@@ -64,24 +64,24 @@ const SCRIBBLE_GAP_MS: u64 = 50;
 /// Upper bound on the calls one worker makes.
 const MAX_OPS: u64 = 20_000_000;
 
-// White-box offsets (src/layout.rs, layout version 1), used only to aim
-// the scribbler. If the layout moves, the scribbles still land inside the
-// segment and the test still holds; it just hits these words less often.
-// The slot header array is found from the file size (it and the payloads
-// end the segment), so a header that grows (a control block after the
-// first 512 bytes) does not move the aim off the slots.
-const TAIL_AT: usize = 2 * 64;
-const HEAD_AT: usize = 3 * 64;
+// White-box offsets (the crate's hidden `__layout` export), used only to
+// aim the scribbler. If the layout moves, the scribbles still land inside
+// the segment and the test still holds; it just hits these words less
+// often. The slot header array is found from the file size (it and the
+// payloads end the segment).
+const TAIL_AT: usize = mulproc::__layout::TAIL_AT as usize;
+const HEAD_AT: usize = mulproc::__layout::HEAD_AT as usize;
 /// Lines 4..8: event counts (epoch, waiters) and join counters.
-const EVENTS_AT: usize = 4 * 64;
-const HEADER: usize = 512;
-const SLOT: usize = 64;
-/// Bytes of payload area per slot: max payload rounded up to 64.
-const STRIDE: usize = (MAXP as usize).div_ceil(64) * 64;
-const SLOT_LEN_AT: usize = 28;
-/// The ring's flag bits in a sequence word (src/ring.rs).
-const HELD: u64 = 1 << 63;
-const TAKEN: u64 = 1 << 62;
+const EVENTS_AT: usize = mulproc::__layout::EVENTS_AT as usize;
+const HEADER: usize = mulproc::__layout::HEADER_SIZE as usize;
+const SLOT: usize = mulproc::__layout::SLOT_HEADER_SIZE as usize;
+const ALIGN: usize = mulproc::__layout::PAYLOAD_ALIGN as usize;
+/// Bytes of payload area per slot: max payload rounded up.
+const STRIDE: usize = (MAXP as usize).div_ceil(ALIGN) * ALIGN;
+const SLOT_LEN_AT: usize = mulproc::__layout::SLOT_LEN_AT as usize;
+/// The ring's flag bits in a sequence word.
+const HELD: u64 = mulproc::__layout::HELD;
+const TAKEN: u64 = mulproc::__layout::TAKEN;
 
 #[test]
 fn child_entry() {

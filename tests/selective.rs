@@ -23,10 +23,10 @@ const NOBODY: u32 = 1;
 const WANTED: Request = Request::new(100);
 const WANTED_A: Request = Request::new(200);
 const WANTED_B: Request = Request::new(201);
-/// Offset of the selective receivers' sleeper count (layout v1: header
-/// line 7, second u32). White-box, only a soft readiness hint (see
+/// Offset of the selective receivers' sleeper count (from the crate's
+/// hidden layout export). White-box, only a soft readiness hint (see
 /// `common::wait_for_sleepers`).
-const SELECTIVE_WAITERS: u64 = 7 * 64 + 4;
+const SELECTIVE_WAITERS: u64 = mulproc::__layout::SELECTIVE_WAITERS;
 
 fn patient() -> SendRetry {
     SendRetry {

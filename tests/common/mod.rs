@@ -171,12 +171,12 @@ pub fn forge_file(name: &str, contents: &[u8]) {
     f.write_all(contents).expect("write forged segment file");
 }
 
-/// Offset of the receivers' sleeper count (`not_empty.waiters`, layout v1:
-/// header line 4, second u32). White-box, used only as a soft readiness hint
-/// (see [`wait_for_sleepers`]).
-pub const NOT_EMPTY_WAITERS: u64 = 4 * 64 + 4;
+/// Offset of the receivers' sleeper count (`not_empty.waiters`), from the
+/// crate's hidden layout export. White-box, used only as a soft readiness
+/// hint (see [`wait_for_sleepers`]).
+pub const NOT_EMPTY_WAITERS: u64 = mulproc::__layout::NOT_EMPTY_WAITERS;
 /// Offset of the senders' sleeper count (`not_full.waiters`).
-pub const NOT_FULL_WAITERS: u64 = 5 * 64 + 4;
+pub const NOT_FULL_WAITERS: u64 = mulproc::__layout::NOT_FULL_WAITERS;
 
 /// Soft readiness check: waits (at most `timeout`) until the sleeper count
 /// at `offset` is at least `at_least`. Returns whether it got there. Never

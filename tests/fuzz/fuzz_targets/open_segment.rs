@@ -24,7 +24,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mulproc::{Message, Pipe, Queue, QueueConfig, Request};
+use mulproc::{Message, Pipe, PipeConfig, Queue, QueueConfig, Request};
 use mulproc_fuzz::{
     exercise_pipe, exercise_queue, fast_fixups, fast_fixups_bytes, hint, payload, Input, Shape,
     Shm, Target,
@@ -200,7 +200,7 @@ fn real_pipe(mode: u8, input: &mut Input<'_>, shape: Shape) {
     let shm = Shm::new("pipe");
     let cap = 2u32 << (input.u8() % 5);
     let max = input.u8() as u32;
-    let Ok(mut parent) = Pipe::create(shm.name(), QueueConfig::new(cap, max)) else {
+    let Ok(mut parent) = Pipe::create(shm.name(), PipeConfig::new(cap, max)) else {
         return;
     };
     parent.set_remove_on_drop(false);

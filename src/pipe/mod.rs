@@ -1,36 +1,13 @@
 //! Pipes: a duplex channel between two processes (pymulproc's
 //! `PipeCommunication`), built on two single-producer single-consumer rings.
 //!
-//! # Protocol of one direction
-//!
-//! One sender and one receiver, each keeping its position in local memory.
-//! A slot's header sits right before its payload, so a small message and its
-//! "published" mark share a cache line and the receiver polls that line
-//! alone.
-//!
-//! - sender of ticket `t`: if its cached `head` says full, reload `head`
-//!   (Acquire, pairs with the receiver's Release store of `head`: the
-//!   receiver's reads of the slot are done before we overwrite it); write the
-//!   header and payload; store `seq = t + 1` (Release: SYNC POINT, pairs with
-//!   the receiver's Acquire load); store `tail = t + 1` (Relaxed, for `len`).
-//! - receiver of ticket `t`: load `seq` (Acquire); `seq == t + 1` means the
-//!   message is there; read it; store `head = t + 1` (Release).
-//!
-//! No compare-and-swap and no shared write by both sides: each line has one
-//! writer. Blocking uses the same event counts as queues, one pair per
-//! direction.
+//! Each direction is a single-producer single-consumer ring (`spsc`: its
+//! protocol, and how a receiver holds several messages). Blocking uses the
+//! same event counts as queues, one pair per direction.
 //!
 //! Only one process may hold each end: the parent end belongs to the
 //! creator, the child end to the process that opened it (recorded in the
 //! segment; an end whose holder has died may be taken over).
-//!
-//! # Holding several messages
-//!
-//! A receiver may hold up to [`HOLD_WINDOW`] messages at once (guards, or
-//! messages a selective receive passed over), and free them in any order:
-//! it keeps which tickets past `head` it has taken and which it has freed,
-//! and moves `head` over the freed prefix only. The sender never writes a
-//! ticket at or past `head`, so a held slot stays as it was published.
 //!
 //! # Disconnected
 //!
@@ -49,20 +26,21 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Instant;
 
+mod config;
+
+pub use config::PipeConfig;
+
 use crate::channel::{inherent_forms, Channel, Filter, SendRetry, Wait};
 use crate::error::{CorruptError, CorruptKind, RecvTimeoutError, SetupError, TrySendError};
-use crate::guard::{RecvGuard, Source};
-use crate::layout::{ChannelKind, Geometry, PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
-use crate::message::{decode_recipient, encode_recipient, Header, Message, Request};
-use crate::queue::{claim_waiting, Claimed, QueueConfig};
-use crate::segment::Segment;
+use crate::guard::{RecvGuard, Release};
+use crate::layout::Geometry;
+use crate::message::{Header, Message};
+use crate::segment::PipeSegment;
+use crate::spsc::{Direction, Receiver, Sender};
 use crate::sync::Ordering;
 use crate::sys::ofd;
 use crate::wait::Wake;
-
-/// A pipe is configured like a queue: capacity (per direction) and max
-/// payload.
-pub type PipeConfig = QueueConfig;
+use crate::wait::{claim_waiting, Claimed};
 
 /// Which end of a pipe a handle is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,32 +82,20 @@ impl PipeEnd {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Pipe {
-    seg: Segment,
+    seg: PipeSegment,
     geo: Geometry,
     pid: u32,
     end: PipeEnd,
     retry: SendRetry,
-    /// Next ticket this end sends (its own direction's tail).
-    next_send: Cell<u64>,
-    /// Last `head` of the sending direction seen; refreshed when it says
-    /// the ring is full.
-    cached_head: Cell<u64>,
-    /// Oldest ticket of the receiving direction not yet freed: the
-    /// direction's `head`, as this end (its only writer) last stored it.
-    recv_head: Cell<u64>,
-    /// Bit `i`: ticket `recv_head + i` has been taken (held or freed).
-    taken: Cell<u64>,
-    /// Bit `i`: ticket `recv_head + i` has been freed. Only ever a subset
-    /// of `taken`, never with bit 0 set (`head` moves over it at once).
-    freed: Cell<u64>,
+    /// This end's side of its sending direction.
+    tx: Sender,
+    /// This end's side of its receiving direction.
+    rx: Receiver,
     /// Coarse time (ms) at which the peer's lock may next be probed.
     next_probe_ms: Cell<u64>,
     /// Empty or full polls since the clock was last looked at.
     polls: Cell<u32>,
 }
-
-/// How many messages one pipe end may hold at once (see the module docs).
-pub const HOLD_WINDOW: u64 = 64;
 
 /// Owner word of an end whose handle was dropped.
 const CLOSED: u32 = u32::MAX;
@@ -152,14 +118,16 @@ impl fmt::Debug for Pipe {
 impl Pipe {
     /// Creates a pipe under a new name no other channel has (see
     /// [`unique_name`](crate::unique_name)) and returns its parent end.
-    pub fn create_unique(config: PipeConfig) -> Result<Pipe, SetupError> {
+    pub fn create_unique(config: impl Into<PipeConfig>) -> Result<Pipe, SetupError> {
+        let config = config.into();
         crate::segment::with_unique_name(|name| Pipe::create(name, config))
     }
 
     /// Creates a pipe named `name` and returns its parent end.
-    pub fn create(name: &str, config: PipeConfig) -> Result<Pipe, SetupError> {
-        let geo = config.geometry_of(ChannelKind::Pipe)?;
-        let seg = Segment::create(name, geo, config.sharing, config.stale)?;
+    pub fn create(name: &str, config: impl Into<PipeConfig>) -> Result<Pipe, SetupError> {
+        let config = config.into();
+        let geo = config.geometry()?;
+        let seg = PipeSegment::create(name, geo, config.sharing, config.stale)?;
         take_end(&seg, PipeEnd::Parent)?;
         Pipe::from_segment(seg, PipeEnd::Parent)
     }
@@ -168,12 +136,12 @@ impl Pipe {
     /// [`SetupError::EndTaken`] while another live handle holds it (in
     /// this process or another).
     pub fn open(name: &str) -> Result<Pipe, SetupError> {
-        let seg = Segment::open(name, ChannelKind::Pipe)?;
+        let seg = PipeSegment::open(name)?;
         take_end(&seg, PipeEnd::Child)?;
         Pipe::from_segment(seg, PipeEnd::Child)
     }
 
-    fn from_segment(seg: Segment, end: PipeEnd) -> Result<Pipe, SetupError> {
+    fn from_segment(seg: PipeSegment, end: PipeEnd) -> Result<Pipe, SetupError> {
         let send_dir = end.index();
         let recv_dir = 1 - send_dir;
         // Positions only ever grow by one per message: one at 2^62 or
@@ -187,9 +155,9 @@ impl Pipe {
             let v = p.load(Ordering::Acquire);
             (v < POSITION_LIMIT).then_some(v)
         };
-        let cached_head = position(seg.pipe_head(send_dir)).ok_or_else(corrupt)?;
-        let sent = position(seg.pipe_tail(send_dir)).ok_or_else(corrupt)?;
-        let next_recv = position(seg.pipe_head(recv_dir)).ok_or_else(corrupt)?;
+        let cached_head = position(seg.head(send_dir)).ok_or_else(corrupt)?;
+        let sent = position(seg.tail(send_dir)).ok_or_else(corrupt)?;
+        let next_recv = position(seg.head(recv_dir)).ok_or_else(corrupt)?;
         // A previous holder of this end may have died between publishing a
         // message and storing `tail`: continue after whatever it published
         // (and after whatever the receiver already took), never over it.
@@ -197,7 +165,7 @@ impl Pipe {
         let mut next_send = sent.max(cached_head);
         for _ in 0..cap {
             let idx = (next_send & (cap - 1)) as usize;
-            if seg.pipe_slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
+            if seg.slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
                 break;
             }
             next_send += 1;
@@ -208,11 +176,8 @@ impl Pipe {
             pid: std::process::id(),
             end,
             retry: SendRetry::default(),
-            next_send: Cell::new(next_send),
-            cached_head: Cell::new(cached_head),
-            recv_head: Cell::new(next_recv),
-            taken: Cell::new(0),
-            freed: Cell::new(0),
+            tx: Sender::new(next_send, cached_head),
+            rx: Receiver::new(next_recv),
             next_probe_ms: Cell::new(0),
             polls: Cell::new(0),
         })
@@ -220,7 +185,7 @@ impl Pipe {
 
     /// Removes the name `name` from the system.
     pub fn remove(name: &str) -> Result<(), SetupError> {
-        Segment::remove(name)
+        crate::segment::Segment::remove(name)
     }
 
     /// Whether dropping this handle removes the name (true for the parent
@@ -292,7 +257,7 @@ impl Pipe {
     }
 
     fn peer_word(&self) -> &crate::sync::AtomicU32 {
-        self.seg.pipe_end_owner(1 - self.end.index())
+        self.seg.end_owner(1 - self.end.index())
     }
 
     fn peer_lock_byte(&self) -> i64 {
@@ -318,7 +283,7 @@ impl Pipe {
         if !waiting && n % 16 != 0 {
             return false;
         }
-        let now = crate::recovery::coarse_ms();
+        let now = crate::sys::coarse_ms();
         if now < self.next_probe_ms.get() {
             return false;
         }
@@ -334,68 +299,36 @@ impl Pipe {
         1 - self.end.index()
     }
 
-    fn index(&self, t: u64) -> usize {
-        (t & (self.geo.capacity as u64 - 1)) as usize
+    /// The direction this end sends on.
+    #[inline]
+    fn sending(&self) -> Direction<'_> {
+        Direction {
+            seg: &self.seg,
+            dir: self.send_dir(),
+        }
+    }
+
+    /// The direction this end receives on.
+    #[inline]
+    fn receiving(&self) -> Direction<'_> {
+        Direction {
+            seg: &self.seg,
+            dir: self.recv_dir(),
+        }
     }
 
     /// Messages waiting for this end to receive, and those it holds (a
     /// snapshot).
     pub fn len(&self) -> usize {
         let dir = self.recv_dir();
-        let tail = self.seg.pipe_tail(dir).load(Ordering::Relaxed);
-        let head = self.recv_head.get();
+        let tail = self.seg.tail(dir).load(Ordering::Relaxed);
+        let head = self.rx.head();
         tail.saturating_sub(head).min(self.geo.capacity as u64) as usize
     }
 
     /// True if no message is waiting for this end (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Claims the next send ticket if the direction has room.
-    fn claim_send(&self) -> Claimed {
-        let t = self.next_send.get();
-        let cap = self.geo.capacity as u64;
-        if t.wrapping_sub(self.cached_head.get()) >= cap {
-            // Acquire: pairs with the receiver's Release store of `head`.
-            let head = self.seg.pipe_head(self.send_dir()).load(Ordering::Acquire);
-            if head > t || t - head > cap {
-                return Claimed::Corrupt;
-            }
-            self.cached_head.set(head);
-            if t - head >= cap {
-                return Claimed::Unavailable;
-            }
-        }
-        Claimed::Slot(t)
-    }
-
-    fn publish(&self, t: u64, header: &Header, data: &[u8]) {
-        let dir = self.send_dir();
-        let idx = self.index(t);
-        let slot = self.seg.pipe_slot(dir, idx);
-        slot.request.store(header.request.code(), Ordering::Relaxed);
-        slot.sender.store(header.sender, Ordering::Relaxed);
-        slot.recipient
-            .store(encode_recipient(header.recipient), Ordering::Relaxed);
-        slot.len.store(data.len() as u32, Ordering::Relaxed);
-        // SAFETY: ticket `t` is ours (the receiver is at most `capacity`
-        // behind, checked in `claim_send`), so nobody reads this payload
-        // until we publish; `data.len() <= max_payload`, and the payload
-        // area is `stride - 32 >= max_payload` bytes inside the mapping.
-        unsafe {
-            crate::copy::copy_bytes(
-                data.as_ptr(),
-                self.seg.pipe_slot_ptr(dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                data.len(),
-            );
-        }
-        // SYNC POINT. Release: pairs with the receiver's Acquire load of
-        // `seq`; header and payload are visible to it.
-        slot.seq.store(t + 1, Ordering::Release);
-        self.seg.pipe_tail(dir).store(t + 1, Ordering::Relaxed);
-        self.next_send.set(t + 1);
-        self.seg.pipe_not_empty(dir).notify(Wake::One);
     }
 
     /// [`Channel::send_with`] for a pipe end.
@@ -415,7 +348,7 @@ impl Pipe {
         if self.peer_word().load(Ordering::Relaxed) == CLOSED {
             return Err(TrySendError::Disconnected(msg));
         }
-        let claim = |waiting: bool| match self.claim_send() {
+        let claim = |waiting: bool| match self.tx.claim(self.sending()) {
             Claimed::Unavailable if self.peer_gone(waiting) => Claimed::Gone,
             c => c,
         };
@@ -425,7 +358,7 @@ impl Pipe {
             // The receiver frees slots with plain stores, which a look
             // of ours does not stall: no need to wait for a run.
             claim_waiting(
-                self.seg.pipe_not_full(self.send_dir()),
+                self.seg.not_full(self.send_dir()),
                 wait,
                 || true,
                 || claim(true),
@@ -433,7 +366,9 @@ impl Pipe {
         };
         match claimed {
             Claimed::Slot(t) => {
-                self.publish(t, &msg.header_or(self.pid), msg.data.as_ref());
+                let header = msg.header_or(self.pid);
+                self.tx
+                    .publish(self.sending(), t, &header, msg.data.as_ref());
                 Ok(())
             }
             Claimed::Unavailable => Err(TrySendError::Full(msg)),
@@ -443,98 +378,32 @@ impl Pipe {
     }
 
     /// Takes the oldest published message `want` accepts among the first
-    /// [`HOLD_WINDOW`] past `head` that this end has not taken yet. A
-    /// message with an impossible length is freed and reported, so the
-    /// pipe goes on.
+    /// [`HOLD_WINDOW`](crate::HOLD_WINDOW) past `head` that this end has not taken yet (see
+    /// `spsc::Receiver::claim`).
     fn claim_recv(&self, want: &mut Filter<'_>) -> Result<Option<RecvGuard<'_>>, CorruptError> {
-        let dir = self.recv_dir();
-        let max = self.geo.max_payload;
-        let head = self.recv_head.get();
-        let taken = self.taken.get();
-        let window = HOLD_WINDOW.min(u64::from(self.geo.capacity));
-        let mut i = u64::from(taken.trailing_ones());
-        while i < window {
-            if taken & (1 << i) != 0 {
-                i += 1;
-                continue;
+        let accept = |header: &Header, data: *const u8, len: usize| match want {
+            Filter::Any => true,
+            Filter::Header(f) => f(header),
+            Filter::Message(f) => {
+                // SAFETY: as for the guard below: the published, untaken
+                // slot is ours to read; `len <= max_payload`.
+                let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+                f(header, bytes)
             }
-            let t = head + i;
-            let idx = self.index(t);
-            let slot: &PipeSlotHeader = self.seg.pipe_slot(dir, idx);
-            // SYNC POINT. Acquire: pairs with the sender's Release store.
-            // The sender publishes in ticket order: nothing past the first
-            // unpublished ticket is published either.
-            if slot.seq.load(Ordering::Acquire) != t + 1 {
-                return Ok(None);
-            }
-            let header = Header {
-                request: Request::new(slot.request.load(Ordering::Relaxed)),
-                sender: slot.sender.load(Ordering::Relaxed),
-                recipient: decode_recipient(slot.recipient.load(Ordering::Relaxed)),
-            };
-            let len = slot.len.load(Ordering::Relaxed);
-            if len > max {
-                // Free it, so the pipe goes on, and report it.
-                self.taken.set(taken | 1 << i);
-                let _ = self.release(t);
-                return Err(CorruptKind::Length { len, max }.into());
-            }
-            let data = self
-                .seg
-                .pipe_slot_ptr(dir, idx)
-                .wrapping_add(PIPE_SLOT_HEADER_SIZE);
-            let accept = match want {
-                Filter::Any => true,
-                Filter::Header(f) => f(&header),
-                Filter::Message(f) => {
-                    // SAFETY: as for the guard below: the published,
-                    // untaken slot is ours to read; `len <= max_payload`.
-                    let bytes = unsafe { std::slice::from_raw_parts(data, len as usize) };
-                    f(&header, bytes)
-                }
-            };
-            if accept {
-                self.taken.set(taken | 1 << i);
-                // SAFETY: we are the only receiver of this direction and
-                // the sender does not rewrite slot `t` before we store
-                // `head > t` (in `release`, only once `t` is freed);
-                // `len <= max_payload` keeps the bytes inside the slot's
-                // payload area.
-                return Ok(Some(unsafe {
-                    RecvGuard::new(Source::Pipe(self), t, header, data, len as usize)
-                }));
-            }
-            i += 1;
-        }
-        Ok(None)
+        };
+        let taken = self
+            .rx
+            .claim(self.receiving(), self.geo.max_payload, accept)?;
+        // SAFETY: we are the only receiver of this direction and the sender
+        // does not rewrite the slot of the ticket before we store `head`
+        // past it (in `release`, only once it is freed); `len <=
+        // max_payload` keeps the bytes inside the slot's payload area.
+        Ok(taken.map(|m| unsafe { RecvGuard::new(self, m.ticket, m.header, m.data, m.len) }))
     }
 
-    /// Frees ticket `t`, one this end took; moves `head` over the freed
-    /// prefix and wakes the sender if it moved.
+    /// Frees ticket `t`, one this end took (see `spsc::Receiver::release`).
     pub(crate) fn release(&self, t: u64) -> Result<(), CorruptError> {
-        let head = self.recv_head.get();
-        let i = t.wrapping_sub(head);
-        debug_assert!(i < HOLD_WINDOW && self.taken.get() & (1 << i) != 0);
-        if i >= HOLD_WINDOW {
-            return Err(CorruptKind::Positions.into());
-        }
-        let freed = self.freed.get() | 1 << i;
-        let n = freed.trailing_ones();
-        let shift = |m: u64| m.checked_shr(n).unwrap_or(0);
-        self.freed.set(shift(freed));
-        if n == 0 {
-            return Ok(());
-        }
-        self.taken.set(shift(self.taken.get()));
-        let head = head + u64::from(n);
-        self.recv_head.set(head);
-        // SYNC POINT. Release: pairs with the sender's Acquire load of
-        // `head`; our reads of the slots are done before it reuses them.
-        self.seg
-            .pipe_head(self.recv_dir())
-            .store(head, Ordering::Release);
-        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::One);
-        Ok(())
+        self.rx.release(self.receiving(), t)
     }
 
     /// [`Channel::recv_with`] for a pipe end: what is waiting first, then
@@ -582,7 +451,7 @@ impl Pipe {
         want: &mut Filter<'_>,
         deadline: Option<Instant>,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
-        let events = self.seg.pipe_not_empty(self.recv_dir());
+        let events = self.seg.not_empty(self.recv_dir());
         let mut checks = 0u32;
         let check = || {
             checks = checks.saturating_add(1);
@@ -633,6 +502,13 @@ impl Channel for Pipe {
 
 inherent_forms!(Pipe);
 
+impl Release for Pipe {
+    #[inline]
+    fn release(&self, ticket: u64) -> Result<(), CorruptError> {
+        Pipe::release(self, ticket)
+    }
+}
+
 /// Positions at or above this are corrupt (see `Pipe::from_segment`).
 const POSITION_LIMIT: u64 = 1 << 62;
 
@@ -640,9 +516,9 @@ const POSITION_LIMIT: u64 = 1 << 62;
 /// the segment's file, which the kernel drops when the holder's process
 /// dies (so a dead holder's end is free at once, and a reused pid cannot
 /// keep it), then the holder's pid, for [`Pipe::peer_pid`].
-fn take_end(seg: &Segment, end: PipeEnd) -> Result<(), SetupError> {
+fn take_end(seg: &PipeSegment, end: PipeEnd) -> Result<(), SetupError> {
     let byte = ofd::PIPE_ENDS + end.index() as i64;
-    let owner = seg.pipe_end_owner(end.index());
+    let owner = seg.end_owner(end.index());
     match ofd::try_lock(seg.fd(), byte, ofd::Kind::Exclusive) {
         Ok(true) => {
             owner.store(std::process::id(), Ordering::Release);
@@ -665,15 +541,15 @@ impl Drop for Pipe {
         // Closed: the peer's receives drain, then say Disconnected. AcqRel:
         // the Release pairs with the Acquire in the peer's `peer_gone`, so
         // every message we published is visible to it once it sees this.
-        let _ = self.seg.pipe_end_owner(self.end.index()).compare_exchange(
+        let _ = self.seg.end_owner(self.end.index()).compare_exchange(
             self.pid,
             CLOSED,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
         // Wake the peer's waits: for our messages, and for room we free.
-        self.seg.pipe_not_empty(self.send_dir()).notify(Wake::All);
-        self.seg.pipe_not_full(self.recv_dir()).notify(Wake::All);
+        self.seg.not_empty(self.send_dir()).notify(Wake::All);
+        self.seg.not_full(self.recv_dir()).notify(Wake::All);
         // Give the end back (the lock goes with the descriptor anyway).
         let _ = ofd::unlock(self.seg.fd(), ofd::PIPE_ENDS + self.end.index() as i64);
     }

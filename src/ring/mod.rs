@@ -42,7 +42,7 @@
 //!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
 //! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
 //!   and release TAKEN(h) -> FREE(h+capacity).
-//! - recovery (`recovery.rs` decides when): fence FREE(t) -> TAKEN |
+//! - recovery (`recovery` decides when): fence FREE(t) -> TAKEN |
 //!   QUARANTINED of a stuck claim (the claimant's publish then fails);
 //!   pass a stuck SKIP; HELD -> PUBLISHED for a dead receiver's message;
 //!   HELD -> FREE(t+capacity) behind `head` for a receiver that died
@@ -112,16 +112,19 @@
 //! word ahead of its position while the position has not moved, `tail - head`
 //! above the capacity) is reported as corruption.
 
+mod compact;
+mod repair;
+
 use crate::layout::SlotHeader;
 use crate::sync::{spin_hint, AtomicU64, Ordering};
 
 /// A receiver owns the slot and is reading it.
-pub(crate) const HELD: u64 = 1 << 63;
+pub const HELD: u64 = 1 << 63;
 /// The slot was read out of order; `head` has not passed it yet.
-pub(crate) const TAKEN: u64 = 1 << 62;
+pub const TAKEN: u64 = 1 << 62;
 /// The slot is withheld from use: a recoverer fenced the claim of a
 /// producer that is still alive, which may yet write into it.
-pub(crate) const QUARANTINED: u64 = 1 << 61;
+pub const QUARANTINED: u64 = 1 << 61;
 const FLAGS: u64 = HELD | TAKEN | QUARANTINED;
 const TAKEN_Q: u64 = TAKEN | QUARANTINED;
 const MOVING: u64 = TAKEN | HELD;
@@ -439,7 +442,7 @@ impl<'a> Ring<'a> {
             // A receiver that dies here leaves its slot held behind `head`;
             // recovery frees it (`finish_release`).
             #[cfg(not(loom))]
-            crate::recovery::fault::point("in-release");
+            crate::fault::point("in-release");
             // A store, not a compare-and-swap: nobody else writes a slot a
             // live receiver holds (recovery re-offers only a dead holder's),
             // so the load suffices to report a segment scribbled on, and a
@@ -528,202 +531,11 @@ impl<'a> Ring<'a> {
         self.tail.load(Ordering::Acquire)
     }
 
-    /// Fences the unpublished claim on ticket `t`: FREE(t) becomes read and
-    /// withheld, so receivers and `head` pass it while its producer, if it
-    /// still lives, cannot have the slot reused under its late writes. The
-    /// holder's own publish (or abandon) then fails. Err if the slot was
-    /// not FREE(t) any more.
-    pub fn fence_claim(&self, t: u64) -> Result<(), Fenced> {
-        // AcqRel: the recoverer's later reads (the owner word) come after.
-        self.slot(t)
-            .seq
-            .compare_exchange(t, (t + 1) | TAKEN_Q, Ordering::AcqRel, Ordering::Relaxed)
-            .map_err(|_| Fenced)?;
-        self.advance_if_head(t);
-        Ok(())
-    }
-
-    /// Passes a skip ticket (of a withheld slot) whose producer died before
-    /// marking it.
-    pub fn fence_skip(&self, t: u64) -> Result<(), Fenced> {
-        self.slot(t)
-            .seq
-            .compare_exchange(
-                t | QUARANTINED,
-                (t + 1) | TAKEN_Q,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .map_err(|_| Fenced)?;
-        self.advance_if_head(t);
-        Ok(())
-    }
-
-    /// Ends the quarantine of `t`'s slot, whatever lap its word is at, as
-    /// long as `still_ours()` says the quarantine is the one meant (the
-    /// owner word, unchanged while the slot is withheld, names its holder).
-    /// Returns true if this call cleared the flag.
-    pub fn lift_quarantine(&self, t: u64, mut still_ours: impl FnMut() -> bool) -> bool {
-        let slot = self.slot(t);
-        let mut cur = slot.seq.load(Ordering::Acquire);
-        for _ in 0..MAX_RETRIES {
-            if cur & QUARANTINED == 0 || !still_ours() {
-                return false;
-            }
-            // Release: the late holder's writes to the slot happen before
-            // whoever reuses it.
-            match slot.seq.compare_exchange(
-                cur,
-                cur & !QUARANTINED,
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-        false
-    }
-
-    /// Frees the slot of ticket `t` for a receiver that died between
-    /// moving `head` past it and freeing it (see `release`): HELD behind
-    /// `head` -> FREE for the next lap. Its message was read; it is not
-    /// offered again.
-    pub fn finish_release(&self, t: u64) -> Result<(), Fenced> {
-        if t >= self.head.load(Ordering::Relaxed) || t & FLAGS != 0 {
-            return Err(Fenced);
-        }
-        // Release, as in `release`: pairs with the producer's Acquire load
-        // in `try_claim_send_many`; the holder's reads (what it did of
-        // them) come before the next producer's writes.
-        self.slot(t)
-            .seq
-            .compare_exchange(
-                (t + 1) | HELD,
-                t + self.capacity(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .map(drop)
-            .map_err(|_| Fenced)
-    }
-
-    /// Offers again the message of ticket `t`, held by a receiver that died:
-    /// HELD -> PUBLISHED. (Its bytes are unchanged: receivers only read.)
-    pub fn redeliver(&self, t: u64) -> Result<(), Fenced> {
-        self.slot(t)
-            .seq
-            .compare_exchange((t + 1) | HELD, t + 1, Ordering::Release, Ordering::Relaxed)
-            .map(drop)
-            .map_err(|_| Fenced)
-    }
-
-    /// Undoes the claim of a dead mover on the target `to` (MOVING ->
-    /// TAKEN: the read slot it was, whatever was half-copied into it).
-    pub fn undo_move_target(&self, to: u64) -> Result<(), Fenced> {
-        self.slot(to)
-            .seq
-            .compare_exchange(
-                (to + 1) | MOVING,
-                (to + 1) | TAKEN,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .map_err(|_| Fenced)?;
-        self.advance_if_head(to);
-        Ok(())
-    }
-
     /// Gives up the claim on ticket `t` (claimed by `try_claim_send_many`,
     /// never published): the slot is marked TAKEN, so receivers pass it and
     /// `head` frees it as if it had been read.
     pub fn abandon(&self, t: u64) -> Result<(), Fenced> {
         self.mark_taken(t, t)
-    }
-
-    /// Starts to unblock a ring that is full because receivers took
-    /// messages out of order (a selective receive passed over older ones):
-    /// the slots they read cannot be reused until `head` passes them, and
-    /// `head` waits at the oldest unread message.
-    ///
-    /// Finds the oldest waiting message `from` with a run of read (TAKEN)
-    /// slots right behind it ending at `to`, holds it (PUBLISHED -> HELD)
-    /// and claims `to` (TAKEN -> MOVING). The caller copies the message from
-    /// `from`'s slot to `to`'s and calls [`finish_move`](Self::finish_move).
-    /// Each move carries a read slot one message closer to `head`; once the
-    /// oldest message has moved, `head` frees the slots behind it.
-    ///
-    /// Order is kept: every ticket between `from` and `to` was already
-    /// read, so the message keeps its place among the messages waiting.
-    pub fn begin_move(&self) -> Option<(u64, u64)> {
-        let cap = self.capacity();
-        let h = self.head.load(Ordering::Relaxed);
-        // `tail <= head + capacity`, so equality is exact: full.
-        if h & FLAGS != 0 || self.tail.load(Ordering::Relaxed) != h + cap {
-            return None;
-        }
-        let end = h + cap;
-        let mut from = h;
-        while from + 1 < end {
-            // Acquire: pairs with the publish; we copy what it wrote.
-            if self.slot(from).seq.load(Ordering::Acquire) != from + 1 {
-                from += 1;
-                continue;
-            }
-            // The run of read slots behind it. None of them can be freed
-            // meanwhile: `head` cannot pass the unread message at `from`.
-            let mut to = from;
-            while to + 1 < end && self.slot(to + 1).seq.load(Ordering::Acquire) == (to + 2) | TAKEN
-            {
-                to += 1;
-            }
-            if to == from {
-                from += 1;
-                continue;
-            }
-            let (source, target) = (self.slot(from), self.slot(to));
-            let taken = (to + 1) | TAKEN;
-            if target
-                .seq
-                .compare_exchange(taken, taken | HELD, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                return None; // another move took it
-            }
-            if source
-                .seq
-                .compare_exchange(
-                    from + 1,
-                    (from + 1) | HELD,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                // A receiver took it after all: give the target back as it
-                // was. `head` may have reached it meanwhile (the receiver's
-                // release advances over the run).
-                let _ = self.mark_taken(to, taken | HELD);
-                return None;
-            }
-            return Some((from, to));
-        }
-        None
-    }
-
-    /// Ends a move begun by [`begin_move`](Self::begin_move), after the
-    /// message was copied from `from`'s slot to `to`'s: publishes it at
-    /// `to`, marks `from` read, and advances `head` if it waited there.
-    pub fn finish_move(&self, from: u64, to: u64) {
-        // SYNC POINT. Release: pairs with the receivers' Acquire load, as a
-        // publish does.
-        let _ = self.slot(to).seq.compare_exchange(
-            (to + 1) | TAKEN | HELD,
-            to + 1,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        let _ = self.mark_taken(from, (from + 1) | HELD);
     }
 
     /// Moves `head` from `h` past slots read out of order, releasing each.

@@ -167,6 +167,11 @@ pub struct EventCount {
     model: FutexModel,
 }
 
+/// Byte offset of [`EventCount`]'s sleeper count, for the tests' hidden
+/// layout export (`crate::__layout`).
+#[cfg(not(loom))]
+pub(crate) const WAITERS_OFFSET: usize = memoffset::offset_of!(EventCount, waiters);
+
 /// How many sleepers a notify wakes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -177,13 +182,23 @@ pub enum Wake {
 }
 
 impl EventCount {
-    /// A fresh event count (heap models).
+    /// A fresh event count (heap models and unit tests; in a segment it
+    /// starts as the zeroed file's bytes).
     #[cfg(loom)]
     pub fn new() -> EventCount {
         EventCount {
             epoch: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             model: FutexModel::default(),
+        }
+    }
+
+    /// A fresh event count (unit tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn new() -> EventCount {
+        EventCount {
+            epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
         }
     }
 

@@ -1,0 +1,62 @@
+//! A pipe's structures: its header (the same first two lines as a
+//! queue's), per-direction positions and event counts, the slot header.
+
+use super::{CachePadded, LayoutInfo};
+use crate::message::StoredHeader;
+use crate::sync::{AtomicU32, AtomicU64};
+use crate::wait::EventCount;
+
+/// A pipe's header: the same first two lines as a queue's (so `open` reads
+/// info and init word alike), then per-direction positions and event
+/// counts. Direction 0 carries parent-to-child messages, 1 the replies.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeHeader {
+    pub info: CachePadded<LayoutInfo>,
+    pub init: CachePadded<PipeInit>,
+    pub dirs: [PipeDirection; 2],
+    pub events: [CachePadded<PipeEvents>; 2],
+}
+
+/// Line 1 of a pipe: the init word, and which process holds each end.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeInit {
+    pub init: AtomicU32,
+    /// Pid holding the parent end (0) and the child end (1); 0 if none.
+    pub ends: [AtomicU32; 2],
+}
+
+/// One direction's positions, each written by one side only.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeDirection {
+    /// Messages published so far; written by the sender only (for `len`).
+    pub tail: CachePadded<AtomicU64>,
+    /// Messages received and released so far; written by the receiver
+    /// only, read by the sender when its cached copy says "full".
+    pub head: CachePadded<AtomicU64>,
+}
+
+/// One direction's sleepers: its one receiver and its one sender.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeEvents {
+    pub not_empty: EventCount,
+    pub not_full: EventCount,
+}
+
+/// A pipe slot's header, right before its payload.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeSlotHeader {
+    /// `t + 1` once the message of ticket `t` is published (Release);
+    /// anything else means "not yet" for the receiver of `t`. The slot's
+    /// previous lap left `t + 1 - capacity` here (0 before the first).
+    pub seq: AtomicU64,
+    /// The message header (see [`StoredHeader`]).
+    pub header: StoredHeader,
+    /// Reserved (0).
+    pub flags: AtomicU32,
+    pub _pad: u32,
+}
