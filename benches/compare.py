@@ -257,7 +257,8 @@ def define_rows(ex, bench, peer, args):
                                key="msgs_per_sec")
     def stream_row(rid, what, side, system, target):
         """A 64-byte 1 -> 1 stream against `system`'s stream, throughput >= target x."""
-        name = {"iceoryx2": "iceoryx2", "ipmpsc": "ipmpsc", "arrayqueue": "ArrayQueue"}[system]
+        name = {"iceoryx2": "iceoryx2", "ipmpsc": "ipmpsc", "arrayqueue": "ArrayQueue",
+                "cloudtoid": "cloudtoid-interprocess"}[system]
         label = f"{what}, 64 B, 1 → 1: vs {name}" + (" (threads)" if system == "arrayqueue" else "")
         peer_side = Side(system, P("--system", system, "--scenario", "stream"), "msgs_per_sec")
         return Row(rid, label, side, peer_side, ">=", target, f"≥ {target:g} × {name}", "msg/s")
@@ -266,6 +267,9 @@ def define_rows(ex, bench, peer, args):
         Row("pp-queue-iox2", "queue ping-pong, busy, 64 B, one-way: vs iceoryx2",
             q_busy(), Side("iceoryx2", P("--system", "iceoryx2", "--scenario", "pingpong"),
                            "one_way_ns"), "<=", 0.5, "≤ 0.5 × iceoryx2", "ns"),
+        Row("pp-queue-cloudtoid", "queue ping-pong, busy, 64 B, one-way: vs cloudtoid-interprocess",
+            q_busy(), Side("cloudtoid", P("--system", "cloudtoid", "--scenario", "pingpong"),
+                           "one_way_ns"), "<=", 0.7, "≤ 0.7 × cloudtoid", "ns"),
         Row("pp-queue-aq", "queue ping-pong, busy, 64 B, one-way: vs ArrayQueue (threads)",
             q_busy(), Side("arrayqueue", P("--system", "arrayqueue", "--scenario", "pingpong"),
                            "one_way_ns"), "<=", 1.2, "≤ 1.2 × ArrayQueue", "ns"),
@@ -287,6 +291,10 @@ def define_rows(ex, bench, peer, args):
         stream_row("stream64-iox2", "stream", st64(), "iceoryx2", 10.0),
         stream_row("stream64-ipmpsc", "stream", st64(), "ipmpsc", 10.0),
         stream_row("stream64-aq", "stream", st64(), "arrayqueue", 0.8),
+        stream_row("stream64-cloudtoid", "stream", st64(), "cloudtoid", 2.5),
+        Row("stream64-batch-cloudtoid", "stream with the batch API, 64 B, 1 → 1: vs cloudtoid-interprocess's batch send",
+            batch(), Side("cloudtoid", P("--system", "cloudtoid", "--scenario", "stream-batch"),
+                          "msgs_per_sec"), ">=", 2.5, "≥ 2.5 × cloudtoid", "msg/s"),
         stream_row("stream64-batch-iox2", "stream with the batch API", batch(), "iceoryx2", 10.0),
         stream_row("stream64-batch-ipmpsc", "stream with the batch API", batch(), "ipmpsc", 10.0),
         stream_row("stream64-batch-aq", "stream with the batch API", batch(), "arrayqueue", 1.0),
@@ -298,6 +306,9 @@ def define_rows(ex, bench, peer, args):
         Row("mpsc-ipmpsc", "4 producers → 1 consumer, blocking: vs ipmpsc",
             mpsc, Side("ipmpsc", P("--system", "ipmpsc", "--scenario", "mpsc", "--block"),
                        "msgs_per_sec"), ">=", 5.0, "≥ 5 × ipmpsc", "msg/s"),
+        Row("mpsc-cloudtoid", "4 producers → 1 consumer, blocking: vs cloudtoid-interprocess",
+            mpsc, Side("cloudtoid", P("--system", "cloudtoid", "--scenario", "mpsc", "--block"),
+                       "msgs_per_sec"), ">=", 5.0, "≥ 5 × cloudtoid", "msg/s"),
     ]
     if args.only:
         rows = [r for r in rows if any(o in r.id for o in args.only)]
