@@ -86,10 +86,10 @@ const SCAN_LIMIT: u64 = 4096;
 /// Owner word of a withheld slot whose claimant had not signed when it
 /// was fenced: names no handle (entry 0), carries the fenced ticket's low
 /// 32 bits.
-const FENCED_MARK: u64 = 1 << 47;
+pub(crate) const FENCED_MARK: u64 = 1 << 47;
 /// Owner-word generation bits.
 const GEN_BITS: u32 = 14;
-const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+pub(crate) const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 
 /// What a claimant is doing with a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub(crate) fn owner_word(id: HandleId, role: Role, t: u64) -> u64 {
 
 /// What an owner word says: entry, generation (low bits), role, ticket (low
 /// 32 bits); `None` if it names no entry.
-fn parse(word: u64) -> Option<(usize, u32, u64, u32)> {
+pub(crate) fn parse(word: u64) -> Option<(usize, u32, u64, u32)> {
     let entry = (word >> 48) as usize;
     if entry == 0 || entry > MAX_HANDLES {
         return None;
@@ -149,7 +149,7 @@ enum Holder {
 /// What a recoverer is in the middle of (the repair record's `kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-enum Repair {
+pub(crate) enum Repair {
     /// Fencing an unpublished claim.
     Fence = 1,
     /// Offering again a dead receiver's message.
@@ -263,6 +263,21 @@ pub(crate) fn repair_stale(seg: &Segment) {
     let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
     if let Some(_guard) = rec.lock() {
         rec.sweep();
+    }
+}
+
+/// Repairs what dead processes left on a queue that live ones may be
+/// using (the operator's `mulproc gc`, through `inspect::repair`): takes
+/// the control lock and runs the sweep a handover runs, which leaves every
+/// claim of a live holder alone. False if the lock stayed held.
+pub(crate) fn repair_in_use(seg: &Segment) -> bool {
+    let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
+    match rec.lock() {
+        Some(_guard) => {
+            rec.sweep();
+            true
+        }
+        None => false,
     }
 }
 
