@@ -76,7 +76,7 @@ mod gc;
 mod peek;
 mod read;
 
-pub use gc::{gc, repair, GcAction, GcOptions, GcOutcome, RepairReport};
+pub use gc::{gc, repair, GcAction, GcOptions, GcOutcome, KeepReason, RepairReport};
 pub use peek::{peek, Peek, PeekedMessage};
 
 /// Where POSIX shared-memory objects live on Linux.
