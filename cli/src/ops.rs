@@ -105,11 +105,11 @@ pub fn gc(names: &[String], dry_run: bool, keep_stale: bool) -> Status {
                     ));
                 }
                 if !dead_claims.is_empty() {
-                    found.push(format!(
-                        "{} claim{} of dead holders",
-                        dead_claims.len(),
-                        if dead_claims.len() == 1 { "" } else { "s" }
-                    ));
+                    found.push(if dead_claims.len() == 1 {
+                        "1 claim of a dead holder".to_string()
+                    } else {
+                        format!("{} claims of dead holders", dead_claims.len())
+                    });
                 }
                 if found.is_empty() {
                     found.push("an interrupted repair".into());

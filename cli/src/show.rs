@@ -150,7 +150,7 @@ fn ls_table(listed: &[Listed]) -> String {
             Some(f) => [
                 util::user_name(f.uid),
                 format!("{:04o}", f.mode),
-                util::age(f.modified),
+                util::age(f.created),
             ],
             None => ["-".into(), "-".into(), "-".into()],
         };
@@ -250,9 +250,10 @@ fn file_json(f: &FileInfo) -> Value {
         "uid": f.uid,
         "owner": util::user_name(f.uid),
         "gid": f.gid,
+        "group": util::group_name(f.gid),
         "mode": format!("{:04o}", f.mode),
         "size": f.size,
-        "age_seconds": util::age_seconds(f.modified),
+        "age_seconds": util::age_seconds(f.created),
     })
 }
 
@@ -546,16 +547,17 @@ fn inspect_text(s: &Snapshot) -> String {
         s.kind().map_or("segment", kind_name)
     ));
     out.push_str(&format!(
-        "  file       {}/{}{}  {} bytes  owner {} ({})  group {}  mode {:04o}  age {}\n",
+        "  file       {}/{}{}  {} bytes  owner {} ({})  group {} ({})  mode {:04o}  age {}\n",
         inspect::SHM_DIR,
         inspect::FILE_PREFIX,
         s.name,
         f.size,
         util::user_name(f.uid),
         f.uid,
+        util::group_name(f.gid),
         f.gid,
         f.mode,
-        util::age(f.modified)
+        util::age(f.created)
     ));
     out.push_str(&format!(
         "  state      {state}   (in use: {}, stale: {})\n",

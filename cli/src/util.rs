@@ -89,6 +89,37 @@ fn lookup_user(uid: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// The name of group `gid` (from the system's group database), or the
+/// number.
+pub fn group_name(gid: u32) -> String {
+    lookup_group(gid).unwrap_or_else(|| gid.to_string())
+}
+
+fn lookup_group(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: all-zero is a valid `group` (integers and null pointers).
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in `lookup_user`: out-parameters and a writable buffer
+    // that outlives the strings `grp` points into.
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success `gr_name` points to a NUL-terminated string
+    // inside `buf`, which is still alive.
+    let name = unsafe { CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// How long ago `t` was, for people: `42s`, `5m`, `3h`, `2d`.
 pub fn age(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {

@@ -375,13 +375,16 @@ fn draw_panel(f: &mut Frame, w: &Watched, area: ratatui::layout::Rect) {
         .copied()
         .collect();
     let peak = data.iter().copied().max().unwrap_or(0);
+    // Bars are a share of the capacity: how full, not how much it moved.
+    let capacity = w.last.as_ref().map_or(1, |(_, s)| s.capacity.max(1));
     f.render_widget(
         Sparkline::default()
-            .block(
-                Block::default()
-                    .title(format!("depth, last {} readings (peak {peak})", data.len())),
-            )
+            .block(Block::default().title(format!(
+                "depth of {capacity}, last {} readings (peak {peak})",
+                data.len()
+            )))
             .data(&data)
+            .max(capacity)
             .style(Style::default().fg(Color::Cyan)),
         spark,
     );

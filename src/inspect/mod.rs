@@ -295,9 +295,10 @@ pub struct FileInfo {
     pub mode: u32,
     /// Size in bytes.
     pub size: u64,
-    /// Last change of the file's size or contents by a system call (for a
-    /// segment: its creation, as writes through mappings do not count).
-    pub modified: Option<SystemTime>,
+    /// When the file was created (its birth time where the file system
+    /// records it, as tmpfs does; else its last modification, which the
+    /// first write to each page of a mapping moves).
+    pub created: Option<SystemTime>,
 }
 
 /// A segment's immutable description, as its creator wrote it (checked).

@@ -178,7 +178,12 @@ fn peek_queue(view: &View, max_messages: usize, max_bytes: usize, peek: &mut Pee
         peek.anomalies.push(a);
         return;
     }
-    for t in head..head + (tail - head).min(SCAN_LIMIT) {
+    // A ring holds at most `capacity` tickets (more only in a pair read
+    // while `head` kept moving).
+    let window = (tail - head)
+        .min(u64::from(view.geo.capacity))
+        .min(SCAN_LIMIT);
+    for t in head..head + window {
         if peek.messages.len() >= max_messages {
             break;
         }

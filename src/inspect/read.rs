@@ -46,7 +46,7 @@ pub(super) fn file_info(m: &std::fs::Metadata) -> FileInfo {
         gid: m.gid(),
         mode: m.mode() & 0o7777,
         size: m.len(),
-        modified: m.modified().ok(),
+        created: m.created().or_else(|_| m.modified()).ok(),
     }
 }
 
@@ -389,7 +389,9 @@ impl View {
             anomalies.push(a);
             0
         } else {
-            (tail - head).min(SCAN_LIMIT)
+            // At most a ring (more only in a pair read while `head` kept
+            // moving).
+            (tail - head).min(cap).min(SCAN_LIMIT)
         };
         let slots = self.slots();
         let mut counts = SlotCounts::default();
