@@ -681,3 +681,89 @@ fn repair_kind_of(k: u32) -> RepairKind {
         k => RepairKind::Other(k),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_kinds_follow_the_recovery_record() {
+        assert_eq!(repair_kind_of(Repair::Fence as u32), RepairKind::Fence);
+        assert_eq!(
+            repair_kind_of(Repair::Redeliver as u32),
+            RepairKind::Redeliver
+        );
+        assert_eq!(
+            repair_kind_of(Repair::UndoMove as u32),
+            RepairKind::UndoMove
+        );
+        assert_eq!(repair_kind_of(Repair::Skip as u32), RepairKind::Skip);
+        assert_eq!(repair_kind_of(77), RepairKind::Other(77));
+    }
+
+    fn entry(locked: bool) -> EntryRead {
+        EntryRead {
+            state: HANDLE_IN_USE,
+            generation: 3,
+            pid: 100,
+            claiming: u64::MAX,
+            locked,
+            ..EntryRead::default()
+        }
+    }
+
+    #[test]
+    fn holders_are_decided_as_recovery_decides_them() {
+        let mut entries = vec![EntryRead::default(); MAX_HANDLES];
+        entries[2] = entry(false);
+        entries[5] = entry(true);
+        // Signed by entry 5 (alive) for ticket 9, as a receiver.
+        let word = recovery::owner_word(
+            recovery::HandleId {
+                index: 5,
+                generation: 3,
+            },
+            Role::Recv,
+            9,
+        );
+        let none = || (Holder::Unknown, false);
+        assert_eq!(
+            holder_of(&entries, word, &[Role::Recv], 9, none),
+            (Holder::Alive { entry: 5, pid: 100 }, true)
+        );
+        // The same word names no claim of ticket 10, nor a sender's.
+        assert_eq!(
+            holder_of(&entries, word, &[Role::Recv], 10, none).0,
+            Holder::Unknown
+        );
+        assert_eq!(
+            holder_of(&entries, word, &[Role::Send], 9, none).0,
+            Holder::Unknown
+        );
+        // A later generation of the entry: the claim's holder is gone.
+        entries[5].generation = 4;
+        assert_eq!(
+            holder_of(&entries, word, &[Role::Recv], 9, none).0,
+            Holder::Dead { entry: 5, pid: 100 }
+        );
+        // Unsigned: the announcements decide, a live announcer first.
+        entries[2].sending_from = 8;
+        entries[2].sending_to = 12;
+        assert_eq!(
+            announced(&entries, 9, 16),
+            (Holder::Dead { entry: 2, pid: 100 }, false)
+        );
+        entries[5].sending_from = 9;
+        entries[5].sending_to = 10;
+        assert_eq!(
+            announced(&entries, 9, 16).0,
+            Holder::Alive { entry: 5, pid: 100 }
+        );
+        assert_eq!(announced(&entries, 12, 16).0, Holder::Unknown);
+        entries[2].claiming = 7;
+        assert_eq!(
+            claimants(&entries, 7).0,
+            Holder::Dead { entry: 2, pid: 100 }
+        );
+    }
+}
