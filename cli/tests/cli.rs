@@ -765,3 +765,60 @@ fn watch_without_a_terminal_prints_lines() {
         "{text}"
     );
 }
+
+/// Another user's private segment is listed by name, owner, mode and age,
+/// with "permission denied", and inspecting it fails with exit status 1
+/// (the command run as `nobody`; needs root to switch users).
+#[test]
+fn segments_of_other_users_are_listed_as_far_as_permissions_allow() {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: switching to another user needs root");
+        return;
+    }
+    let g = ShmGuard::new("cli-other-user");
+    let _q = Queue::create(g.name(), QueueConfig::new(8, 64)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(BIN)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mulproc as nobody");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let ls = as_nobody(&["ls", "--json"]);
+    ls.no_crash();
+    let all = ls.json();
+    let e = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == g.name())
+        .unwrap_or_else(|| panic!("{} not listed: {}", g.name(), ls.stdout));
+    assert_eq!(e["readable"], false, "{e}");
+    assert_eq!(e["error"], "permission denied");
+    assert_eq!(e["file"]["uid"], 0);
+    assert_eq!(e["file"]["mode"], "0600");
+    let table = as_nobody(&["ls"]);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(g.name()))
+        .expect("listed")
+        .to_owned();
+    assert!(line.ends_with("permission denied"), "{line}");
+    let i = as_nobody(&["inspect", g.name()]);
+    assert_eq!(i.code, 1, "{i:?}");
+    assert!(i.stderr.contains("permission denied"), "{i:?}");
+    // gc leaves it alone (it is not nobody's), and says why.
+    let gc = as_nobody(&["gc", g.name()]);
+    assert!(gc.stdout.contains("skipped: permission denied"), "{gc:?}");
+    assert!(g.path().exists());
+}
