@@ -129,6 +129,15 @@ impl ControlLock {
     }
 }
 
+impl ControlLock {
+    /// True if the word says a holder is inside (read only; for the
+    /// inspection API): with nobody holding the kernel lock, the last
+    /// holder died inside, and the next locker finishes its repair.
+    pub(crate) fn marked_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed) == HELD
+    }
+}
+
 impl ControlGuard<'_> {
     /// True if the previous holder died holding the lock: whatever it was
     /// repairing may be half done.

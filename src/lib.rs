@@ -64,6 +64,8 @@ mod copy;
 #[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
 pub mod process;

@@ -7,7 +7,7 @@ use super::*;
 /// What a recoverer is in the middle of (the repair record's `kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-pub(super) enum Repair {
+pub(crate) enum Repair {
     /// Fencing an unpublished claim.
     Fence = 1,
     /// Offering again a dead receiver's message.

@@ -57,6 +57,7 @@
 
 mod detector;
 mod journal;
+pub(crate) use journal::Repair;
 mod liveness;
 mod owner;
 mod repair;
@@ -72,8 +73,9 @@ use crate::wait::Wake;
 
 pub(crate) use detector::Watchdog;
 pub(crate) use liveness::{register, unregister};
-use owner::{named, parse, FENCED_MARK, GEN_MASK};
+use owner::named;
 pub(crate) use owner::{owner_word, HandleId, Role};
+pub(crate) use owner::{parse, FENCED_MARK, GEN_MASK};
 
 /// Default unblock timeout: how long a claim of a live (or unknown) holder
 /// may stay unpublished before it is fenced.
@@ -114,9 +116,22 @@ pub(crate) fn note_lifted(seg: &QueueSegment) {
 /// Repairs a stale queue segment before reuse (the caller holds the users
 /// lock exclusively: every holder of every claim is dead).
 pub(crate) fn repair_stale(seg: &QueueSegment) {
+    repair_in_use(seg);
+}
+
+/// Repairs what dead processes left on a queue that live ones may be
+/// using (the operator's `mulproc gc`, through `inspect::repair`; and a
+/// stale one): takes the control lock and runs the sweep a handover runs,
+/// which leaves every claim of a live holder alone. False if the lock
+/// stayed held.
+pub(crate) fn repair_in_use(seg: &QueueSegment) -> bool {
     let rec = Recovery::new(seg, None, DEFAULT_UNBLOCK_TIMEOUT);
-    if let Some(_guard) = rec.lock() {
-        rec.sweep();
+    match rec.lock() {
+        Some(_guard) => {
+            rec.sweep();
+            true
+        }
+        None => false,
     }
 }
 

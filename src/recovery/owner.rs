@@ -6,10 +6,10 @@ use crate::layout::MAX_HANDLES;
 /// Owner word of a withheld slot whose claimant had not signed when it
 /// was fenced: names no handle (entry 0), carries the fenced ticket's low
 /// 32 bits.
-pub(super) const FENCED_MARK: u64 = 1 << 47;
+pub(crate) const FENCED_MARK: u64 = 1 << 47;
 /// Owner-word generation bits.
 pub(super) const GEN_BITS: u32 = 14;
-pub(super) const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+pub(crate) const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 
 /// What a claimant is doing with a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub(crate) fn owner_word(id: HandleId, role: Role, t: u64) -> u64 {
 
 /// What an owner word says: entry, generation (low bits), role, ticket (low
 /// 32 bits); `None` if it names no entry.
-pub(super) fn parse(word: u64) -> Option<(usize, u32, u64, u32)> {
+pub(crate) fn parse(word: u64) -> Option<(usize, u32, u64, u32)> {
     let entry = (word >> 48) as usize;
     if entry == 0 || entry > MAX_HANDLES {
         return None;

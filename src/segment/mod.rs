@@ -28,12 +28,13 @@ use crate::layout::{ChannelKind, Geometry, SegmentHeader, INIT_DONE};
 use crate::sync::{AtomicU32, Ordering};
 use crate::sys::{self, ofd, Mapping};
 
-use name::os_name;
 pub(crate) use name::with_unique_name;
+pub(crate) use name::{os_name, OS_PREFIX};
 pub use name::{unique_name, MAX_NAME_LEN};
 pub(crate) use pipe::PipeSegment;
 pub(crate) use queue::QueueSegment;
-use verify::{file_init_done, is_stale, verify};
+pub(crate) use verify::is_stale;
+use verify::{file_init_done, verify};
 
 /// How long `open` waits for a creator (or a repairer of a stale segment)
 /// to let others in, and a staleness check for a creator to take its lock.

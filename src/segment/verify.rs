@@ -116,7 +116,7 @@ pub(super) fn verify(
 /// users lock, and none takes it within the time a creator needs to get
 /// from `shm_open` to taking it. A segment of another layout version (whose
 /// users may not take the lock) is never judged stale.
-pub(super) fn is_stale(fd: &OwnedFd) -> Result<bool, SetupError> {
+pub(crate) fn is_stale(fd: &OwnedFd) -> Result<bool, SetupError> {
     let started = Instant::now();
     loop {
         if ofd::held_by_other(fd, ofd::USERS, ofd::Kind::Exclusive).unwrap_or(true) {

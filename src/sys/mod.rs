@@ -15,5 +15,6 @@ pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use membarrier::{membarrier_global, membarrier_register};
 pub(crate) use process::die_with_parent;
 pub(crate) use shm::{
-    euid, fstat, ftruncate, shm_create, shm_name, shm_open_existing, shm_unlink, FileStat, Mapping,
+    euid, fstat, ftruncate, shm_create, shm_name, shm_open_existing, shm_open_read_only,
+    shm_unlink, FileStat, Mapping, ReadMapping,
 };

@@ -50,6 +50,20 @@ pub(crate) fn shm_open_existing(name: &CString) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `shm_open(O_RDONLY | O_CLOEXEC)` of an existing object: for the
+/// read-only inspection (`inspect/`), which maps it with
+/// [`ReadMapping`] and probes its liveness locks with `F_OFD_GETLK`
+/// (which needs no write access).
+pub(crate) fn shm_open_read_only(name: &CString) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `shm_unlink`.
 pub(crate) fn shm_unlink(name: &CString) -> io::Result<()> {
     // SAFETY: `name` is a valid NUL-terminated string.
@@ -156,6 +170,66 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` describe a mapping this value owns, and every
         // reference into it borrows the owning queue, which is being dropped.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert_eq!(rc, 0, "munmap of our own mapping failed");
+    }
+}
+
+/// A shared, read-only mapping of a file, unmapped on drop: the pages
+/// are mapped `PROT_READ`, so nothing done through it can change the
+/// segment (a stray write faults instead).
+#[derive(Debug)]
+pub(crate) struct ReadMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `Mapping`: plain memory, only read through raw pointers.
+unsafe impl Send for ReadMapping {}
+// SAFETY: as above.
+unsafe impl Sync for ReadMapping {}
+
+impl ReadMapping {
+    /// Maps the first `len` bytes of `fd` (open for reading) shared and
+    /// read-only.
+    pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<ReadMapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel; it aliases no Rust
+        // object, and PROT_READ lets nothing write through it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(ReadMapping { ptr, len })
+    }
+
+    /// Start of the mapping (page aligned). Only ever read through it.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for ReadMapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value owns; every
+        // borrow of it is tied to this value's lifetime.
         let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         debug_assert_eq!(rc, 0, "munmap of our own mapping failed");
     }

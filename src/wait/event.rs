@@ -202,6 +202,13 @@ impl EventCount {
         }
     }
 
+    /// Processes registered as sleeping here (a snapshot, for the
+    /// inspection API; too high by waiters killed while asleep).
+    #[cfg(not(loom))]
+    pub(crate) fn sleepers(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
     /// Wakes sleepers, if any, after the caller made its condition true
     /// (with a Release store or RMW).
     #[inline]
