@@ -199,6 +199,20 @@ impl Board {
             .store(n as u64, Ordering::Release);
     }
 
+    /// Announces task `id` as the `i`-th held by the worker of `slot`
+    /// (`i` counts from 0 after a [`set_held`](Board::set_held) with no
+    /// ids).
+    #[inline]
+    pub(crate) fn push_held(&self, slot: usize, i: usize, id: u64) {
+        if i < MAX_HELD {
+            self.slot_word(slot, S_HELD + i)
+                .store(id, Ordering::Relaxed);
+            // Release: the id is visible with the count.
+            self.slot_word(slot, S_HELD_COUNT)
+                .store(i as u64 + 1, Ordering::Release);
+        }
+    }
+
     /// Marks task `id` (or none) as the one running in `slot`.
     #[inline]
     pub(crate) fn set_running(&self, slot: usize, id: Option<u64>) {

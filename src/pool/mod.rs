@@ -56,15 +56,22 @@
 //!   with the message; the worker goes on.
 //! - A worker process that dies (SIGKILL, abort, out of memory, a panic
 //!   under `panic = "abort"`) is replaced. A task counts as held by its
-//!   worker until the worker has sent its result: the worker keeps the
-//!   task's message held in the channel while the handler runs, and a
-//!   message whose holder dies is delivered again, to another worker.
+//!   worker until the worker has sent its result, not until it copied the
+//!   task out: the worker keeps the task's message held in the channel
+//!   (a message whose holder dies is delivered again, to another worker)
+//!   until it has copied it and announced its id on the pool's board, a
+//!   small shared file; from then on the parent answers for it, and sends
+//!   again the tasks a dead worker announced and did not answer. (Holding
+//!   the message while the handler runs would do as well, but every
+//!   receiver of the ring scans from the oldest slot still held.)
 //!   **Execution is at least once; results reach the caller exactly once
 //!   per task**: the parent keeps the ids in flight and drops any later
-//!   result for an id already answered (a worker killed after sending a
-//!   result and before letting go of its task makes such a duplicate;
+//!   result for an id already answered (a worker killed between sending
+//!   its results and clearing its announcement, or between announcing and
+//!   letting go of the messages, makes such a duplicate;
 //!   [`Stats::duplicates`] counts them). A handler with side effects
-//!   outside the pool must tolerate running twice.
+//!   outside the pool must tolerate running twice. The parent keeps each
+//!   task's message until it is answered (window × task size bytes).
 //! - A task that was running when its worker died [`max_attempts`](Builder::max_attempts)
 //!   times (default 3) is given up: its result is
 //!   [`TaskError::Killed`], and workers skip its remaining copies. Deaths
@@ -137,9 +144,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Most tasks per batch the parent sends, results per drain.
 const SEND_BATCH: usize = 256;
 const RECV_BATCH: usize = 256;
-/// A worker dying this many times in a row before it opened its channels
-/// fails the pool (the executable cannot run as a worker).
+/// A worker exiting this many times in a row before it opened its
+/// channels fails the pool (the executable cannot run as a worker).
 const STARTUP_FAILURES: u32 = 3;
+/// The same for workers killed by a signal before they were ready: more
+/// are allowed, since a kill from outside is no fault of the program.
+const STARTUP_KILLS: u32 = 20;
 /// How long a worker may take to exit after its poison pill.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -658,7 +668,9 @@ struct Channels<B: Backend> {
 
 struct WorkerSlot {
     child: Option<ChildProcess>,
+    /// Exits and kills in a row of workers of this slot before ready.
     startup_failures: u32,
+    startup_kills: u32,
 }
 
 /// Identity-style hashing for task ids (they are distinct integers).
@@ -679,13 +691,15 @@ impl Hasher for IdHasher {
     }
 }
 
-#[derive(Clone, Copy)]
 struct Flight {
     /// 0: submitted with `submit`; otherwise the generation of the map it
     /// belongs to.
     tag: u32,
     /// Deaths of workers running it.
     deaths: u32,
+    /// The task message (id and input), to send again if a worker dies
+    /// after taking it.
+    message: Box<[u8]>,
 }
 
 enum Sink<Out> {
@@ -736,6 +750,13 @@ struct State<Out, C: Codec> {
 }
 
 impl<Out: Wire<C>, C: Codec> State<Out, C> {
+    /// How much room the window must have before it is topped up: tasks
+    /// then go out in batches, and a sleeping worker is woken once per
+    /// batch, not once per task.
+    fn chunk(&self) -> usize {
+        (self.window / 4).clamp(1, SEND_BATCH)
+    }
+
     /// Encodes a task into the outbox; its id.
     fn enqueue<In: Wire<C>>(&mut self, input: &In, tag: u32) -> Result<u64, TaskError> {
         let id = self.next_id;
@@ -759,7 +780,15 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         }
         self.outbox.spans.push((start, start + len));
         self.next_id += 1;
-        self.flights.insert(id, Flight { tag, deaths: 0 });
+        let message = self.outbox.bytes[start..].into();
+        self.flights.insert(
+            id,
+            Flight {
+                tag,
+                deaths: 0,
+                message,
+            },
+        );
         Counters::add(&self.counters.0.submitted, 1);
         Ok(id)
     }
@@ -876,6 +905,7 @@ where
             ch.workers.push(WorkerSlot {
                 child: Some(child),
                 startup_failures: 0,
+                startup_kills: 0,
             });
         }
         ch.wait_ready(b.start_timeout)?;
@@ -906,8 +936,12 @@ where
     /// Submits a task; returns its id. Waits (taking results meanwhile)
     /// while [`window`](Builder::window) tasks are in flight.
     pub fn submit(&mut self, input: In) -> Result<TaskId, PoolError> {
-        while self.st.flights.len() >= self.st.window {
-            self.pump(true)?;
+        if self.st.flights.len() >= self.st.window {
+            // Full: wait until a chunk is free, so that tasks go out in
+            // batches rather than one per result.
+            while self.st.flights.len() > self.st.window - self.st.chunk() {
+                self.pump(true)?;
+            }
         }
         let id = self.st.enqueue(&input, 0).map_err(PoolError::Task)?;
         self.st.pending_submits += 1;
@@ -967,6 +1001,7 @@ where
             inputs: inputs.into_iter(),
             tag,
             more: true,
+            filling: false,
             failed: false,
         }
     }
@@ -988,6 +1023,7 @@ where
             inputs: inputs.into_iter(),
             tag,
             more: true,
+            filling: false,
             failed: false,
             in_flight: 0,
             index: 0,
@@ -1051,29 +1087,35 @@ where
     pub fn shutdown(mut self) -> Result<Stats, PoolError> {
         self.join()?;
         self.ch.closing = true;
-        let alive = self.ch.workers.iter().filter(|w| w.child.is_some()).count();
-        let mut pills = 0;
-        while pills < alive {
-            match self
-                .ch
-                .tasks
-                .send_with(Message::signal(Request::DIE), Wait::timeout(LIVENESS))
-            {
-                Ok(()) => pills += 1,
-                Err(e) if e.is_full() => self.ch.check_workers(&mut self.st)?,
-                Err(e) => return Err(PoolError::Send(e.map(|_| ()))),
-            }
-        }
-        for w in &mut self.ch.workers {
-            if let Some(mut c) = w.child.take() {
-                match c.wait_timeout(EXIT_TIMEOUT) {
-                    Ok(Some(_)) => {}
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
+        // One pill per worker still there, again every 100 ms: a worker
+        // that takes a batch with two pills in it swallows the second.
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let mut last_pills: Option<Instant> = None;
+        loop {
+            let mut alive = 0;
+            for w in &mut self.ch.workers {
+                if let Some(c) = w.child.as_mut() {
+                    match c.try_wait().map_err(PoolError::Wait)? {
+                        Some(_) => w.child = None,
+                        None => alive += 1,
                     }
                 }
             }
+            let now = Instant::now();
+            if alive == 0 || now >= deadline {
+                break; // teardown kills any left
+            }
+            if last_pills.is_none_or(|t| now - t >= LIVENESS) {
+                for _ in 0..alive {
+                    match self.ch.tasks.try_send(Message::signal(Request::DIE)) {
+                        Ok(()) => {}
+                        Err(e) if e.is_full() => break,
+                        Err(e) => return Err(PoolError::Send(e.map(|_| ()))),
+                    }
+                }
+                last_pills = Some(now);
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         self.ch.teardown();
         Ok(self.st.counters.get())
@@ -1282,6 +1324,7 @@ impl<B: Backend> Channels<B> {
                 f.deaths += 1;
                 if f.deaths >= self.max_attempts {
                     let f = st.flights.remove(&id).expect("present");
+                    // Before any copy of it can run again.
                     if !self.board.poison(id) {
                         return Err(PoolError::TooManyPoisoned);
                     }
@@ -1293,14 +1336,30 @@ impl<B: Backend> Channels<B> {
                 }
             }
         }
-        let retried = held.iter().filter(|id| st.flights.contains_key(id)).count();
-        Counters::add(&st.counters.0.retried, retried as u64);
+        // The tasks it had taken and not answered: send them again. (If it
+        // died before letting go of them in the channel, the channel
+        // offers them again too; the second result is dropped.)
+        let mut retried = 0;
+        for id in held {
+            if let Some(f) = st.flights.get(&id) {
+                let ob = &mut st.outbox;
+                let a = ob.bytes.len();
+                ob.bytes.extend_from_slice(&f.message);
+                ob.spans.push((a, ob.bytes.len()));
+                retried += 1;
+            }
+        }
+        Counters::add(&st.counters.0.retried, retried);
         let w = &mut self.workers[slot];
         if was_ready {
-            w.startup_failures = 0;
+            (w.startup_failures, w.startup_kills) = (0, 0);
         } else {
-            w.startup_failures += 1;
-            if w.startup_failures >= STARTUP_FAILURES {
+            if status.code().is_some() {
+                w.startup_failures += 1;
+            } else {
+                w.startup_kills += 1;
+            }
+            if w.startup_failures >= STARTUP_FAILURES || w.startup_kills >= STARTUP_KILLS {
                 return Err(PoolError::WorkersCannotStart {
                     status: status.to_string(),
                 });
@@ -1364,6 +1423,8 @@ pub struct Map<'p, In, Out, C: Codec, B: Backend, I> {
     inputs: I,
     tag: u32,
     more: bool,
+    /// Topping the window up (from a chunk free to full).
+    filling: bool,
     failed: bool,
 }
 
@@ -1391,18 +1452,24 @@ where
         }
         let p = &mut *self.pool;
         loop {
-            // Top up: while the window has room, counting results waiting
-            // for their turn.
-            while self.more {
-                let waiting = match &p.st.sink {
+            // Room in the window, counting results waiting for their turn.
+            let room = |st: &State<Out, C>| {
+                let waiting = match &st.sink {
                     Sink::Ordered { slots, .. } => slots.len(),
                     _ => 0,
                 };
-                if waiting >= p.st.window || p.st.flights.len() >= p.st.window {
+                st.window.saturating_sub(waiting.max(st.flights.len()))
+            };
+            // Top up once a chunk is free, then to the brim.
+            self.filling |= self.more && room(&p.st) >= p.st.chunk();
+            while self.filling {
+                if room(&p.st) == 0 {
+                    self.filling = false;
                     break;
                 }
                 let Some(input) = self.inputs.next() else {
                     self.more = false;
+                    self.filling = false;
                     break;
                 };
                 let r = p.st.enqueue(&input, self.tag);
@@ -1419,7 +1486,7 @@ where
                     }
                 }
                 if p.st.outbox.unsent() >= SEND_BATCH {
-                    break;
+                    break; // send these first
                 }
             }
             let Sink::Ordered { slots, base, .. } = &mut p.st.sink else {
@@ -1436,8 +1503,7 @@ where
                 _ => {}
             }
             // Send what was queued; wait only if nothing else can move.
-            let block = !self.more || p.st.flights.len() >= p.st.window;
-            if let Err(e) = p.pump(block) {
+            if let Err(e) = p.pump(!self.filling) {
                 self.failed = true;
                 return Some(Err(TaskError::Pool(Arc::new(e))));
             }
@@ -1459,6 +1525,8 @@ pub struct MapUnordered<'p, In, Out, C: Codec, B: Backend, I> {
     inputs: I,
     tag: u32,
     more: bool,
+    /// Topping the window up (from a chunk free to full).
+    filling: bool,
     failed: bool,
     /// Tasks of this map not yielded yet.
     in_flight: usize,
@@ -1490,9 +1558,18 @@ where
         }
         let p = &mut *self.pool;
         loop {
-            while self.more && self.in_flight < p.st.window && p.st.flights.len() < p.st.window {
+            let room = |st: &State<Out, C>, mine: usize| {
+                st.window.saturating_sub(mine.max(st.flights.len()))
+            };
+            self.filling |= self.more && room(&p.st, self.in_flight) >= p.st.chunk();
+            while self.filling {
+                if room(&p.st, self.in_flight) == 0 {
+                    self.filling = false;
+                    break;
+                }
                 let Some(input) = self.inputs.next() else {
                     self.more = false;
+                    self.filling = false;
                     break;
                 };
                 self.in_flight += 1;
@@ -1505,7 +1582,7 @@ where
                     done.push_back((self.index - 1, Err(e)));
                 }
                 if p.st.outbox.unsent() >= SEND_BATCH {
-                    break;
+                    break; // send these first
                 }
             }
             let Sink::Unordered { done, .. } = &mut p.st.sink else {
@@ -1518,9 +1595,7 @@ where
             if self.in_flight == 0 && !self.more {
                 return None;
             }
-            let block =
-                !self.more || self.in_flight >= p.st.window || p.st.flights.len() >= p.st.window;
-            if let Err(e) = p.pump(block) {
+            if let Err(e) = p.pump(!self.filling) {
                 self.failed = true;
                 return Some((usize::MAX, Err(TaskError::Pool(Arc::new(e)))));
             }

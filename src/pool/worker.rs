@@ -2,11 +2,14 @@
 //! a worker process, and never returns from.
 //!
 //! Loop: take a batch of tasks, holding each as a guard (up to the batch
-//! size, only what is waiting, the first one blocking); announce their ids
-//! on the board; run each (announcing the running one), catching panics;
-//! send the results as one batch; only then drop the guards. A worker
-//! killed anywhere before that drop leaves its tasks to be redelivered.
-//! A `DIE` (the poison pill) ends the batch and the loop.
+//! size, only what is waiting, the first one blocking); copy them out and
+//! announce their ids on the board; only then drop the guards; run each
+//! (announcing the running one), catching panics; send the results as one
+//! batch; clear the announcement. A worker killed while it holds the
+//! guards has its tasks redelivered by the channel; one killed after, by
+//! the parent, which reads the announcement and sends those tasks again.
+//! Either way a task is held until its result is sent. A `DIE` (the
+//! poison pill) ends the batch and the loop.
 //!
 //! A watchdog thread checks every 50 ms that the parent is alive; once it
 //! is not, it removes the pool's names (the parent cannot any more) and
@@ -84,24 +87,22 @@ fn parent_alive(parent: u32) -> bool {
     std::os::unix::process::parent_id() == parent
 }
 
-fn watchdog<B: Backend>(backend: Arc<B>, given: &Given) {
-    let (parent, tasks, results, board) = (
-        given.parent,
-        given.tasks.clone(),
-        given.results.clone(),
-        given.board.clone(),
-    );
+/// What a worker whose parent died does: removes the pool's names (a
+/// killed parent cannot; a name already gone is not an error) and exits.
+fn orphaned<B: Backend>(backend: &B, given: &Given) -> ! {
+    let _ = backend.remove(&given.tasks);
+    let _ = backend.remove(&given.results);
+    Board::remove(&given.board);
+    std::process::exit(2)
+}
+
+fn watchdog<B: Backend>(backend: Arc<B>, given: Arc<Given>) {
     let spawned = std::thread::Builder::new()
         .name("mulproc-pool-watchdog".into())
         .spawn(move || loop {
             std::thread::sleep(WATCHDOG);
-            if !parent_alive(parent) {
-                // A parent killed cannot remove its names: every worker
-                // does (a name already gone is not an error).
-                let _ = backend.remove(&tasks);
-                let _ = backend.remove(&results);
-                Board::remove(&board);
-                std::process::exit(2);
+            if !parent_alive(given.parent) {
+                orphaned(&*backend, &given);
             }
         });
     if spawned.is_err() {
@@ -139,12 +140,12 @@ where
     E: std::fmt::Display,
     F: FnMut(In) -> Result<Out, E>,
 {
-    let given = Given::from_env()?;
+    let given = Arc::new(Given::from_env()?);
     let board = Board::open(&given.board)?;
     if given.slot >= board.slots() {
         return Err(format!("slot {} out of {}", given.slot, board.slots()).into());
     }
-    watchdog(Arc::clone(&backend), &given);
+    watchdog(Arc::clone(&backend), Arc::clone(&given));
     let tasks = backend.open(&given.tasks)?;
     let results = backend.open(&given.results)?;
     let slot = given.slot;
@@ -153,8 +154,8 @@ where
     let max_batch = cfg.worker_batch.clamp(1, MAX_HELD);
     let max_result = cfg.max_result;
     let mut batch = 1usize;
-    let mut guards = Vec::with_capacity(max_batch);
-    let mut ids = Vec::with_capacity(max_batch);
+    let mut input: Vec<u8> = Vec::new();
+    let mut inspans: Vec<(u64, usize, usize)> = Vec::with_capacity(max_batch);
     let mut out: Vec<u8> = Vec::new();
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(max_batch);
     loop {
@@ -166,40 +167,36 @@ where
                 Err(TryRecvError::Empty) => match tasks.recv_ref_timeout(LIVENESS) {
                     Ok(g) => break g,
                     Err(RecvTimeoutError::Timeout) if parent_alive(given.parent) => {}
-                    Err(RecvTimeoutError::Timeout) => return Err("the parent died".into()),
+                    Err(RecvTimeoutError::Timeout) => orphaned(&*backend, &given),
                     Err(e) => return Err(e.into()),
                 },
                 Err(e) => return Err(e.into()),
             }
         };
-        let mut die = first.header().request == Request::DIE;
-        guards.push(first);
-        while !die && guards.len() < batch {
-            match tasks.try_recv_ref() {
-                Ok(g) => {
-                    die = g.header().request == Request::DIE;
-                    guards.push(g);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(e) => return Err(e.into()),
-            }
+        // Copy the tasks out, announcing each on the board before its
+        // slot goes back to the ring: from then on the parent answers for
+        // it if we die (it sends it again). Slots are not held while tasks
+        // run, because a receiver scans from the oldest slot still held.
+        let mut taken = Taken {
+            board: &board,
+            slot,
+            input: &mut input,
+            spans: &mut inspans,
+            die: false,
+        };
+        taken.clear();
+        taken.take(first.header(), first.data());
+        drop(first);
+        if !taken.die && batch > 1 {
+            tasks.try_recv_batch(batch - 1, |h, d| taken.take(h, d))?;
         }
-        ids.clear();
-        ids.extend(
-            guards
-                .iter()
-                .filter_map(|g| task_id(g.header().request, g.data())),
-        );
-        board.set_held(slot, &ids);
+        let die = taken.die;
 
         let started = Instant::now();
         out.clear();
         spans.clear();
-        for g in &guards {
-            let data = g.data();
-            let Some(id) = task_id(g.header().request, data) else {
-                continue; // the pill, or nothing of ours
-            };
+        for &(id, a, b) in &inspans {
+            let data = &input[a..b];
             if board.is_poisoned(id) {
                 continue; // given up by the parent: finished unrun
             }
@@ -207,7 +204,7 @@ where
             out.extend_from_slice(&id.to_le_bytes());
             out.push(status::OK);
             board.set_running(slot, Some(id));
-            let outcome = match In::decode(&data[8..]) {
+            let outcome = match In::decode(data) {
                 Err(e) => Err((status::BAD_INPUT, e.to_string())),
                 Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
                     Ok(Ok(v)) => match v.encode(&mut out) {
@@ -241,13 +238,56 @@ where
                     as usize
             };
         }
-        send_results(&results, &out, &spans, given.parent)?;
+        if !send_results(&results, &out, &spans, given.parent)? {
+            orphaned(&*backend, &given);
+        }
+        // Only now are the tasks finished.
         board.set_held(slot, &[]);
-        // Only now are the tasks finished: dropping the guards frees them.
-        guards.clear();
         if die {
             return Ok(());
         }
+    }
+}
+
+/// The tasks of a batch, copied out of their slots.
+struct Taken<'a> {
+    board: &'a Board,
+    slot: usize,
+    input: &'a mut Vec<u8>,
+    /// Id and input bytes of each task.
+    spans: &'a mut Vec<(u64, usize, usize)>,
+    /// A poison pill came: the last batch.
+    die: bool,
+}
+
+impl Taken<'_> {
+    fn clear(&mut self) {
+        self.input.clear();
+        self.spans.clear();
+    }
+
+    /// Copies one message out and announces it, before its slot is freed.
+    #[inline]
+    fn take(&mut self, header: &crate::Header, data: &[u8]) {
+        if self.die {
+            // Nothing is sent after the pills but copies of tasks already
+            // answered: dropped.
+            return;
+        }
+        if header.request == Request::DIE {
+            self.die = true;
+            return;
+        }
+        let Some(id) = task_id(header.request, data) else {
+            return; // not ours
+        };
+        if self.spans.len() >= MAX_HELD {
+            return; // never: batches are at most MAX_HELD
+        }
+        self.board.push_held(self.slot, self.spans.len(), id);
+        let a = self.input.len();
+        self.input.extend_from_slice(&data[8..]);
+        self.spans.push((id, a, self.input.len()));
     }
 }
 
@@ -261,13 +301,14 @@ fn task_id(request: Request, data: &[u8]) -> Option<u64> {
 }
 
 /// Sends every result, a batch at a time, waiting for room (asleep) while
-/// the channel is full and checking on the parent between waits.
+/// the channel is full and checking on the parent between waits; false if
+/// the parent died meanwhile.
 fn send_results<Ch: Channel>(
     results: &Ch,
     out: &[u8],
     spans: &[(usize, usize)],
     parent: u32,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let msgs: Vec<Message<&[u8]>> = spans
         .iter()
         .map(|&(a, b)| Message::new(Request::FINISHED, &out[a..b]))
@@ -287,11 +328,11 @@ fn send_results<Ch: Channel>(
             Ok(()) => i += 1,
             Err(e) if e.is_full() => {
                 if !parent_alive(parent) {
-                    return Err("the parent died".into());
+                    return Ok(false);
                 }
             }
             Err(e) => return Err(e.to_string().into()),
         }
     }
-    Ok(())
+    Ok(true)
 }
