@@ -29,8 +29,9 @@
 //!   [`name`](Builder::name); a worker of pool `a` that reaches the start
 //!   of pool `b` gets [`PoolError::WorkerOfAnotherPool`] there.
 //! - **Typed values.** Inputs and outputs are `bytemuck::Pod` values sent
-//!   as their bytes ([`PodCodec`], the default: nothing encoded), or any
-//!   serde type with feature `serde` ([`Builder::serde`], postcard). Both
+//!   as their bytes ([`PodCodec`], the default: nothing encoded), byte
+//!   strings of any length ([`Builder::bytes`]), or any serde type with
+//!   feature `serde` ([`Builder::serde`], postcard). Both
 //!   sides are the same binary, so both agree on every type's layout.
 //! - **Submitting**: [`Pool::submit`] returns the task's [`TaskId`]; take
 //!   results as they come with [`Pool::next_result`] or [`Pool::results`]
@@ -110,7 +111,7 @@ mod worker;
 pub use backend::{Backend, ChannelSpec, Purpose, ShmBackend};
 #[cfg(feature = "serde")]
 pub use wire::SerdeCodec;
-pub use wire::{Codec, PodCodec, Wire, WireError};
+pub use wire::{BytesCodec, Codec, PodCodec, Wire, WireError};
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -517,6 +518,14 @@ impl<C: Codec, B: Backend> Builder<C, B> {
     /// Values as serde types, encoded with postcard (feature `serde`).
     #[cfg(feature = "serde")]
     pub fn serde(self) -> Builder<SerdeCodec, B> {
+        let b = Arc::clone(&self.backend);
+        self.recode(b)
+    }
+
+    /// Values as byte strings (`Vec<u8>`), sent as they are: payloads
+    /// whose size is known only at run time (default limit 1024 bytes,
+    /// [`max_task_bytes`](Builder::max_task_bytes)).
+    pub fn bytes(self) -> Builder<BytesCodec, B> {
         let b = Arc::clone(&self.backend);
         self.recode(b)
     }

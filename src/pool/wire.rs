@@ -1,6 +1,7 @@
 //! How task inputs and results become bytes: [`Wire`], implemented for
 //! every `bytemuck::Pod` type under [`PodCodec`] (the bytes of the value,
-//! no encoding) and, with feature `serde`, for every serde type under
+//! no encoding), for `Vec<u8>` under [`BytesCodec`] (the bytes as they
+//! are) and, with feature `serde`, for every serde type under
 //! [`SerdeCodec`] (postcard).
 //!
 //! Both sides of a pool are the same executable, so a type has the same
@@ -23,6 +24,32 @@ pub struct PodCodec;
 
 impl Codec for PodCodec {
     const DEFAULT_MAX: usize = 0;
+}
+
+/// Values that are byte strings (`Vec<u8>`), sent as they are: for
+/// payloads whose size is known only at run time, without an encoding.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BytesCodec;
+
+impl Codec for BytesCodec {
+    const DEFAULT_MAX: usize = 1024;
+}
+
+impl Wire<BytesCodec> for Vec<u8> {
+    fn fixed_len() -> Option<usize> {
+        None
+    }
+
+    #[inline]
+    fn encode(&self, buf: &mut Vec<u8>) -> Result<(), WireError> {
+        buf.extend_from_slice(self);
+        Ok(())
+    }
+
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(bytes.to_vec())
+    }
 }
 
 /// Values encoded with postcard (feature `serde`): any type that is
