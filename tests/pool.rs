@@ -482,3 +482,50 @@ fn parent_killed_workers_leave_within_a_second() {
         killed.elapsed()
     );
 }
+
+#[test]
+fn workers_that_never_reach_start_fail_the_pool_with_a_reason() {
+    // The workers run a test that does not exist: they exit at once.
+    let e = Pool::builder()
+        .name("never_started")
+        .worker_args(["no_such_test", "--exact"])
+        .quiet_workers(true)
+        .workers(2)
+        .start(|x: u64| x)
+        .unwrap_err();
+    assert!(
+        matches!(e, mulproc::pool::PoolError::WorkersCannotStart { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Builder::start"), "{e}");
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_starts() {
+    for (b, what) in [
+        (Pool::builder().workers(0), "workers"),
+        (Pool::builder().window(0), "window"),
+        (Pool::builder().max_attempts(0), "max_attempts"),
+        (Pool::builder().worker_batch(65), "worker_batch"),
+    ] {
+        let e = b.start(|x: u64| x).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn kill_stops_at_once_and_leaves_no_process() {
+    let mut pool = builder("kill_stops_at_once_and_leaves_no_process")
+        .workers(2)
+        .start(|x: u64| mix(x, 100_000))
+        .unwrap();
+    for x in 0..100 {
+        pool.submit(x).unwrap();
+    }
+    let pids = pool.worker_pids();
+    let started = Instant::now();
+    let stats = pool.kill();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(stats.submitted, 100);
+    assert!(pids.iter().all(|&p| !alive(p)));
+}

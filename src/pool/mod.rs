@@ -1,16 +1,23 @@
 //! A pool of worker processes: tasks in, results out, workers that die are
 //! replaced and their tasks retried.
 //!
-//! ```no_run
+//! ```
 //! use mulproc::pool::Pool;
 //!
 //! fn main() -> Result<(), mulproc::pool::PoolError> {
 //!     // In a worker process this call runs the handler loop and never
 //!     // returns; in the parent it starts the workers and returns the pool.
-//!     let mut pool = Pool::builder().workers(4).start(|x: u64| x * x)?;
+//!     let mut pool = Pool::builder().workers(2).start(|x: u64| x * x)?;
 //!     let squares: Vec<u64> = pool.map(0..1000u64).map(|r| r.unwrap()).collect();
 //!     assert_eq!(squares[12], 144);
-//!     pool.shutdown()?;
+//!
+//!     // Or one by one, results as they come, each with its task's id.
+//!     let id = pool.submit(7)?;
+//!     let done = pool.next_result()?.expect("one task pending");
+//!     assert_eq!((done.id, done.result.unwrap()), (id, 49));
+//!
+//!     let stats = pool.shutdown()?; // finish, poison pill, reap, clean up
+//!     assert_eq!(stats.succeeded, 1001);
 //!     Ok(())
 //! }
 //! ```
