@@ -715,7 +715,77 @@ struct Flight {
     deaths: u32,
     /// The task message (id and input), to send again if a worker dies
     /// after taking it.
-    message: Box<[u8]>,
+    message: Kept,
+}
+
+/// Where a flight's message is kept.
+enum Kept {
+    /// Record `index` of the slab, `len` bytes.
+    Slab { index: u32, len: u32 },
+    /// On its own (messages too large for slab records).
+    Boxed(Box<[u8]>),
+}
+
+/// Task messages kept until answered, in reused records of a fixed size:
+/// no allocation per task once the window has been filled once.
+struct Slab {
+    /// Record size; 0: no slab (records would be too large), box them.
+    rec: usize,
+    bytes: Vec<u8>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    /// Largest record kept in the slab.
+    const MAX_RECORD: usize = 4096;
+
+    fn new(max_message: usize) -> Slab {
+        Slab {
+            rec: if max_message <= Self::MAX_RECORD {
+                max_message
+            } else {
+                0
+            },
+            bytes: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, data: &[u8]) -> Kept {
+        if self.rec == 0
+            || data.len() > self.rec
+            || self.bytes.len() / self.rec >= u32::MAX as usize
+        {
+            return Kept::Boxed(data.into());
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            let i = self.bytes.len() / self.rec;
+            self.bytes.resize(self.bytes.len() + self.rec, 0);
+            i as u32
+        });
+        let a = index as usize * self.rec;
+        self.bytes[a..a + data.len()].copy_from_slice(data);
+        Kept::Slab {
+            index,
+            len: data.len() as u32,
+        }
+    }
+
+    fn get<'a>(&'a self, k: &'a Kept) -> &'a [u8] {
+        match k {
+            Kept::Slab { index, len } => {
+                let a = *index as usize * self.rec;
+                &self.bytes[a..a + *len as usize]
+            }
+            Kept::Boxed(b) => b,
+        }
+    }
+
+    fn release(&mut self, k: Kept) {
+        if let Kept::Slab { index, .. } = k {
+            self.free.push(index);
+        }
+    }
 }
 
 enum Sink<Out> {
@@ -749,6 +819,7 @@ impl Outbox {
 /// The parent's bookkeeping.
 struct State<Out, C: Codec> {
     flights: HashMap<u64, Flight, BuildHasherDefault<IdHasher>>,
+    slab: Slab,
     outbox: Outbox,
     ready: VecDeque<Completed<Out>>,
     /// Tasks of `submit` whose result is not in `ready` yet.
@@ -796,7 +867,7 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         }
         self.outbox.spans.push((start, start + len));
         self.next_id += 1;
-        let message = self.outbox.bytes[start..].into();
+        let message = self.slab.keep(&self.outbox.bytes[start..]);
         self.flights.insert(
             id,
             Flight {
@@ -819,6 +890,7 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
             Counters::add(&self.counters.0.duplicates, 1);
             return;
         };
+        self.slab.release(flight.message);
         let text = || String::from_utf8_lossy(&data[RESULT_HEADER..]).into_owned();
         let result = match data[8] {
             status::OK => Out::decode(&data[RESULT_HEADER..]).map_err(|e| TaskError::BadOutput {
@@ -929,6 +1001,7 @@ where
             ch,
             st: State {
                 flights: HashMap::default(),
+                slab: Slab::new(cfg.max_task),
                 outbox: Outbox::default(),
                 ready: VecDeque::new(),
                 pending_submits: 0,
@@ -1340,6 +1413,7 @@ impl<B: Backend> Channels<B> {
                 f.deaths += 1;
                 if f.deaths >= self.max_attempts {
                     let f = st.flights.remove(&id).expect("present");
+                    st.slab.release(f.message);
                     // Before any copy of it can run again.
                     if !self.board.poison(id) {
                         return Err(PoolError::TooManyPoisoned);
@@ -1360,7 +1434,7 @@ impl<B: Backend> Channels<B> {
             if let Some(f) = st.flights.get(&id) {
                 let ob = &mut st.outbox;
                 let a = ob.bytes.len();
-                ob.bytes.extend_from_slice(&f.message);
+                ob.bytes.extend_from_slice(st.slab.get(&f.message));
                 ob.spans.push((a, ob.bytes.len()));
                 retried += 1;
             }
