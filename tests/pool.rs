@@ -361,6 +361,7 @@ fn serde_values_and_handler_errors() {
     let mut pool = builder("serde_values_and_handler_errors")
         .workers(2)
         .serde()
+        .max_result_bytes(300)
         .start_fallible(|s: String| {
             if s.is_empty() {
                 Err("empty input")
@@ -375,6 +376,19 @@ fn serde_values_and_handler_errors() {
     assert!(matches!(&out[1], Err(TaskError::Failed { message }) if message == "empty input"));
     assert_eq!(out[2].as_ref().unwrap(), &(6, "HÉLLO".to_string()));
     assert_eq!(out[3].as_ref().unwrap(), &(1, "X".to_string()));
+    // A result over its limit is that task's error; the pool goes on.
+    let big = pool.map(["q".repeat(400)]).next().unwrap();
+    assert!(
+        matches!(
+            big,
+            Err(TaskError::TooLarge {
+                what: "result",
+                max: 300,
+                ..
+            })
+        ),
+        "{big:?}"
+    );
     // Too large for the default 1024 bytes: refused at submit, nothing sent.
     let e = pool.submit("y".repeat(5000)).unwrap_err();
     assert!(e.to_string().contains("larger than"), "{e}");

@@ -61,7 +61,9 @@
 //!
 //! - A handler that returns an error ([`Builder::start_fallible`]) or
 //!   panics gives that task [`TaskError::Failed`] / [`TaskError::Panicked`]
-//!   with the message; the worker goes on.
+//!   with the message; the worker goes on. (The panic hook still runs in
+//!   the worker and prints the panic on its stderr; set your own hook
+//!   before `start` to change that.)
 //! - A worker process that dies (SIGKILL, abort, out of memory, a panic
 //!   under `panic = "abort"`) is replaced. A task counts as held by its
 //!   worker until the worker has sent its result, not until it copied the
@@ -829,6 +831,7 @@ struct State<Out, C: Codec> {
     next_id: u64,
     window: usize,
     max_task: usize,
+    max_result: usize,
     workers: usize,
     counters: Counters,
     ticks: u32,
@@ -902,7 +905,7 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
             status::TOO_LARGE => Err(TaskError::TooLarge {
                 what: "result",
                 len: text().parse().unwrap_or(0),
-                max: 0,
+                max: self.max_result - RESULT_HEADER,
             }),
             _ => Err(TaskError::BadOutput { message: text() }),
         };
@@ -1010,6 +1013,7 @@ where
                 next_id: 0,
                 window: b.window,
                 max_task: cfg.max_task,
+                max_result: cfg.shared.max_result,
                 workers: b.workers,
                 counters: Counters::default(),
                 ticks: 0,
