@@ -122,10 +122,9 @@ pub use backend::{Backend, ChannelSpec, Purpose, ShmBackend};
 pub use wire::SerdeCodec;
 pub use wire::{BytesCodec, Codec, PodCodec, Wire, WireError};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,10 +142,14 @@ use board::Board;
 pub(crate) const SLOT_VAR: &str = "MULPROC_POOL_SLOT";
 /// Role prefix of pool workers; the pool's name follows.
 const ROLE_PREFIX: &str = "mulproc-pool:";
-/// A result message: task id (8 bytes), status (1), then the payload.
-pub(crate) const RESULT_HEADER: usize = 9;
+/// A task message: task id (8 bytes), the parent's record of it (4), then
+/// the input.
+pub(crate) const TASK_HEADER: usize = 12;
+/// A result message: task id (8 bytes), record (4), status (1), then the
+/// payload.
+pub(crate) const RESULT_HEADER: usize = 13;
 /// Room for an error message in a result, at least.
-const MIN_MESSAGE_ROOM: usize = 247;
+const MIN_MESSAGE_ROOM: usize = 243;
 /// How long a blocking wait of the parent goes before it checks workers.
 const LIVENESS: Duration = Duration::from_millis(100);
 /// How often the parent looks for dead workers while busy.
@@ -616,7 +619,7 @@ impl<C: Codec, B: Backend> Builder<C, B> {
             .max_result
             .or(Out::fixed_len())
             .unwrap_or(C::DEFAULT_MAX);
-        let max_task = 8 + task;
+        let max_task = TASK_HEADER + task;
         let max_result = RESULT_HEADER + result.max(MIN_MESSAGE_ROOM);
         if max_task > crate::MAX_PAYLOAD_LIMIT as usize / 2
             || max_result > crate::MAX_PAYLOAD_LIMIT as usize / 2
@@ -691,105 +694,124 @@ struct WorkerSlot {
     startup_kills: u32,
 }
 
-/// Identity-style hashing for task ids (they are distinct integers).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-struct Flight {
+/// A task in flight, in its record of [`Flights`].
+struct Record {
+    id: u64,
     /// 0: submitted with `submit`; otherwise the generation of the map it
     /// belongs to.
     tag: u32,
     /// Deaths of workers running it.
     deaths: u32,
-    /// The task message (id and input), to send again if a worker dies
-    /// after taking it.
-    message: Kept,
+    live: bool,
+    /// The task message (header and input), kept to send again if a
+    /// worker dies after taking it. Reused by the record's next task.
+    message: Vec<u8>,
 }
 
-/// Where a flight's message is kept.
-enum Kept {
-    /// Record `index` of the slab, `len` bytes.
-    Slab { index: u32, len: u32 },
-    /// On its own (messages too large for slab records).
-    Boxed(Box<[u8]>),
-}
-
-/// Task messages kept until answered, in reused records of a fixed size:
-/// no allocation per task once the window has been filled once.
-struct Slab {
-    /// Record size; 0: no slab (records would be too large), box them.
-    rec: usize,
-    bytes: Vec<u8>,
+/// The tasks in flight, in reused records. A task's message names its
+/// record and its result names it back, so that a result finds its task
+/// without a lookup, and nothing is allocated per task once the window
+/// has been filled once. A record is freed when its task is answered; a
+/// result naming a freed or reused record (another id) is a duplicate.
+#[derive(Default)]
+struct Flights {
+    recs: Vec<Record>,
     free: Vec<u32>,
+    live: usize,
+    /// Records to send, with the id they were queued for (skipped if that
+    /// task was answered meanwhile).
+    outbox: VecDeque<(u32, u64)>,
 }
 
-impl Slab {
-    /// Largest record kept in the slab.
-    const MAX_RECORD: usize = 4096;
-
-    fn new(max_message: usize) -> Slab {
-        Slab {
-            rec: if max_message <= Self::MAX_RECORD {
-                max_message
-            } else {
-                0
-            },
-            bytes: Vec::new(),
-            free: Vec::new(),
-        }
+impl Flights {
+    fn len(&self) -> usize {
+        self.live
     }
 
-    fn keep(&mut self, data: &[u8]) -> Kept {
-        if self.rec == 0
-            || data.len() > self.rec
-            || self.bytes.len() / self.rec >= u32::MAX as usize
-        {
-            return Kept::Boxed(data.into());
-        }
-        let index = self.free.pop().unwrap_or_else(|| {
-            let i = self.bytes.len() / self.rec;
-            self.bytes.resize(self.bytes.len() + self.rec, 0);
-            i as u32
-        });
-        let a = index as usize * self.rec;
-        self.bytes[a..a + data.len()].copy_from_slice(data);
-        Kept::Slab {
-            index,
-            len: data.len() as u32,
-        }
+    fn unsent(&self) -> usize {
+        self.outbox.len()
     }
 
-    fn get<'a>(&'a self, k: &'a Kept) -> &'a [u8] {
-        match k {
-            Kept::Slab { index, len } => {
-                let a = *index as usize * self.rec;
-                &self.bytes[a..a + *len as usize]
+    /// Takes a record for task `id` and writes its message; queued to send.
+    fn put<In: Wire<C>, C: Codec>(
+        &mut self,
+        id: u64,
+        tag: u32,
+        input: &In,
+        max: usize,
+    ) -> Result<(), TaskError> {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.recs.push(Record {
+                    id: 0,
+                    tag: 0,
+                    deaths: 0,
+                    live: false,
+                    message: Vec::new(),
+                });
+                (self.recs.len() - 1) as u32
             }
-            Kept::Boxed(b) => b,
+        };
+        let r = &mut self.recs[idx as usize];
+        r.message.clear();
+        r.message.extend_from_slice(&id.to_le_bytes());
+        r.message.extend_from_slice(&idx.to_le_bytes());
+        let failed = match input.encode(&mut r.message) {
+            Err(e) => Some(TaskError::BadInput {
+                message: e.to_string(),
+            }),
+            Ok(()) if r.message.len() > max => Some(TaskError::TooLarge {
+                what: "input",
+                len: r.message.len() - TASK_HEADER,
+                max: max - TASK_HEADER,
+            }),
+            Ok(()) => None,
+        };
+        if let Some(e) = failed {
+            self.free.push(idx);
+            return Err(e);
         }
+        (r.id, r.tag, r.deaths, r.live) = (id, tag, 0, true);
+        self.live += 1;
+        self.outbox.push_back((idx, id));
+        Ok(())
     }
 
-    fn release(&mut self, k: Kept) {
-        if let Kept::Slab { index, .. } = k {
-            self.free.push(index);
-        }
+    /// The record `idx` if it holds task `id` in flight.
+    fn get_mut(&mut self, idx: u32, id: u64) -> Option<&mut Record> {
+        self.recs
+            .get_mut(idx as usize)
+            .filter(|r| r.live && r.id == id)
+    }
+
+    /// Frees the record of task `id` (record `idx`); its tag, or `None`
+    /// if that task is not in flight (a duplicate result).
+    fn finish(&mut self, idx: u32, id: u64) -> Option<u32> {
+        let r = self.get_mut(idx, id)?;
+        r.live = false;
+        let tag = r.tag;
+        self.live -= 1;
+        self.free.push(idx);
+        Some(tag)
+    }
+
+    /// The record of task `id`, by search (after a worker's death only).
+    fn find(&self, id: u64) -> Option<u32> {
+        self.recs
+            .iter()
+            .position(|r| r.live && r.id == id)
+            .map(|i| i as u32)
+    }
+
+    /// Queues record `idx`'s task to be sent again.
+    fn resend(&mut self, idx: u32) {
+        let id = self.recs[idx as usize].id;
+        self.outbox.push_back((idx, id));
     }
 }
 
+/// Where the results of the running map go.
 enum Sink<Out> {
     None,
     Ordered {
@@ -804,25 +826,9 @@ enum Sink<Out> {
     },
 }
 
-/// Tasks encoded and not yet taken by the channel.
-#[derive(Default)]
-struct Outbox {
-    bytes: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-    sent: usize,
-}
-
-impl Outbox {
-    fn unsent(&self) -> usize {
-        self.spans.len() - self.sent
-    }
-}
-
 /// The parent's bookkeeping.
 struct State<Out, C: Codec> {
-    flights: HashMap<u64, Flight, BuildHasherDefault<IdHasher>>,
-    slab: Slab,
-    outbox: Outbox,
+    flights: Flights,
     ready: VecDeque<Completed<Out>>,
     /// Tasks of `submit` whose result is not in `ready` yet.
     pending_submits: usize,
@@ -847,38 +853,11 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         (self.window / 4).clamp(1, SEND_BATCH)
     }
 
-    /// Encodes a task into the outbox; its id.
+    /// Encodes a task and queues it to be sent; its id.
     fn enqueue<In: Wire<C>>(&mut self, input: &In, tag: u32) -> Result<u64, TaskError> {
         let id = self.next_id;
-        let start = self.outbox.bytes.len();
-        self.outbox.bytes.extend_from_slice(&id.to_le_bytes());
-        let encoded = input.encode(&mut self.outbox.bytes);
-        let len = self.outbox.bytes.len() - start;
-        if let Err(e) = encoded {
-            self.outbox.bytes.truncate(start);
-            return Err(TaskError::BadInput {
-                message: e.to_string(),
-            });
-        }
-        if len > self.max_task {
-            self.outbox.bytes.truncate(start);
-            return Err(TaskError::TooLarge {
-                what: "input",
-                len: len - 8,
-                max: self.max_task - 8,
-            });
-        }
-        self.outbox.spans.push((start, start + len));
+        self.flights.put(id, tag, input, self.max_task)?;
         self.next_id += 1;
-        let message = self.slab.keep(&self.outbox.bytes[start..]);
-        self.flights.insert(
-            id,
-            Flight {
-                tag,
-                deaths: 0,
-                message,
-            },
-        );
         Counters::add(&self.counters.0.submitted, 1);
         Ok(id)
     }
@@ -889,13 +868,13 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
             return; // not ours
         }
         let id = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
-        let Some(flight) = self.flights.remove(&id) else {
+        let idx = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+        let Some(tag) = self.flights.finish(idx, id) else {
             Counters::add(&self.counters.0.duplicates, 1);
             return;
         };
-        self.slab.release(flight.message);
         let text = || String::from_utf8_lossy(&data[RESULT_HEADER..]).into_owned();
-        let result = match data[8] {
+        let result = match data[12] {
             status::OK => Out::decode(&data[RESULT_HEADER..]).map_err(|e| TaskError::BadOutput {
                 message: e.to_string(),
             }),
@@ -909,7 +888,7 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
             }),
             _ => Err(TaskError::BadOutput { message: text() }),
         };
-        self.deliver(id, flight.tag, result);
+        self.deliver(id, tag, result);
     }
 
     fn deliver(&mut self, id: u64, tag: u32, result: Result<Out, TaskError>) {
@@ -1003,9 +982,7 @@ where
         Ok(Pool {
             ch,
             st: State {
-                flights: HashMap::default(),
-                slab: Slab::new(cfg.max_task),
-                outbox: Outbox::default(),
+                flights: Flights::default(),
                 ready: VecDeque::new(),
                 pending_submits: 0,
                 sink: Sink::None,
@@ -1039,7 +1016,8 @@ where
         let id = self.st.enqueue(&input, 0).map_err(PoolError::Task)?;
         self.st.pending_submits += 1;
         // Send now if workers may be idle; otherwise gather a batch.
-        if self.st.outbox.unsent() >= SEND_BATCH / 4 || self.st.flights.len() <= 2 * self.st.workers
+        if self.st.flights.unsent() >= SEND_BATCH / 4
+            || self.st.flights.len() <= 2 * self.st.workers
         {
             self.pump(false)?;
         }
@@ -1132,7 +1110,7 @@ where
     /// Waits until every task submitted so far has finished (JoinableQueue
     /// meaning: answered, its result kept for [`next_result`](Pool::next_result)).
     pub fn join(&mut self) -> Result<(), PoolError> {
-        while !self.st.flights.is_empty() {
+        while self.st.flights.len() > 0 {
             self.pump(true)?;
         }
         Ok(())
@@ -1312,14 +1290,27 @@ impl<B: Backend> Channels<B> {
     /// Sends the outbox's tasks, a batch at a time, as long as the channel
     /// takes them. True if any went.
     fn flush<Out: Wire<C>, C: Codec>(&self, st: &mut State<Out, C>) -> Result<bool, PoolError> {
-        let ob = &mut st.outbox;
+        let fl = &mut st.flights;
         let mut moved = false;
-        while ob.sent < ob.spans.len() {
-            let end = ob.spans.len().min(ob.sent + SEND_BATCH);
-            let msgs: Vec<Message<&[u8]>> = ob.spans[ob.sent..end]
-                .iter()
-                .map(|&(a, b)| Message::new(Request::DO, &ob.bytes[a..b]))
-                .collect();
+        // Outbox positions of the messages in `msgs`.
+        let mut at: Vec<usize> = Vec::new();
+        while !fl.outbox.is_empty() {
+            at.clear();
+            let mut msgs: Vec<Message<&[u8]>> = Vec::with_capacity(SEND_BATCH.min(fl.outbox.len()));
+            for (pos, &(idx, id)) in fl.outbox.iter().enumerate() {
+                if msgs.len() == SEND_BATCH {
+                    break;
+                }
+                let r = &fl.recs[idx as usize];
+                if r.live && r.id == id {
+                    msgs.push(Message::new(Request::DO, r.message.as_slice()));
+                    at.push(pos);
+                }
+            }
+            if msgs.is_empty() {
+                fl.outbox.clear(); // every one answered meanwhile
+                break;
+            }
             let k = match self.tasks.try_send_batch(&msgs) {
                 Ok(k) => k,
                 Err(e) if e.is_full() => 0,
@@ -1328,22 +1319,9 @@ impl<B: Backend> Channels<B> {
             if k == 0 {
                 break;
             }
-            ob.sent += k;
+            // The first k went, and the answered ones before them.
+            fl.outbox.drain(..=at[k - 1]);
             moved = true;
-        }
-        if ob.sent == ob.spans.len() {
-            ob.bytes.clear();
-            ob.spans.clear();
-            ob.sent = 0;
-        } else if ob.sent > 4096 {
-            // The channel is full behind a long outbox: forget what went.
-            let cut = ob.spans[ob.sent].0;
-            ob.bytes.drain(..cut);
-            ob.spans.drain(..ob.sent);
-            for s in &mut ob.spans {
-                *s = (s.0 - cut, s.1 - cut);
-            }
-            ob.sent = 0;
         }
         Ok(moved)
     }
@@ -1412,21 +1390,22 @@ impl<B: Backend> Channels<B> {
         self.drain(st, usize::MAX)?;
         let was_ready = self.board.ready(slot).is_some();
         let (running, held) = self.board.last_words(slot);
-        if let Some(id) = running {
-            if let Some(f) = st.flights.get_mut(&id) {
-                f.deaths += 1;
-                if f.deaths >= self.max_attempts {
-                    let f = st.flights.remove(&id).expect("present");
-                    st.slab.release(f.message);
+        if let Some((id, idx)) = running.and_then(|id| Some((id, st.flights.find(id)?))) {
+            let f = st.flights.get_mut(idx, id).expect("found in flight");
+            f.deaths += 1;
+            if f.deaths >= self.max_attempts {
+                let deaths = f.deaths;
+                let tag = st.flights.finish(idx, id).expect("in flight");
+                {
                     // Before any copy of it can run again.
                     if !self.board.poison(id) {
                         return Err(PoolError::TooManyPoisoned);
                     }
                     let err = TaskError::Killed {
-                        attempts: f.deaths,
+                        attempts: deaths,
                         last_exit: status.to_string(),
                     };
-                    st.deliver(id, f.tag, Err(err));
+                    st.deliver(id, tag, Err(err));
                 }
             }
         }
@@ -1435,11 +1414,8 @@ impl<B: Backend> Channels<B> {
         // offers them again too; the second result is dropped.)
         let mut retried = 0;
         for id in held {
-            if let Some(f) = st.flights.get(&id) {
-                let ob = &mut st.outbox;
-                let a = ob.bytes.len();
-                ob.bytes.extend_from_slice(st.slab.get(&f.message));
-                ob.spans.push((a, ob.bytes.len()));
+            if let Some(idx) = st.flights.find(id) {
+                st.flights.resend(idx);
                 retried += 1;
             }
         }
@@ -1579,7 +1555,7 @@ where
                         p.st.next_id += 1;
                     }
                 }
-                if p.st.outbox.unsent() >= SEND_BATCH {
+                if p.st.flights.unsent() >= SEND_BATCH {
                     break; // send these first
                 }
             }
@@ -1675,7 +1651,7 @@ where
                     };
                     done.push_back((self.index - 1, Err(e)));
                 }
-                if p.st.outbox.unsent() >= SEND_BATCH {
+                if p.st.flights.unsent() >= SEND_BATCH {
                     break; // send these first
                 }
             }

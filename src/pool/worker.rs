@@ -155,7 +155,7 @@ where
     let max_result = cfg.max_result;
     let mut batch = 1usize;
     let mut input: Vec<u8> = Vec::new();
-    let mut inspans: Vec<(u64, usize, usize)> = Vec::with_capacity(max_batch);
+    let mut inspans: Vec<(u64, [u8; 4], usize, usize)> = Vec::with_capacity(max_batch);
     let mut out: Vec<u8> = Vec::new();
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(max_batch);
     loop {
@@ -195,13 +195,14 @@ where
         let started = Instant::now();
         out.clear();
         spans.clear();
-        for &(id, a, b) in &inspans {
+        for &(id, rec, a, b) in &inspans {
             let data = &input[a..b];
             if board.is_poisoned(id) {
                 continue; // given up by the parent: finished unrun
             }
             let start = out.len();
             out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&rec);
             out.push(status::OK);
             board.set_running(slot, Some(id));
             let outcome = match In::decode(data) {
@@ -222,7 +223,7 @@ where
             board.set_running(slot, None);
             if let Err((code, msg)) = outcome {
                 out.truncate(start + super::RESULT_HEADER);
-                out[start + 8] = code;
+                out[start + 12] = code;
                 push_text(&mut out, &msg, max_result - super::RESULT_HEADER);
             }
             spans.push((start, out.len()));
@@ -254,8 +255,8 @@ struct Taken<'a> {
     board: &'a Board,
     slot: usize,
     input: &'a mut Vec<u8>,
-    /// Id and input bytes of each task.
-    spans: &'a mut Vec<(u64, usize, usize)>,
+    /// Id, the parent's record, and input bytes of each task.
+    spans: &'a mut Vec<(u64, [u8; 4], usize, usize)>,
     /// A poison pill came: the last batch.
     die: bool,
 }
@@ -278,7 +279,7 @@ impl Taken<'_> {
             self.die = true;
             return;
         }
-        let Some(id) = task_id(header.request, data) else {
+        let Some((id, rec)) = task_id(header.request, data) else {
             return; // not ours
         };
         if self.spans.len() >= MAX_HELD {
@@ -286,18 +287,22 @@ impl Taken<'_> {
         }
         self.board.push_held(self.slot, self.spans.len(), id);
         let a = self.input.len();
-        self.input.extend_from_slice(&data[8..]);
-        self.spans.push((id, a, self.input.len()));
+        self.input.extend_from_slice(&data[super::TASK_HEADER..]);
+        self.spans.push((id, rec, a, self.input.len()));
     }
 }
 
-/// The id of a task message, `None` for anything else (the pill).
+/// The id and the parent's record of a task message, `None` for anything
+/// else (the pill).
 #[inline]
-fn task_id(request: Request, data: &[u8]) -> Option<u64> {
-    if request != Request::DO || data.len() < 8 {
+fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
+    if request != Request::DO || data.len() < super::TASK_HEADER {
         return None;
     }
-    Some(u64::from_le_bytes(data[..8].try_into().ok()?))
+    Some((
+        u64::from_le_bytes(data[..8].try_into().ok()?),
+        data[8..12].try_into().ok()?,
+    ))
 }
 
 /// Sends every result, a batch at a time, waiting for room (asleep) while
