@@ -18,6 +18,11 @@
 //! `--size BYTES` (at least 16, default 64), `--window N` (most tasks in
 //! flight, default 4096).
 //!
+//! Tasks of 16, 32, 64, ..., 1024 or 4096 bytes travel as `[u8; N]`, a
+//! `bytemuck::Pod` type whose bytes are copied as they are (nothing
+//! allocated or encoded per task); other sizes as `Vec<u8>`
+//! (`Builder::bytes`). Results are a small `Pod` struct (or its bytes).
+//!
 //! On a terminal a progress bar (indicatif) shows on stderr. The summary
 //! gives the pool's counters; the last line is `tasks_per_sec=<rate>`:
 //! tasks answered and checked per second, from the first task sent to the
@@ -30,8 +35,9 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytemuck::{Pod, Zeroable};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mulproc::pool::Pool;
+use mulproc::pool::{Builder, BytesCodec, Codec, PodCodec, Pool, Wire};
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
 
@@ -109,10 +115,9 @@ fn checksum(id: u64, payload: &[u8]) -> u32 {
     ((h >> 32) as u32 ^ h as u32).wrapping_add(id as u32)
 }
 
-/// Task `id`'s payload: the id, then bytes derived from it (a splitmix64
-/// stream seeded with the id).
-fn make_task(id: u64, size: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; size];
+/// Writes task `id`'s payload into `buf`: the id, then bytes derived from
+/// it (a splitmix64 stream seeded with the id).
+fn fill_task(id: u64, buf: &mut [u8]) {
     let (head, rest) = buf.split_at_mut(8);
     head.copy_from_slice(&id.to_le_bytes());
     let mut state = id ^ 0x6D75_6C70_726F_6321;
@@ -124,30 +129,117 @@ fn make_task(id: u64, size: usize) -> Vec<u8> {
         z ^= z >> 31;
         chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
     }
-    buf
 }
 
-/// The worker's handler: the id and the checksum, 12 bytes.
-fn work(task: Vec<u8>) -> Vec<u8> {
-    let id = u64::from_le_bytes(task[..8].try_into().expect("tasks are at least 16 bytes"));
-    let mut out = Vec::with_capacity(12);
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&checksum(id, &task).to_le_bytes());
-    out
+/// A worker's answer as plain data: the task id and its checksum.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Answer {
+    id: u64,
+    checksum: u32,
+    _pad: u32,
+}
+
+/// How a task travels: as a `[u8; N]` for the usual sizes (`Pod`, its
+/// bytes copied as they are, nothing allocated), as a `Vec<u8>` for any
+/// other (`BytesCodec`). Both sides pick the same from `--size`.
+trait Task<C: Codec>: Wire<C> + 'static {
+    /// What the worker answers.
+    type Answer: Wire<C>;
+    fn make(id: u64, size: usize) -> Self;
+    fn bytes(&self) -> &[u8];
+    fn answer(a: Answer) -> Self::Answer;
+    fn read(a: &Self::Answer) -> Option<Answer>;
+}
+
+impl<const N: usize> Task<PodCodec> for [u8; N]
+where
+    [u8; N]: Pod,
+{
+    type Answer = Answer;
+    fn make(id: u64, _: usize) -> Self {
+        let mut t = [0u8; N];
+        fill_task(id, &mut t);
+        t
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn answer(a: Answer) -> Answer {
+        a
+    }
+    fn read(a: &Answer) -> Option<Answer> {
+        Some(*a)
+    }
+}
+
+impl Task<BytesCodec> for Vec<u8> {
+    type Answer = Vec<u8>;
+    fn make(id: u64, size: usize) -> Self {
+        let mut t = vec![0u8; size];
+        fill_task(id, &mut t);
+        t
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn answer(a: Answer) -> Vec<u8> {
+        bytemuck::bytes_of(&a).to_vec()
+    }
+    fn read(a: &Vec<u8>) -> Option<Answer> {
+        bytemuck::try_pod_read_unaligned(a).ok()
+    }
+}
+
+/// The worker's handler: the task's id and checksum.
+fn work<C: Codec, T: Task<C>>(task: T) -> T::Answer {
+    let data = task.bytes();
+    let id = u64::from_le_bytes(data[..8].try_into().expect("tasks are at least 16 bytes"));
+    T::answer(Answer {
+        id,
+        checksum: checksum(id, data),
+        _pad: 0,
+    })
 }
 
 // -------------------------------------------------------------- parent ---
 
+/// CPU time (user + system) used by this process (`RUSAGE_SELF`) or by its
+/// children that have been waited for (`RUSAGE_CHILDREN`).
+fn cpu_time(who: libc::c_int) -> std::time::Duration {
+    // SAFETY: `rusage` is plain data, for which all zeroes is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`; on failure it stays zero.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs the job with tasks of type `T` (see [`Task`]).
 fn run(o: &Opts) -> Result<String> {
-    // In a worker this runs the handler loop and never returns.
-    let mut pool = Pool::builder()
+    let b = Pool::builder()
         .name("worker_pool")
         .workers(o.workers)
-        .window(o.window)
-        .bytes()
-        .max_task_bytes(o.size)
-        .max_result_bytes(12)
-        .start(work)?;
+        .window(o.window);
+    match o.size {
+        16 => job::<_, [u8; 16]>(o, b.pod()),
+        32 => job::<_, [u8; 32]>(o, b.pod()),
+        64 => job::<_, [u8; 64]>(o, b.pod()),
+        128 => job::<_, [u8; 128]>(o, b.pod()),
+        256 => job::<_, [u8; 256]>(o, b.pod()),
+        512 => job::<_, [u8; 512]>(o, b.pod()),
+        1024 => job::<_, [u8; 1024]>(o, b.pod()),
+        4096 => job::<_, [u8; 4096]>(o, b.pod()),
+        size => job::<_, Vec<u8>>(o, b.bytes().max_task_bytes(size)),
+    }
+}
+
+fn job<C: Codec, T: Task<C>>(o: &Opts, builder: Builder<C>) -> Result<String> {
+    // In a worker this runs the handler loop and never returns.
+    let mut pool = builder.start(work::<C, T>)?;
 
     let n = o.tasks;
     let bar = ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr_with_hz(10));
@@ -163,11 +255,12 @@ fn run(o: &Opts) -> Result<String> {
         let expected = Rc::clone(&expected);
         let size = o.size;
         (0..n).map(move |id| {
-            let task = make_task(id, size);
-            expected.borrow_mut().push_back(checksum(id, &task));
+            let task = T::make(id, size);
+            expected.borrow_mut().push_back(checksum(id, task.bytes()));
             task
         })
     };
+    let parent_cpu0 = cpu_time(libc::RUSAGE_SELF);
     let start = Instant::now();
     let mut done = 0u64;
     let counters = pool.counters();
@@ -177,11 +270,9 @@ fn run(o: &Opts) -> Result<String> {
             .borrow_mut()
             .pop_front()
             .ok_or("a result with no task")?;
-        if r.len() != 12 {
-            return Err(format!("task {done}: a result of {} bytes", r.len()).into());
-        }
-        let id = u64::from_le_bytes(r[..8].try_into()?);
-        let sum = u32::from_le_bytes(r[8..].try_into()?);
+        let Answer {
+            id, checksum: sum, ..
+        } = T::read(&r).ok_or_else(|| format!("task {done}: a result of the wrong size"))?;
         if id != done || sum != want {
             return Err(format!(
                 "result {done}: task {id} answered {sum:#010x}, expected task {done} {want:#010x}"
@@ -198,6 +289,7 @@ fn run(o: &Opts) -> Result<String> {
         }
     }
     let elapsed = start.elapsed();
+    let parent_cpu = cpu_time(libc::RUSAGE_SELF) - parent_cpu0;
     bar.finish_and_clear();
     if done != n {
         return Err(format!("{done} results for {n} tasks").into());
@@ -232,6 +324,14 @@ fn run(o: &Opts) -> Result<String> {
     println!(
         "shutdown: poison pill to every worker, all reaped, names removed, in {:.1} ms",
         stop.as_secs_f64() * 1e3
+    );
+    // Every worker has been reaped: their whole lives, start-up included.
+    let per_task = |d: std::time::Duration| d.as_secs_f64() * 1e9 / n as f64;
+    println!(
+        "CPU time per task: parent {:.0} ns (busy {:.0}% of the run), workers {:.0} ns in all",
+        per_task(parent_cpu),
+        100.0 * parent_cpu.as_secs_f64() / secs,
+        per_task(cpu_time(libc::RUSAGE_CHILDREN)),
     );
     if stats.succeeded != n || stats.failed != 0 {
         return Err("the counters do not match the results".into());

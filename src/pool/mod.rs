@@ -909,15 +909,16 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
                 base,
                 slots,
             } if *t == tag => {
-                if let Some(s) = usize::try_from(id - *base)
-                    .ok()
+                if let Some(s) = id
+                    .checked_sub(*base)
+                    .and_then(|i| usize::try_from(i).ok())
                     .and_then(|i| slots.get_mut(i))
                 {
                     *s = Some(result);
                 }
             }
             Sink::Unordered { tag: t, base, done } if *t == tag => {
-                done.push_back(((id - *base) as usize, result));
+                done.push_back((id.saturating_sub(*base) as usize, result));
             }
             _ => {} // a map dropped before its end: nobody wants it
         }
@@ -1004,7 +1005,9 @@ where
     // ----------------------------------------------------------- submit ---
 
     /// Submits a task; returns its id. Waits (taking results meanwhile)
-    /// while [`window`](Builder::window) tasks are in flight.
+    /// while [`window`](Builder::window) tasks are in flight. While the
+    /// workers are busy, tasks are gathered into batches of 64 before they
+    /// go out; any call that waits or takes results sends what is gathered.
     pub fn submit(&mut self, input: In) -> Result<TaskId, PoolError> {
         if self.st.flights.len() >= self.st.window {
             // Full: wait until a chunk is free, so that tasks go out in
