@@ -543,3 +543,57 @@ fn kill_stops_at_once_and_leaves_no_process() {
     assert_eq!(stats.submitted, 100);
     assert!(pids.iter().all(|&p| !alive(p)));
 }
+
+/// The pool over a backend of the caller's own (here shared memory again,
+/// counting what the pool asks of it): the path a Redis backend takes.
+#[test]
+fn a_pool_runs_over_any_backend() {
+    use mulproc::pool::{Backend, ChannelSpec, Purpose, ShmBackend};
+    use mulproc::{BackendError, Queue};
+    use std::sync::atomic::AtomicUsize;
+
+    static CREATED: AtomicUsize = AtomicUsize::new(0);
+    static OPENED: AtomicUsize = AtomicUsize::new(0);
+    static REMOVED: AtomicUsize = AtomicUsize::new(0);
+
+    #[derive(Debug)]
+    struct Counting;
+    impl Backend for Counting {
+        type Channel = Queue;
+        fn create(&self, spec: &ChannelSpec) -> Result<Queue, BackendError> {
+            assert!(matches!(spec.purpose, Purpose::Tasks | Purpose::Results));
+            CREATED.fetch_add(1, Ordering::Relaxed);
+            ShmBackend.create(spec)
+        }
+        fn name(&self, channel: &Queue) -> String {
+            ShmBackend.name(channel)
+        }
+        fn open(&self, name: &str) -> Result<Queue, BackendError> {
+            OPENED.fetch_add(1, Ordering::Relaxed);
+            ShmBackend.open(name)
+        }
+        fn remove(&self, name: &str) -> Result<(), BackendError> {
+            REMOVED.fetch_add(1, Ordering::Relaxed);
+            ShmBackend.remove(name)
+        }
+    }
+
+    let mut pool = builder("a_pool_runs_over_any_backend")
+        .workers(2)
+        .backend(Counting)
+        .start(|x: u32| x ^ 0xFFFF)
+        .unwrap();
+    let out: Vec<u32> = pool.map(0..1000u32).map(|r| r.unwrap()).collect();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == i as u32 ^ 0xFFFF));
+    pool.shutdown().unwrap();
+    assert_eq!(CREATED.load(Ordering::Relaxed), 2, "tasks and results");
+    assert_eq!(
+        OPENED.load(Ordering::Relaxed),
+        0,
+        "opened in the workers, not here"
+    );
+    assert!(
+        REMOVED.load(Ordering::Relaxed) >= 2,
+        "both removed at shutdown"
+    );
+}
