@@ -238,6 +238,9 @@ fn run(o: &Opts) -> Result<String> {
 }
 
 fn job<C: Codec, T: Task<C>>(o: &Opts, builder: Builder<C>) -> Result<String> {
+    // Under `cargo run`, this process took over cargo's, whose children
+    // (the build) count here already.
+    let children_cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
     // In a worker this runs the handler loop and never returns.
     let mut pool = builder.start(work::<C, T>)?;
 
@@ -289,7 +292,7 @@ fn job<C: Codec, T: Task<C>>(o: &Opts, builder: Builder<C>) -> Result<String> {
         }
     }
     let elapsed = start.elapsed();
-    let parent_cpu = cpu_time(libc::RUSAGE_SELF) - parent_cpu0;
+    let parent_cpu = cpu_time(libc::RUSAGE_SELF).saturating_sub(parent_cpu0);
     bar.finish_and_clear();
     if done != n {
         return Err(format!("{done} results for {n} tasks").into());
@@ -331,7 +334,7 @@ fn job<C: Codec, T: Task<C>>(o: &Opts, builder: Builder<C>) -> Result<String> {
         "CPU time per task: parent {:.0} ns (busy {:.0}% of the run), workers {:.0} ns in all",
         per_task(parent_cpu),
         100.0 * parent_cpu.as_secs_f64() / secs,
-        per_task(cpu_time(libc::RUSAGE_CHILDREN)),
+        per_task(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(children_cpu0)),
     );
     if stats.succeeded != n || stats.failed != 0 {
         return Err("the counters do not match the results".into());
