@@ -1,158 +1,73 @@
-//! A worker pool: the parent process hands out tasks, W worker processes
-//! answer them, the parent checks every answer: the main job mulproc is made
-//! for, in pymulproc's style (`REQ_DO` out, `REQ_FINISHED` back addressed to
-//! the parent, `REQ_DIE` as the poison pill).
+//! The main job: a pool of worker processes on `mulproc::pool`, every
+//! result checked.
 //!
-//! The parent creates two queues, `tasks` (parent → workers) and `results`
-//! (workers → parent), and starts W workers as new processes of this same
-//! program with [`mulproc::process::Child`] (role `worker`, never `fork`);
-//! each worker opens both queues by key with [`process::open_queue`]. Every
-//! task is a payload of `--size` bytes: the task id (u64, little-endian)
-//! followed by bytes derived from the id. A worker answers with a
-//! `FINISHED` message addressed to the parent carrying the id and a 32-bit
-//! checksum of the payload folded with the id (a plain-data struct, sent
-//! with `Message::pod`). The parent checks each checksum against the one it
-//! computed when it sent the task and that every id is answered exactly
-//! once, waits on the task queue with `join` (JoinableQueue meaning: the
-//! workers call `task_done`), then stops the workers with one `DIE` each
-//! (the poison pill) and waits for them to exit 0.
+//! The parent maps `--tasks` tasks over `--workers` worker processes (this
+//! same program, started again by the pool). Each task is `--size` bytes:
+//! the task id (u64, little-endian) followed by bytes derived from it. A
+//! worker answers with the id and a 32-bit checksum of the payload; the
+//! parent checks that results come back in order, one per task, each with
+//! the checksum it computed when it made the task. Then it shuts the pool
+//! down gracefully (the poison pill, every worker reaped).
 //!
 //! ```text
 //! cargo run --release --example worker_pool
-//! cargo run --release --example worker_pool -- --workers 8 --tasks 5000000
+//! cargo run --release --example worker_pool -- --workers 8 --tasks 5000000 --size 256
 //! ```
 //!
-//! Flags:
+//! Flags: `--workers W` (default 4), `--tasks T` (default 6,000,000),
+//! `--size BYTES` (at least 16, default 64), `--window N` (most tasks in
+//! flight, default 4096).
 //!
-//! * `--workers W`: worker processes (default 4).
-//! * `--tasks T`: tasks (default 6,000,000: one to three seconds on a busy
-//!   2-core machine).
-//! * `--size BYTES`: task payload size, at least 16 (default 64).
-//! * `--capacity C`: slots per queue, a power of two (default 4096).
-//! * `--window N`: most tasks in flight, sent and not yet answered
-//!   (default and maximum: the capacity).
-//! * `--batch N`: most tasks the parent sends with one `try_send_batch`
-//!   (default 256; 1 sends them one by one).
+//! Tasks of 16, 32, 64, ..., 1024 or 4096 bytes travel as `[u8; N]`, a
+//! `bytemuck::Pod` type whose bytes are copied as they are (nothing
+//! allocated or encoded per task); other sizes as `Vec<u8>`
+//! (`Builder::bytes`). Results are a small `Pod` struct (or its bytes).
 //!
-//! While it runs on a terminal, a progress bar is drawn on stderr (at most
-//! ten times a second); otherwise nothing is printed until the end. The last
-//! line of output is `tasks_per_sec=<rate>`: tasks answered and verified per
-//! second, from the first task sent to the last result checked. The line
-//! before it gives the CPU time spent per task by the parent and by the
-//! workers, which varies less than the rate on a shared machine.
-//!
-//! # How the hot loop is built
-//!
-//! * Two queues, so that everything on `tasks` is for any worker and
-//!   everything on `results` is for the parent: every receive takes the
-//!   head of its queue. One shared queue also works, pymulproc style, with
-//!   workers taking `recv_for_me` (messages addressed to them or to anyone)
-//!   and the parent its own results; but every receiver then scans past the
-//!   other side's messages and every send wakes the selective sleepers, so
-//!   it costs more.
-//! * The parent never blocks while it can make progress: it tops the task
-//!   queue up until `--window` tasks are in flight, then takes the results
-//!   that are there (in place, `try_recv_ref`), at most 256 before it tops
-//!   the task queue up again, so that the workers find work waiting. Since
-//!   in flight ≤ window ≤ capacity, neither queue can ever be full for a
-//!   worker. Only when it can neither send nor receive does the parent wait
-//!   in `recv_ref_timeout` (spin, yield, then sleep), which on an
-//!   oversubscribed machine gives the CPU to the workers.
-//! * The parent sends tasks in batches (`try_send_batch`): one claim of
-//!   the queue and one wake-up per batch instead of per task. This matters
-//!   most with more workers than cores: idle workers go to sleep, and a
-//!   send that finds a sleeper pays a `FUTEX_WAKE` system call. Sent one by
-//!   one (`--batch 1`), a sleeping worker costs one such call per task sent
-//!   until it has been scheduled again, which on a busy machine made the
-//!   parent spend about half its time in the kernel and halved the rate
-//!   with 4 workers on 2 cores.
-//! * Workers take tasks one at a time (so that each takes exactly one
-//!   poison pill), with `try_recv_ref` and, only when there is
-//!   none, a wait in `recv_ref_timeout` (never a `try_recv` spin): a worker
-//!   with nothing to do yields and then sleeps, leaving the cores to the
-//!   parent and the busy workers. The timeout (100 ms) only serves to check
-//!   that the parent is still alive.
-//!
-//! Cleanup: the creating handles remove the queue names when dropped (on
-//! error paths too), and the parent removes both names as soon as every
-//! worker has opened them, so nothing is left in `/dev/shm` even if a
-//! process is killed later. Dropping a child handle kills that child, so an
-//! error in the parent leaves no workers behind. The parent checks about
-//! ten times a second that no worker has died (its task would never be
-//! answered), and a worker whose parent has died exits on its own.
+//! On a terminal a progress bar (indicatif) shows on stderr. The summary
+//! gives the pool's counters; the last line is `tasks_per_sec=<rate>`:
+//! tasks answered and checked per second, from the first task sent to the
+//! last result checked.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::error::Error;
-use std::io::{IsTerminal, Write};
-use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
-use mulproc::process::{self, Child, ChildProcess};
-use mulproc::{Message, Queue, QueueConfig, RecvGuard, RecvTimeoutError, Request, TryRecvError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mulproc::pool::{Builder, BytesCodec, Codec, PodCodec, Pool, Wire};
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
 
-/// The role the workers are started in.
-const WORKER_ROLE: &str = "worker";
-/// Worker → parent, once: both queues are open.
-const READY: Request = Request::new(Request::FIRST_USER_CODE);
-/// How long a blocking receive waits before checking that the other side
-/// is still alive.
-const LIVENESS_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long the workers may take to start and open the queues.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the parent waits with no result at all before giving up.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a worker may take to exit after its poison pill.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most results the parent takes before topping the task queue up again.
-const DRAIN_BATCH: usize = 256;
-/// Progress bar redraws at most this often.
-const REDRAW: Duration = Duration::from_millis(100);
+const USAGE: &str = "usage: worker_pool [--workers W] [--tasks T] [--size BYTES] [--window N]";
 
-const USAGE: &str = "usage: worker_pool [--workers W] [--tasks T] [--size BYTES] \
-                     [--capacity C] [--window N] [--batch N]";
-
-/// A worker's answer: the task id and its checksum. Sent as plain bytes
-/// (`Message::pod`) and read back in place (`RecvGuard::read_pod`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct TaskResult {
-    id: u64,
-    checksum: u32,
-    _pad: u32,
-}
-
-#[derive(Clone, Debug)]
 struct Opts {
     workers: usize,
     tasks: u64,
     size: usize,
-    capacity: u32,
-    window: Option<u64>,
-    batch: u64,
+    window: usize,
 }
 
-fn parse_opts(args: &[String]) -> Result<Opts> {
+fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
         workers: 4,
         tasks: 6_000_000,
         size: 64,
-        capacity: 4096,
-        window: None,
-        batch: 256,
+        window: 4096,
     };
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        // Both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f, Some(v)),
+            Some((f, v)) => (f, Some(v.to_owned())),
             None => (arg.as_str(), None),
         };
         let mut number = || -> Result<u64> {
-            let v = match inline {
+            let v = match inline.clone() {
                 Some(v) => v,
-                None => it.next().ok_or(format!("{flag} needs a value"))?,
+                None => it.next().ok_or(format!("{flag} needs a value"))?.clone(),
             };
             v.replace('_', "")
                 .parse()
@@ -162,9 +77,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--workers" => o.workers = number()?.try_into()?,
             "--tasks" => o.tasks = number()?,
             "--size" => o.size = number()?.try_into()?,
-            "--capacity" => o.capacity = number()?.try_into()?,
-            "--window" => o.window = Some(number()?),
-            "--batch" => o.batch = number()?,
+            "--window" => o.window = number()?.try_into()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -172,27 +85,19 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
         }
     }
-    if o.workers == 0 || o.tasks == 0 {
-        return Err("--workers and --tasks must be at least 1".into());
+    if o.workers == 0 || o.tasks == 0 || o.window == 0 {
+        return Err("--workers, --tasks and --window must be at least 1".into());
     }
     if o.size < 16 {
         return Err(format!("--size must be at least 16, got {}", o.size).into());
     }
-    if o.window == Some(0) || o.batch == 0 {
-        return Err("--window and --batch must be at least 1".into());
-    }
-    // A batch never exceeds a queue's worth.
-    o.batch = o.batch.min(u64::from(o.capacity));
     Ok(o)
 }
 
 // ------------------------------------------------------------ the work ---
 
-/// The result of task `id` with payload `payload`: a checksum of the
-/// payload (FNV-1a style, a 64-bit word at a time, the last word
-/// zero-padded) folded to 32 bits, plus the id. A word at a time costs
-/// ~10 ns for 64 bytes, where a byte-wise CRC-32 costs ~100 ns and would
-/// be most of the work in both processes.
+/// A checksum of the payload (FNV-1a style, a 64-bit word at a time, the
+/// last word zero-padded) folded to 32 bits, plus the id.
 fn checksum(id: u64, payload: &[u8]) -> u32 {
     const PRIME: u64 = 0x0000_0100_0000_01B3;
     let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(PRIME).rotate_left(29);
@@ -226,433 +131,221 @@ fn fill_task(id: u64, buf: &mut [u8]) {
     }
 }
 
-// -------------------------------------------------------------- worker ---
+/// A worker's answer as plain data: the task id and its checksum.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Answer {
+    id: u64,
+    checksum: u32,
+    _pad: u32,
+}
 
-/// Fails once the parent that started us is gone (we are re-parented).
-fn check_parent(parent: u32) -> Result<()> {
-    if std::os::unix::process::parent_id() == parent {
-        Ok(())
-    } else {
-        Err(format!("the parent process {parent} is gone").into())
+/// How a task travels: as a `[u8; N]` for the usual sizes (`Pod`, its
+/// bytes copied as they are, nothing allocated), as a `Vec<u8>` for any
+/// other (`BytesCodec`). Both sides pick the same from `--size`.
+trait Task<C: Codec>: Wire<C> + 'static {
+    /// What the worker answers.
+    type Answer: Wire<C>;
+    fn make(id: u64, size: usize) -> Self;
+    fn bytes(&self) -> &[u8];
+    fn answer(a: Answer) -> Self::Answer;
+    fn read(a: &Self::Answer) -> Option<Answer>;
+}
+
+impl<const N: usize> Task<PodCodec> for [u8; N]
+where
+    [u8; N]: Pod,
+{
+    type Answer = Answer;
+    fn make(id: u64, _: usize) -> Self {
+        let mut t = [0u8; N];
+        fill_task(id, &mut t);
+        t
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn answer(a: Answer) -> Answer {
+        a
+    }
+    fn read(a: &Answer) -> Option<Answer> {
+        Some(*a)
     }
 }
 
-/// Sends `msg`, waiting (asleep) while the queue is full and checking
-/// between waits that the parent is still there.
-fn send_checked(q: &Queue, parent: u32, msg: Message<&[u8]>) -> Result<()> {
-    let mut msg = match q.try_send(msg) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.is_full() => e.into_inner(),
-        Err(e) => return Err(e.to_string().into()),
-    };
-    loop {
-        match q.send(msg) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_full() => {
-                check_parent(parent)?;
-                msg = e.into_inner();
-            }
-            Err(e) => return Err(e.to_string().into()),
-        }
+impl Task<BytesCodec> for Vec<u8> {
+    type Answer = Vec<u8>;
+    fn make(id: u64, size: usize) -> Self {
+        let mut t = vec![0u8; size];
+        fill_task(id, &mut t);
+        t
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn answer(a: Answer) -> Vec<u8> {
+        bytemuck::bytes_of(&a).to_vec()
+    }
+    fn read(a: &Vec<u8>) -> Option<Answer> {
+        bytemuck::try_pod_read_unaligned(a).ok()
     }
 }
 
-fn worker() -> Result<()> {
-    let parent = process::parent_pid().ok_or("no parent pid in the environment")?;
-    let tasks = process::open_queue("tasks")?;
-    let results = process::open_queue("results")?;
-    send_checked(&results, parent, Message::signal(READY).to(parent))?;
-    loop {
-        // The next task, in place: at once if one is waiting (no clock
-        // read), else a blocking wait (spin, yield, sleep in the kernel).
-        let task = match tasks.try_recv_ref() {
-            Ok(task) => task,
-            Err(TryRecvError::Empty) => match tasks.recv_ref_timeout(LIVENESS_TIMEOUT) {
-                Ok(task) => task,
-                Err(RecvTimeoutError::Timeout) => {
-                    check_parent(parent)?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        };
-        let request = task.header().request;
-        if request == Request::DIE {
-            task.finish()?;
-            tasks.task_done()?;
-            return Ok(());
-        }
-        let data = task.data();
-        if request != Request::DO || data.len() < 8 {
-            return Err(
-                format!("unexpected task {:?}, {} bytes", task.header(), data.len()).into(),
-            );
-        }
-        let id = u64::from_le_bytes(data[..8].try_into()?);
-        let reply = TaskResult {
-            id,
-            checksum: checksum(id, data),
-            _pad: 0,
-        };
-        // Free the task's slot before answering.
-        task.finish()?;
-        send_checked(
-            &results,
-            parent,
-            Message::pod(Request::FINISHED, &reply).to(parent),
-        )?;
-        tasks.task_done()?;
-    }
+/// The worker's handler: the task's id and checksum.
+fn work<C: Codec, T: Task<C>>(task: T) -> T::Answer {
+    let data = task.bytes();
+    let id = u64::from_le_bytes(data[..8].try_into().expect("tasks are at least 16 bytes"));
+    T::answer(Answer {
+        id,
+        checksum: checksum(id, data),
+        _pad: 0,
+    })
 }
 
 // -------------------------------------------------------------- parent ---
 
 /// CPU time (user + system) used by this process (`RUSAGE_SELF`) or by its
 /// children that have been waited for (`RUSAGE_CHILDREN`).
-fn cpu_time(who: libc::c_int) -> Duration {
+fn cpu_time(who: libc::c_int) -> std::time::Duration {
     // SAFETY: `rusage` is plain data, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable `rusage`; on failure it stays zero.
     unsafe { libc::getrusage(who, &mut ru) };
     let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// Fails if any worker has exited (they exit only after a poison pill).
-fn check_workers(workers: &mut [ChildProcess]) -> Result<()> {
-    for w in workers {
-        if let Some(status) = w.try_wait()? {
-            return Err(format!("worker {} exited early ({status})", w.pid()).into());
-        }
-    }
-    Ok(())
-}
-
-/// The progress bar on stderr, when stderr is a terminal.
-struct Progress {
-    total: u64,
-    start: Instant,
-    /// When, and at how many tasks done, the bar was last drawn.
-    last: (Instant, u64),
-}
-
-impl Progress {
-    fn new(total: u64, start: Instant) -> Option<Progress> {
-        std::io::stderr().is_terminal().then_some(Progress {
-            total,
-            start,
-            last: (start, 0),
-        })
-    }
-
-    /// Redraws the bar if the last drawing is old enough, with the rate
-    /// since then.
-    fn tick(&mut self, now: Instant, done: u64) {
-        let (then, done_then) = self.last;
-        if now - then >= REDRAW {
-            let rate = (done - done_then) as f64 / (now - then).as_secs_f64();
-            self.draw(done, rate, "");
-            self.last = (now, done);
-        }
-    }
-
-    /// The last drawing, with the average rate, and a new line.
-    fn finish(&self, done: u64) {
-        let rate = done as f64 / self.start.elapsed().as_secs_f64();
-        self.draw(done, rate, "\n");
-    }
-
-    fn draw(&self, done: u64, rate: f64, end: &str) {
-        const WIDTH: u64 = 30;
-        let filled = (done * WIDTH / self.total) as usize;
-        let mut err = std::io::stderr().lock();
-        // `\x1b[K` clears the rest of the line. A terminal that went away
-        // is no reason to stop the work.
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{} {:3}%  {:.2} M tasks/s\x1b[K{end}",
-            "#".repeat(filled),
-            ".".repeat(WIDTH as usize - filled),
-            self.total,
-            done * 100 / self.total,
-            rate / 1e6,
-        );
-        let _ = err.flush();
+/// Runs the job with tasks of type `T` (see [`Task`]).
+fn run(o: &Opts) -> Result<String> {
+    let b = Pool::builder()
+        .name("worker_pool")
+        .workers(o.workers)
+        .window(o.window);
+    match o.size {
+        16 => job::<_, [u8; 16]>(o, b.pod()),
+        32 => job::<_, [u8; 32]>(o, b.pod()),
+        64 => job::<_, [u8; 64]>(o, b.pod()),
+        128 => job::<_, [u8; 128]>(o, b.pod()),
+        256 => job::<_, [u8; 256]>(o, b.pod()),
+        512 => job::<_, [u8; 512]>(o, b.pod()),
+        1024 => job::<_, [u8; 1024]>(o, b.pod()),
+        4096 => job::<_, [u8; 4096]>(o, b.pod()),
+        size => job::<_, Vec<u8>>(o, b.bytes().max_task_bytes(size)),
     }
 }
 
-/// What the parent checks about one result; `Ok(id)` if it is right.
-fn check_result(
-    g: &RecvGuard<'_>,
-    me: u32,
-    sent: u64,
-    expected: &[u32],
-    seen: &[bool],
-) -> Result<usize> {
-    let h = g.header();
-    if h.request != Request::FINISHED || h.recipient != Some(me) {
-        return Err(format!("unexpected message on the result queue: {h:?}").into());
-    }
-    let r: TaskResult = g
-        .read_pod()
-        .map_err(|e| format!("result from worker {}: {e}", h.sender))?;
-    if r.id >= sent {
-        return Err(format!("result for task {} that was never sent", r.id).into());
-    }
-    let id = r.id as usize;
-    if seen[id] {
-        return Err(format!("task {id} answered twice").into());
-    }
-    if r.checksum != expected[id] {
-        return Err(format!(
-            "task {id}: worker {} answered {:#010x}, expected {:#010x}",
-            h.sender, r.checksum, expected[id]
-        )
-        .into());
-    }
-    Ok(id)
-}
+fn job<C: Codec, T: Task<C>>(o: &Opts, builder: Builder<C>) -> Result<String> {
+    // Under `cargo run`, this process took over cargo's, whose children
+    // (the build) count here already.
+    let children_cpu0 = cpu_time(libc::RUSAGE_CHILDREN);
+    // In a worker this runs the handler loop and never returns.
+    let mut pool = builder.start(work::<C, T>)?;
 
-fn parent(o: &Opts) -> Result<String> {
     let n = o.tasks;
-    let len: usize = n.try_into()?;
-    let size = o.size;
-    let window = o.window.unwrap_or(u64::MAX).min(u64::from(o.capacity));
-
-    // Unique names per run: pid and time.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let tag = format!("worker-pool-{}-{nanos}", std::process::id());
-    // The creating handles remove the names when dropped, on every path.
-    let mut tasks = Queue::create(
-        &format!("{tag}-tasks"),
-        QueueConfig::new(o.capacity, size.try_into()?),
-    )?;
-    let mut results = Queue::create(
-        &format!("{tag}-results"),
-        QueueConfig::new(o.capacity, std::mem::size_of::<TaskResult>() as u32),
-    )?;
-    let me = results.pid();
-
-    // Declared after the queues, so dropped (killed, on an error path)
-    // before them.
-    let mut workers = Vec::with_capacity(o.workers);
-    for _ in 0..o.workers {
-        workers.push(
-            Child::role(WORKER_ROLE)
-                .queue("tasks", &tasks)
-                .queue("results", &results)
-                .inherit_args(false)
-                .stdin(Stdio::null())
-                .spawn()?,
-        );
-    }
-
-    // Every worker says when it has both queues open.
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut ready = 0;
-    while ready < o.workers {
-        match results.recv_timeout(LIVENESS_TIMEOUT) {
-            Ok(m) if m.request == READY => ready += 1,
-            Ok(m) => return Err(format!("expected READY, got {m:?}").into()),
-            Err(RecvTimeoutError::Timeout) => {
-                check_workers(&mut workers)?;
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "only {ready} of {} workers started within {STARTUP_TIMEOUT:?}",
-                        o.workers
-                    )
-                    .into());
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    // Everyone has both queues mapped: the names are no longer needed, and
-    // removing them now leaves nothing behind even if we are killed.
-    for q in [&mut tasks, &mut results] {
-        q.set_remove_on_drop(false);
-        Queue::remove(q.name())?;
-    }
-
-    // expected[id]: the checksum computed when task `id` was sent;
-    // seen[id]: its result has arrived and was right.
-    let mut expected = vec![0u32; len];
-    let mut seen = vec![false; len];
-    let (mut sent, mut done) = (0u64, 0u64);
-    let (mut stalled, mut done_before) = (Duration::ZERO, 0u64);
-
-    // Task payloads are made here, then copied into their slots.
-    let mut scratch = vec![0u8; o.batch as usize * size];
+    let bar = ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr_with_hz(10));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[{bar:30}] {human_pos}/{human_len} {percent:>3}%  {per_sec}  eta {eta}  {msg}",
+        )?
+        .progress_chars("#>."),
+    );
+    // The checksum of each task, made with it, checked against its result.
+    let expected = Rc::new(RefCell::new(VecDeque::new()));
+    let inputs = {
+        let expected = Rc::clone(&expected);
+        let size = o.size;
+        (0..n).map(move |id| {
+            let task = T::make(id, size);
+            expected.borrow_mut().push_back(checksum(id, task.bytes()));
+            task
+        })
+    };
     let parent_cpu0 = cpu_time(libc::RUSAGE_SELF);
     let start = Instant::now();
-    let mut progress = Progress::new(n, start);
-    let (mut rounds, mut next_check) = (0u32, start + LIVENESS_TIMEOUT);
-    while done < n {
-        let mut moved = false;
-        // Top the task queue up, a batch at a time: one claim and one
-        // wake-up per batch.
-        while sent < n && sent - done < window {
-            let count = (window - (sent - done)).min(n - sent).min(o.batch) as usize;
-            let payloads = scratch.chunks_mut(size).take(count);
-            for (id, payload) in (sent..).zip(payloads) {
-                fill_task(id, payload);
-                expected[id as usize] = checksum(id, payload);
-            }
-            let batch: Vec<Message<&[u8]>> = scratch
-                .chunks(size)
-                .take(count)
-                .map(|payload| Message::new(Request::DO, payload))
-                .collect();
-            // The first `k` went out; the others are made again next time.
-            let k = match tasks.try_send_batch(&batch) {
-                Ok(k) => k,
-                Err(e) if e.is_full() => 0,
-                Err(e) => return Err(e.into()),
-            };
-            if k == 0 {
-                break;
-            }
-            sent += k as u64;
-            moved = true;
+    let mut done = 0u64;
+    let counters = pool.counters();
+    for r in pool.map(inputs) {
+        let r = r.map_err(|e| format!("task {done}: {e}"))?;
+        let want = expected
+            .borrow_mut()
+            .pop_front()
+            .ok_or("a result with no task")?;
+        let Answer {
+            id, checksum: sum, ..
+        } = T::read(&r).ok_or_else(|| format!("task {done}: a result of the wrong size"))?;
+        if id != done || sum != want {
+            return Err(format!(
+                "result {done}: task {id} answered {sum:#010x}, expected task {done} {want:#010x}"
+            )
+            .into());
         }
-        // Take the results that are there, a batch at a time.
-        for _ in 0..DRAIN_BATCH {
-            match results.try_recv_ref() {
-                Ok(g) => {
-                    let id = check_result(&g, me, sent, &expected, &seen)?;
-                    g.finish()?;
-                    seen[id] = true;
-                    done += 1;
-                    moved = true;
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !moved {
-            // Nothing to send and nothing to take: wait for a result.
-            match results.recv_ref_timeout(LIVENESS_TIMEOUT) {
-                Ok(g) => {
-                    let id = check_result(&g, me, sent, &expected, &seen)?;
-                    g.finish()?;
-                    seen[id] = true;
-                    done += 1;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    check_workers(&mut workers)?;
-                    if done == done_before {
-                        stalled += LIVENESS_TIMEOUT;
-                        if stalled >= STALL_TIMEOUT {
-                            return Err(format!(
-                                "no result for {STALL_TIMEOUT:?} ({done} of {n} done)"
-                            )
-                            .into());
-                        }
-                    } else {
-                        (stalled, done_before) = (Duration::ZERO, done);
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Now and then: redraw the bar, and notice a worker that died
-        // (its task would never be answered).
-        rounds = rounds.wrapping_add(1);
-        if rounds % 256 == 0 {
-            let now = Instant::now();
-            if now >= next_check {
-                check_workers(&mut workers)?;
-                next_check = now + LIVENESS_TIMEOUT;
-            }
-            if let Some(p) = progress.as_mut() {
-                p.tick(now, done);
+        done += 1;
+        if done % 4096 == 0 {
+            bar.set_position(done);
+            let s = counters.get();
+            if s.restarted > 0 {
+                bar.set_message(format!("{} workers restarted", s.restarted));
             }
         }
     }
     let elapsed = start.elapsed();
-    let parent_cpu = cpu_time(libc::RUSAGE_SELF) - parent_cpu0;
-    if let Some(p) = progress.as_mut() {
-        p.finish(done);
-    }
-    if let Some(id) = seen.iter().position(|&s| !s) {
-        return Err(format!("task {id} got no result").into());
+    let parent_cpu = cpu_time(libc::RUSAGE_SELF).saturating_sub(parent_cpu0);
+    bar.finish_and_clear();
+    if done != n {
+        return Err(format!("{done} results for {n} tasks").into());
     }
 
-    // JoinableQueue meaning: every task sent has been marked done.
-    let join_start = Instant::now();
-    tasks.join_timeout(EXIT_TIMEOUT)?;
-    let join_time = join_start.elapsed();
-
-    // The poison pill, one per worker, behind any tasks still queued.
-    process::stop_any_workers(&tasks, o.workers).map_err(|e| e.to_string())?;
-    for w in &mut workers {
-        match w.wait_timeout(EXIT_TIMEOUT)? {
-            Some(status) if status.success() => {}
-            Some(status) => return Err(format!("worker {} failed ({status})", w.pid()).into()),
-            None => {
-                return Err(format!(
-                    "worker {} did not exit within {EXIT_TIMEOUT:?} of its poison pill",
-                    w.pid()
-                )
-                .into())
-            }
-        }
-    }
-    if !tasks.is_empty() || !results.is_empty() {
-        return Err(format!(
-            "queues not empty at the end: {} tasks, {} results",
-            tasks.len(),
-            results.len()
-        )
-        .into());
-    }
-
-    // Every worker has been waited for: their whole lives, start-up included.
-    let workers_cpu = cpu_time(libc::RUSAGE_CHILDREN);
+    let stop = Instant::now();
+    let stats = pool.shutdown()?;
+    let stop = stop.elapsed();
     let secs = elapsed.as_secs_f64();
     let rate = n as f64 / secs;
-    let per_task = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
     println!(
-        "worker pool: {} worker processes, {n} tasks of {size} bytes, \
-         queues of {} slots, at most {window} tasks in flight, sent {} at a time",
-        o.workers, o.capacity, o.batch
+        "worker pool (mulproc::pool): {} worker processes, {n} tasks of {} bytes, \
+         at most {} in flight",
+        o.workers, o.size, o.window
     );
     println!(
-        "elapsed {secs:.3} s: {done} results verified (each task answered once, \
-         checksums match), {:.2} M tasks/s, {:.0} ns per task",
+        "elapsed {secs:.3} s: {done} results checked (in order, one per task, checksums \
+         match), {:.2} M tasks/s, {:.0} ns per task",
         rate / 1e6,
         1e9 / rate
     );
     println!(
-        "join: all tasks marked done ({:.1} µs after the last result); \
-         {} workers stopped with the poison pill, all exited 0",
-        join_time.as_secs_f64() * 1e6,
-        o.workers
+        "counters: submitted {}, succeeded {}, failed {}, retried {}, workers restarted {}, \
+         duplicates dropped {}",
+        stats.submitted,
+        stats.succeeded,
+        stats.failed,
+        stats.retried,
+        stats.restarted,
+        stats.duplicates
     );
+    println!(
+        "shutdown: poison pill to every worker, all reaped, names removed, in {:.1} ms",
+        stop.as_secs_f64() * 1e3
+    );
+    // Every worker has been reaped: their whole lives, start-up included.
+    let per_task = |d: std::time::Duration| d.as_secs_f64() * 1e9 / n as f64;
     println!(
         "CPU time per task: parent {:.0} ns (busy {:.0}% of the run), workers {:.0} ns in all",
         per_task(parent_cpu),
         100.0 * parent_cpu.as_secs_f64() / secs,
-        per_task(workers_cpu),
+        per_task(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(children_cpu0)),
     );
+    if stats.succeeded != n || stats.failed != 0 {
+        return Err("the counters do not match the results".into());
+    }
     Ok(format!("tasks_per_sec={rate:.1}"))
 }
 
 fn main() -> ExitCode {
-    if process::role().as_deref() == Some(WORKER_ROLE) {
-        return match worker() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("worker_pool (worker {}): error: {e}", std::process::id());
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_opts(&args).and_then(|o| parent(&o)) {
+    // Workers run `main` again with the same arguments: parse them the
+    // same way before the pool starts.
+    match parse_opts().and_then(|o| run(&o)) {
         Ok(last_line) => {
             println!("{last_line}");
             ExitCode::SUCCESS

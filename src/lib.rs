@@ -68,6 +68,8 @@ pub mod inspect;
 #[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
 mod queue;
