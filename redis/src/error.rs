@@ -44,6 +44,15 @@ pub enum RedisSetupError {
         /// The server's answer.
         source: RedisError,
     },
+    /// Something answered at the address, but not in the Redis protocol
+    /// (an HTTP server, a proxy, the wrong port).
+    #[error("the server at {server} does not speak the Redis protocol: {source}")]
+    NotRedis {
+        /// The server's address (without the password).
+        server: String,
+        /// What the client could not parse.
+        source: RedisError,
+    },
     /// `open`: no queue of that name on the server.
     #[error("no queue named {name:?} on the Redis server")]
     NotFound {

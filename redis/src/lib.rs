@@ -34,20 +34,22 @@
 //!   the retry-limited `send` keeps its meaning. A batch
 //!   ([`try_send_batch`](mulproc::Channel::try_send_batch)) is one script
 //!   call.
-//! - **receive** is `XREADGROUP` (with `BLOCK` for a receive that waits,
-//!   never past its deadline, in slices of [`RedisOptions::poll`]). It
-//!   reads the handle's own recipient stream and the shared one, and takes
-//!   the older entry.
+//! - **receive** is one pipelined round trip: `XAUTOCLAIM` of entries idle
+//!   past the claim time (see below) and `XREADGROUP` of new ones, on the
+//!   handle's own recipient stream and the shared one; it takes the oldest
+//!   entry and hands back the others. A receive that waits then blocks in
+//!   `XREADGROUP … BLOCK`, never past its deadline, in slices of
+//!   [`RedisOptions::poll`].
 //! - **the guard** ([`RedisGuard`]): the message stays in this consumer's
 //!   pending list until the guard's `finish` or drop acknowledges it
 //!   (`XACK`, and the entry is deleted). Until then a heartbeat thread
 //!   refreshes its idle time every quarter of
 //!   [`RedisConfig::claim_after`].
 //! - **death of a consumer**: its held messages stop being heartbeated;
-//!   once idle past `claim_after`, live consumers take them over
-//!   (`XAUTOCLAIM`, looked for every [`RedisOptions::poll`] while
-//!   receiving) and they are delivered again: at least once, as in shared
-//!   memory.
+//!   once idle past `claim_after`, the next receive of any live consumer
+//!   takes them over (`XAUTOCLAIM`, which goes through a long pending list
+//!   a part per receive) and they are delivered again: at least once, as
+//!   in shared memory, and before newer messages.
 //! - **`task_done` / `join`**: counters in the metadata hash; `join`
 //!   returns once every message sent has been marked done.
 //!

@@ -95,9 +95,10 @@ pub struct RedisOptions {
     /// connection was lost (default 10 s); then it fails with
     /// [`RedisQueueError::Connection`].
     pub reconnect_for: Duration,
-    /// How often a waiting receive also looks for messages handed back or
-    /// left by dead consumers (default 100 ms); a new message wakes it at
-    /// once.
+    /// Longest single `XREADGROUP … BLOCK` of a waiting receive (default
+    /// 100 ms). A new message wakes it at once; between blocks it looks
+    /// for messages handed back by other receivers or left by dead
+    /// consumers, so those wait at most this long for a waiting receiver.
     pub poll: Duration,
     /// How [`Channel::send`] waits for room.
     pub send_retry: SendRetry,
@@ -132,6 +133,12 @@ impl RedisOptions {
     /// Sets [`connect_timeout`](RedisOptions::connect_timeout).
     pub fn connect_timeout(mut self, d: Duration) -> RedisOptions {
         self.connect_timeout = d;
+        self
+    }
+
+    /// Sets [`io_timeout`](RedisOptions::io_timeout).
+    pub fn io_timeout(mut self, d: Duration) -> RedisOptions {
+        self.io_timeout = d;
         self
     }
 
@@ -264,9 +271,9 @@ pub struct RedisQueue {
     seq: AtomicU64,
     /// Messages received through this handle not yet marked done.
     outstanding: AtomicU64,
-    /// Last time this handle looked for handed-back or orphaned entries.
-    last_claim: Mutex<Instant>,
     held: Held,
+    /// Where the next `XAUTOCLAIM` of each stream (mailbox, shared) starts.
+    cursors: Mutex<[String; 2]>,
     heartbeat: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
 }
 
@@ -311,26 +318,35 @@ fn check_name(name: &str) -> Result<(), RedisSetupError> {
 }
 
 /// Connects once for setup, classifying what went wrong.
-fn setup_conn(url: &str, opts: &RedisOptions) -> Result<(Conn, String), RedisSetupError> {
+fn setup_conn(
+    url: &str,
+    name: &str,
+    opts: &RedisOptions,
+) -> Result<(Conn, String), RedisSetupError> {
     let client = Client::open(url).map_err(|source| RedisSetupError::InvalidUrl { source })?;
     let server = client.get_connection_info().addr().to_string();
     let mut conn = Conn::new(client, opts.connect_timeout, opts.io_timeout);
     match conn.connect() {
         Ok(_) => Ok((conn, server)),
-        Err(source) => Err(classify_connect(server, source)),
+        Err(source) => Err(classify_connect(server, name, source)),
     }
 }
 
-fn classify_connect(server: String, source: RedisError) -> RedisSetupError {
+fn classify_connect(server: String, name: &str, source: RedisError) -> RedisSetupError {
     let auth = source.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(source.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
     if auth {
         RedisSetupError::Authentication { server, source }
     } else if is_connection_error(&source) {
         RedisSetupError::Unreachable { server, source }
+    } else if matches!(
+        source.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        RedisSetupError::NotRedis { server, source }
     } else {
         RedisSetupError::Server {
-            name: String::new(),
+            name: name.to_owned(),
             source,
         }
     }
@@ -381,7 +397,7 @@ impl RedisQueue {
                 what: "claim_after must be at least 4 ms",
             });
         }
-        let (mut conn, _) = setup_conn(url, &opts)?;
+        let (mut conn, _) = setup_conn(url, name, &opts)?;
         let keys = Keys::new(name, 0);
         let server_err = |source| RedisSetupError::Server {
             name: name.to_owned(),
@@ -427,7 +443,7 @@ impl RedisQueue {
         opts: RedisOptions,
     ) -> Result<RedisQueue, RedisSetupError> {
         check_name(name)?;
-        let (conn, _) = setup_conn(url, &opts)?;
+        let (conn, _) = setup_conn(url, name, &opts)?;
         Self::finish_open(conn, name, opts)
     }
 
@@ -437,7 +453,7 @@ impl RedisQueue {
     /// was one.
     pub fn destroy(url: &str, name: &str) -> Result<bool, RedisSetupError> {
         check_name(name)?;
-        let (mut conn, _) = setup_conn(url, &RedisOptions::default())?;
+        let (mut conn, _) = setup_conn(url, name, &RedisOptions::default())?;
         let server_err = |source| RedisSetupError::Server {
             name: name.to_owned(),
             source,
@@ -576,8 +592,8 @@ impl RedisQueue {
             conn: Mutex::new(conn),
             seq: AtomicU64::new(1),
             outstanding: AtomicU64::new(0),
-            last_claim: Mutex::new(Instant::now()),
             held,
+            cursors: Mutex::new(["0-0".to_owned(), "0-0".to_owned()]),
             heartbeat,
         })
     }
@@ -707,58 +723,82 @@ impl RedisQueue {
         Ok(self.parse_read(&v))
     }
 
-    /// Takes over entries of both streams idle past the claim time: held
-    /// by dead consumers, or handed back. Skips (hands back again) those in
-    /// `skip`.
-    fn reclaim(&self, count: usize, skip: &HashSet<String>) -> Result<Batch, BackendError> {
-        *lock(&self.last_claim) = Instant::now();
-        let mut out = Batch::default();
+    /// One look at both streams, in one round trip: entries idle past
+    /// the claim time (held by dead consumers, or handed back by others'
+    /// selective receives; oldest first, up to `count + skipped` of them)
+    /// and up to `count` new entries per stream.
+    fn look(&self, count: usize, skipped: usize) -> Result<Batch, BackendError> {
         let min_idle = self.config.claim_after.as_millis() as u64;
-        for which in [Which::Mailbox, Which::Shared] {
-            let key = self.keys.of(which).to_owned();
-            let mut cursor = "0-0".to_owned();
-            // Follow the cursor a few times: XAUTOCLAIM looks at a bounded
-            // number of pending entries per call.
-            for _ in 0..8 {
-                let until = Instant::now() + self.opts.reconnect_for;
-                let v: Value = lock(&self.conn)
-                    .run(until, |c| {
-                        let con = c.connect()?;
-                        match redis::cmd("XAUTOCLAIM")
-                            .arg(&key)
-                            .arg(GROUP)
-                            .arg(&self.consumer)
-                            .arg(min_idle)
-                            .arg(&cursor)
-                            .arg("COUNT")
-                            .arg(count.max(1))
-                            .query(con)
-                        {
-                            Err(e) if e.code() == Some("NOGROUP") => {
-                                ensure_group(con, &key)?;
-                                Ok(Value::Nil)
-                            }
-                            r => r,
-                        }
-                    })
-                    .map_err(|e| op_backend(&self.keys.name, e, false))?;
-                let Value::Array(parts) = v else { break };
-                let next = parts
-                    .first()
-                    .and_then(as_bytes)
-                    .map(|b| String::from_utf8_lossy(b).into_owned());
-                let before = out.entries.len();
+        // XAUTOCLAIM looks at ten pending entries per entry it may claim:
+        // claim at least 8 (80 looked at), and go on from where the last
+        // look stopped, so that a long pending list is gone through in
+        // turn and none of it is left behind.
+        let claim_count = (count + skipped).clamp(8, 1000);
+        let cursors = lock(&self.cursors).clone();
+        let until = Instant::now() + self.opts.reconnect_for;
+        let replies: Vec<Value> = lock(&self.conn)
+            .run(until, |c| {
+                let mut p = redis::pipe();
+                for (key, cursor) in [&self.keys.mailbox, &self.keys.shared]
+                    .into_iter()
+                    .zip(&cursors)
+                {
+                    p.cmd("XAUTOCLAIM")
+                        .arg(key)
+                        .arg(GROUP)
+                        .arg(&self.consumer)
+                        .arg(min_idle)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(claim_count);
+                }
+                p.cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(count.max(1))
+                    .arg("STREAMS")
+                    .arg(&self.keys.mailbox)
+                    .arg(&self.keys.shared)
+                    .arg(">")
+                    .arg(">");
+                let con = c.connect()?;
+                match p.query(con) {
+                    Err(e) if e.code() == Some("NOGROUP") => {
+                        // The server lost a group (restarted without
+                        // persistence, or it was destroyed): make it
+                        // again, and look next time.
+                        ensure_group(con, &self.keys.mailbox)?;
+                        ensure_group(con, &self.keys.shared)?;
+                        Ok(Vec::new())
+                    }
+                    r => r,
+                }
+            })
+            .map_err(|e| op_backend(&self.keys.name, e, false))?;
+        let mut out = Batch::default();
+        for (i, (which, v)) in [Which::Mailbox, Which::Shared]
+            .into_iter()
+            .zip(&replies)
+            .take(2)
+            .enumerate()
+        {
+            if let Value::Array(parts) = v {
+                if let Some(next) = parts.first().and_then(as_bytes) {
+                    lock(&self.cursors)[i] = String::from_utf8_lossy(next).into_owned();
+                }
                 if let Some(Value::Array(entries)) = parts.get(1) {
                     for e in entries {
                         self.parse_entry(which, e, &mut out);
                     }
                 }
-                let fresh = out.entries[before..].iter().any(|e| !skip.contains(&e.id));
-                match next {
-                    Some(n) if n != "0-0" && !fresh => cursor = n,
-                    _ => break,
-                }
             }
+        }
+        if let Some(v) = replies.get(2) {
+            let more = self.parse_read(v);
+            out.entries.extend(more.entries);
+            out.malformed.extend(more.malformed);
         }
         Ok(out)
     }
@@ -1020,65 +1060,45 @@ impl RedisQueue {
             _ => SCAN_COUNT,
         };
         let mut skip = HashSet::new();
-        let claim_due = || lock(&self.last_claim).elapsed() >= self.opts.poll;
-        let mut claimed_since_block = false;
+        let mut blocked: Option<Batch> = None;
         loop {
-            if !claimed_since_block && claim_due() {
-                let b = self
-                    .reclaim(count, &skip)
-                    .map_err(RecvTimeoutError::Backend)?;
-                claimed_since_block = true;
-                if let Some(e) = self
-                    .choose(b, &mut filter, &mut skip)
-                    .map_err(RecvTimeoutError::Backend)?
-                {
-                    return Ok(e);
-                }
-            }
-            let b = self
-                .read_new(count, None)
-                .map_err(RecvTimeoutError::Backend)?;
-            let got = !b.entries.is_empty() || !b.malformed.is_empty();
+            let b = match blocked.take() {
+                Some(b) => b,
+                None => self
+                    .look(count, skip.len())
+                    .map_err(RecvTimeoutError::Backend)?,
+            };
+            let fresh = b.entries.iter().any(|e| !skip.contains(&e.id)) || !b.malformed.is_empty();
             if let Some(e) = self
                 .choose(b, &mut filter, &mut skip)
                 .map_err(RecvTimeoutError::Backend)?
             {
                 return Ok(e);
             }
-            if got {
-                // Everything read was rejected: read on before waiting.
+            if fresh {
+                // Everything was rejected: look on before waiting.
                 continue;
-            }
-            if !claimed_since_block {
-                let b = self
-                    .reclaim(count, &skip)
-                    .map_err(RecvTimeoutError::Backend)?;
-                if let Some(e) = self
-                    .choose(b, &mut filter, &mut skip)
-                    .map_err(RecvTimeoutError::Backend)?
-                {
-                    return Ok(e);
-                }
             }
             let block = match wait.remaining() {
                 None => self.opts.poll,
                 Some(r) => r.min(self.opts.poll),
             };
             if block < Duration::from_millis(1) {
-                return Err(RecvTimeoutError::Timeout);
+                // BLOCK counts whole milliseconds (and 0 is forever):
+                // sleep out the last fraction and look once more.
+                if block.is_zero() {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+                thread::sleep(block);
+                continue;
             }
+            // Wait for new entries; entries handed back meanwhile are
+            // found by the next look, at most `poll` later.
             let b = self
                 .read_new(count, Some(block))
                 .map_err(RecvTimeoutError::Backend)?;
-            claimed_since_block = false;
-            if let Some(e) = self
-                .choose(b, &mut filter, &mut skip)
-                .map_err(RecvTimeoutError::Backend)?
-            {
-                return Ok(e);
-            }
-            if wait.is_over() {
-                return Err(RecvTimeoutError::Timeout);
+            if !b.entries.is_empty() || !b.malformed.is_empty() {
+                blocked = Some(b);
             }
         }
     }
@@ -1353,19 +1373,7 @@ impl Channel for RedisQueue {
         if max == 0 {
             return Ok(0);
         }
-        let mut b = if lock(&self.last_claim).elapsed() >= self.opts.poll {
-            self.reclaim(max, &HashSet::new())
-                .map_err(TryRecvError::Backend)?
-        } else {
-            Batch::default()
-        };
-        if b.entries.len() < max {
-            let more = self
-                .read_new(max - b.entries.len(), None)
-                .map_err(TryRecvError::Backend)?;
-            b.entries.extend(more.entries);
-            b.malformed.extend(more.malformed);
-        }
+        let mut b = self.look(max, 0).map_err(TryRecvError::Backend)?;
         if !b.malformed.is_empty() {
             let mut filter = Filter::Any;
             let mut skip = HashSet::new();
