@@ -51,6 +51,8 @@ mod guard;
 #[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
 mod queue;
