@@ -117,8 +117,10 @@
 
 mod conn;
 mod error;
+mod pool;
 mod queue;
 mod scripts;
 
 pub use error::{RedisQueueError, RedisSetupError};
+pub use pool::RedisBackend;
 pub use queue::{RedisConfig, RedisGuard, RedisOptions, RedisQueue};

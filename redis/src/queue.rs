@@ -459,14 +459,28 @@ impl RedisQueue {
             source,
         };
         let con = conn.connect().map_err(server_err)?;
+        // SCAN, not KEYS: it does not stop the server on a large keyspace.
         let pattern = format!(
             "{}to:*",
             key_prefix(name).replace('{', "\\{").replace('}', "\\}")
         );
-        let mut doomed: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query(con)
-            .map_err(server_err)?;
+        let mut doomed: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(con)
+                .map_err(server_err)?;
+            doomed.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         let keys = Keys::new(name, 0);
         doomed.push(keys.meta.clone());
         doomed.push(keys.shared.clone());
