@@ -105,8 +105,7 @@ pub enum RedisQueueError {
         name: String,
     },
     /// A stream entry that this library did not write (fields missing or
-    /// out of range). It was acknowledged (so that it blocks nobody) and
-    /// left in the stream for inspection.
+    /// out of range). It was acknowledged, so that it blocks nobody.
     #[error("stream {stream:?} entry {id} is not a mulproc message: {why}")]
     Malformed {
         /// The stream key.

@@ -42,7 +42,7 @@
 //!   [`RedisOptions::poll`].
 //! - **the guard** ([`RedisGuard`]): the message stays in this consumer's
 //!   pending list until the guard's `finish` or drop acknowledges it
-//!   (`XACK`, and the entry is deleted). Until then a heartbeat thread
+//!   (`XACK`; acknowledged entries are trimmed from the stream's old end). Until then a heartbeat thread
 //!   refreshes its idle time every quarter of
 //!   [`RedisConfig::claim_after`].
 //! - **death of a consumer**: its held messages stop being heartbeated;
@@ -85,8 +85,8 @@
 //!   set, never as success.
 //! - A process paused past the claim time loses its held messages to
 //!   others; its `finish` then says [`RedisQueueError::Reclaimed`].
-//! - Entries of another shape in the stream are acknowledged (left in the
-//!   stream) and reported once as [`RedisQueueError::Malformed`].
+//! - Entries of another shape in the stream are acknowledged and reported
+//!   once as [`RedisQueueError::Malformed`].
 //!
 //! ## When Redis itself restarts
 //!

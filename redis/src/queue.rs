@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -274,6 +274,12 @@ pub struct RedisQueue {
     held: Held,
     /// Where the next `XAUTOCLAIM` of each stream (mailbox, shared) starts.
     cursors: Mutex<[String; 2]>,
+    /// When this handle last looked for reclaimable entries.
+    last_claim: Mutex<Instant>,
+    /// Set when this handle handed entries back since it last looked for
+    /// reclaimable ones: its next receive looks, so that they come before
+    /// newer entries.
+    handed_back: AtomicBool,
     heartbeat: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
 }
 
@@ -608,6 +614,8 @@ impl RedisQueue {
             outstanding: AtomicU64::new(0),
             held,
             cursors: Mutex::new(["0-0".to_owned(), "0-0".to_owned()]),
+            last_claim: Mutex::new(Instant::now()),
+            handed_back: AtomicBool::new(false),
             heartbeat,
         })
     }
@@ -741,21 +749,27 @@ impl RedisQueue {
     /// the claim time (held by dead consumers, or handed back by others'
     /// selective receives; oldest first, up to `count + skipped` of them)
     /// and up to `count` new entries per stream.
-    fn look(&self, count: usize, skipped: usize) -> Result<Batch, BackendError> {
+    fn look(&self, count: usize, skipped: usize, claim: bool) -> Result<Batch, BackendError> {
         let min_idle = self.config.claim_after.as_millis() as u64;
         // XAUTOCLAIM looks at ten pending entries per entry it may claim:
         // claim at least 8 (80 looked at), and go on from where the last
         // look stopped, so that a long pending list is gone through in
         // turn and none of it is left behind.
-        let claim_count = (count + skipped).clamp(8, 1000);
+        let claim_count = (skipped + 8).min(1000);
         let cursors = lock(&self.cursors).clone();
+        if claim {
+            self.handed_back.store(false, Ordering::Relaxed);
+            *lock(&self.last_claim) = Instant::now();
+        }
         let until = Instant::now() + self.opts.reconnect_for;
         let replies: Vec<Value> = lock(&self.conn)
             .run(until, |c| {
                 let mut p = redis::pipe();
+                let claims = if claim { 2 } else { 0 };
                 for (key, cursor) in [&self.keys.mailbox, &self.keys.shared]
                     .into_iter()
                     .zip(&cursors)
+                    .take(claims)
                 {
                     p.cmd("XAUTOCLAIM")
                         .arg(key)
@@ -792,10 +806,11 @@ impl RedisQueue {
             })
             .map_err(|e| op_backend(&self.keys.name, e, false))?;
         let mut out = Batch::default();
+        let claims = if claim { 2 } else { 0 };
         for (i, (which, v)) in [Which::Mailbox, Which::Shared]
             .into_iter()
             .zip(&replies)
-            .take(2)
+            .take(claims)
             .enumerate()
         {
             if let Value::Array(parts) = v {
@@ -809,7 +824,7 @@ impl RedisQueue {
                 }
             }
         }
-        if let Some(v) = replies.get(2) {
+        if let Some(v) = replies.get(claims) {
             let more = self.parse_read(v);
             out.entries.extend(more.entries);
             out.malformed.extend(more.malformed);
@@ -1014,6 +1029,7 @@ impl RedisQueue {
                     }
                 }
             }
+            self.handed_back.store(true, Ordering::Relaxed);
             // A failure leaves them held by us without heartbeat: they are
             // reclaimed after the claim time all the same.
             let _ = self.per_stream(
@@ -1068,6 +1084,13 @@ impl RedisQueue {
         Ok(chosen)
     }
 
+    /// True if the next look should also reclaim: this handle handed
+    /// entries back, or a poll interval passed since it last looked.
+    fn claim_due(&self) -> bool {
+        self.handed_back.load(Ordering::Relaxed)
+            || lock(&self.last_claim).elapsed() >= self.opts.poll
+    }
+
     fn recv_entry(&self, mut filter: Filter<'_>, wait: Wait) -> Result<Entry, RecvTimeoutError> {
         let count = match filter {
             Filter::Any => 1,
@@ -1075,13 +1098,15 @@ impl RedisQueue {
         };
         let mut skip = HashSet::new();
         let mut blocked: Option<Batch> = None;
+        let mut claim = self.claim_due();
         loop {
             let b = match blocked.take() {
                 Some(b) => b,
                 None => self
-                    .look(count, skip.len())
+                    .look(count, skip.len(), claim)
                     .map_err(RecvTimeoutError::Backend)?,
             };
+            let looked_for_claims = claim;
             let fresh = b.entries.iter().any(|e| !skip.contains(&e.id)) || !b.malformed.is_empty();
             if let Some(e) = self
                 .choose(b, &mut filter, &mut skip)
@@ -1091,6 +1116,12 @@ impl RedisQueue {
             }
             if fresh {
                 // Everything was rejected: look on before waiting.
+                claim = self.claim_due();
+                continue;
+            }
+            if !looked_for_claims {
+                // Nothing new: look for reclaimable entries before waiting.
+                claim = true;
                 continue;
             }
             let block = match wait.remaining() {
@@ -1104,6 +1135,7 @@ impl RedisQueue {
                     return Err(RecvTimeoutError::Timeout);
                 }
                 thread::sleep(block);
+                claim = false;
                 continue;
             }
             // Wait for new entries; entries handed back meanwhile are
@@ -1114,6 +1146,7 @@ impl RedisQueue {
             if !b.entries.is_empty() || !b.malformed.is_empty() {
                 blocked = Some(b);
             }
+            claim = self.claim_due();
         }
     }
 
@@ -1225,7 +1258,7 @@ impl Drop for RedisQueue {
 
 /// A message received from a [`RedisQueue`] and held: in this consumer's
 /// pending list, heartbeated, until [`finish`](Received::finish) or drop
-/// acknowledges it (`XACK`, and the entry is deleted). If the process dies
+/// acknowledges it (`XACK`; acknowledged entries are trimmed from the stream). If the process dies
 /// first, another consumer reclaims it after the claim time and it is
 /// delivered again.
 pub struct RedisGuard<'q> {
@@ -1387,7 +1420,9 @@ impl Channel for RedisQueue {
         if max == 0 {
             return Ok(0);
         }
-        let mut b = self.look(max, 0).map_err(TryRecvError::Backend)?;
+        let mut b = self
+            .look(max, 0, self.claim_due())
+            .map_err(TryRecvError::Backend)?;
         if !b.malformed.is_empty() {
             let mut filter = Filter::Any;
             let mut skip = HashSet::new();

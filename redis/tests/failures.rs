@@ -341,11 +341,15 @@ fn keys_of_another_shape_are_refused() {
         .expect("the real message");
     assert_eq!(m.data, b"after");
     assert!(t.elapsed() < Duration::from_secs(2));
-    let len: i64 = redis::cmd("XLEN")
+    let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
         .arg(format!("mulproc:{{{e}}}:s"))
+        .arg("g")
         .query(&mut c)
         .unwrap();
-    assert_eq!(len, 1, "the foreign entry is left for inspection");
+    assert_eq!(
+        pending.0, 0,
+        "the foreign entry is acknowledged: it blocks nobody"
+    );
 
     // A mailbox key holding a string: opening as that id is refused, and
     // sending to it is an error, not a hang.
@@ -482,4 +486,36 @@ fn a_server_restart_with_aof_always_loses_nothing() {
     assert_eq!(rx.len().unwrap(), 0);
     tx.join_timeout(Duration::from_secs(1))
         .expect_err("six sent, none marked done");
+}
+
+// ------------------------------------------------------------- memory ---
+
+#[test]
+fn acknowledged_entries_are_trimmed_from_the_stream() {
+    let server = common::Server::start();
+    let name = common::unique("trim");
+    let q = create(&server, &name, 4096);
+    let batch: Vec<Message<&[u8]>> = (0..100)
+        .map(|_| Message::new(Request::DO, b"x".as_slice()))
+        .collect();
+    for _ in 0..20 {
+        assert_eq!(q.try_send_batch(&batch).expect("room"), 100);
+    }
+    let mut n = 0;
+    while n < 2000 {
+        let got = q.try_recv_batch(64, |_, _| {}).expect("a batch");
+        assert!(got > 0, "{n} received, then nothing");
+        n += got;
+    }
+    // One held at the end keeps its node; the rest is gone.
+    q.try_send(Message::new(Request::DO, b"last".as_slice()))
+        .expect("room");
+    let g = q.try_recv_ref().expect("the last");
+    let len: i64 = redis::cmd("XLEN")
+        .arg(format!("mulproc:{{{name}}}:s"))
+        .query(&mut server.client())
+        .unwrap();
+    assert!(len <= 200, "{len} entries left of 2001, 2000 acknowledged");
+    drop(g);
+    assert_eq!(q.len().unwrap(), 0);
 }
