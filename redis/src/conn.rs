@@ -54,6 +54,15 @@ pub(crate) enum OpError {
     Server(RedisError),
 }
 
+/// True if the server answered `code`, to a command or to any command of
+/// a pipeline.
+pub(crate) fn has_code(e: &RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errs| errs.iter().any(|(_, s)| s.code() == code))
+}
+
 /// True for errors after which the connection cannot be used any more.
 pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
@@ -155,14 +164,14 @@ impl Conn {
                 Err(e) => e,
                 Ok(_) => match op(self) {
                     Ok(v) => return Ok(v),
-                    Err(e) if e.code() == Some("NOSCRIPT") && !reloaded => {
+                    Err(e) if has_code(&e, "NOSCRIPT") && !reloaded => {
                         // The server lost its script cache (restarted, or
                         // SCRIPT FLUSH): nothing ran. Load them again.
                         reloaded = true;
                         self.drop_connection();
                         continue;
                     }
-                    Err(e) if e.code() == Some("LOADING") => e,
+                    Err(e) if has_code(&e, "LOADING") => e,
                     Err(e) if is_connection_error(&e) => {
                         written = true;
                         self.drop_connection();
@@ -171,7 +180,7 @@ impl Conn {
                     Err(e) => return Err(OpError::Server(e)),
                 },
             };
-            if !is_connection_error(&err) && err.code() != Some("LOADING") {
+            if !is_connection_error(&err) && !has_code(&err, "LOADING") {
                 // Refused for good (a wrong password, say).
                 return Err(OpError::Server(err));
             }

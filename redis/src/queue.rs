@@ -16,7 +16,7 @@ use mulproc::{
 };
 use redis::{Client, RedisError, Value};
 
-use crate::conn::{as_bytes, as_int, is_connection_error, Conn, OpError, Script};
+use crate::conn::{as_bytes, as_int, has_code, is_connection_error, Conn, OpError, Script};
 use crate::error::{RedisQueueError, RedisSetupError};
 
 /// The consumer group of every stream.
@@ -244,9 +244,11 @@ fn op_backend(name: &str, e: OpError, may_have_happened: bool) -> BackendError {
             BackendError::outcome_unknown(RedisQueueError::Connection(e))
         }
         OpError::Lost(e) => backend(RedisQueueError::Connection(e)),
-        OpError::Server(e) if e.code() == Some("NOQUEUE") => backend(RedisQueueError::QueueGone {
-            name: name.to_owned(),
-        }),
+        OpError::Server(e) if has_code(&e, "NOQUEUE") || has_code(&e, "NOGROUP") => {
+            backend(RedisQueueError::QueueGone {
+                name: name.to_owned(),
+            })
+        }
         OpError::Server(e) => backend(RedisQueueError::Server(e)),
     }
 }
@@ -730,12 +732,8 @@ impl RedisQueue {
                     con.set_read_timeout(Some(io))?;
                 }
                 match r {
-                    Err(e) if e.code() == Some("NOGROUP") => {
-                        // The server lost the group (restarted without
-                        // persistence, or a group was destroyed): make it
-                        // again, then read.
-                        ensure_group(con, &self.keys.mailbox)?;
-                        ensure_group(con, &self.keys.shared)?;
+                    Err(e) if has_code(&e, "NOGROUP") => {
+                        self.regroup(con)?;
                         Ok(Value::Nil)
                     }
                     r => r,
@@ -793,12 +791,8 @@ impl RedisQueue {
                     .arg(">");
                 let con = c.connect()?;
                 match p.query(con) {
-                    Err(e) if e.code() == Some("NOGROUP") => {
-                        // The server lost a group (restarted without
-                        // persistence, or it was destroyed): make it
-                        // again, and look next time.
-                        ensure_group(con, &self.keys.mailbox)?;
-                        ensure_group(con, &self.keys.shared)?;
+                    Err(e) if has_code(&e, "NOGROUP") => {
+                        self.regroup(con)?;
                         Ok(Vec::new())
                     }
                     r => r,
@@ -830,6 +824,21 @@ impl RedisQueue {
             out.malformed.extend(more.malformed);
         }
         Ok(out)
+    }
+
+    /// After `NOGROUP`: if the queue is gone (destroyed, or the server
+    /// restarted without persistence), says so without making any key
+    /// again; otherwise (a group destroyed by hand) makes the groups again.
+    fn regroup(&self, con: &mut redis::Connection) -> Result<(), RedisError> {
+        let t: String = redis::cmd("TYPE").arg(&self.keys.meta).query(con)?;
+        if t != "hash" {
+            return Err(redis::make_extension_error(
+                "NOQUEUE".into(),
+                Some(format!("no mulproc queue at {}", self.keys.meta)),
+            ));
+        }
+        ensure_group(con, &self.keys.mailbox)?;
+        ensure_group(con, &self.keys.shared)
     }
 
     fn parse_read(&self, v: &Value) -> Batch {

@@ -488,6 +488,37 @@ fn a_server_restart_with_aof_always_loses_nothing() {
         .expect_err("six sent, none marked done");
 }
 
+#[test]
+fn a_server_restart_without_persistence_loses_the_queue_and_says_so() {
+    let mut server = common::Server::start();
+    let name = common::unique("volatile");
+    let q = create(&server, &name, 8);
+    q.send(Message::new(Request::DO, b"gone".as_slice()))
+        .expect("send");
+    let held = q.recv_ref_timeout(Duration::from_secs(2)).expect("held");
+    q.send(Message::new(Request::DO, b"gone too".as_slice()))
+        .expect("send");
+    server.restart();
+    let gone =
+        |e: &mulproc::BackendError| matches!(queue_error(e), RedisQueueError::QueueGone { .. });
+    match q.try_send(Message::new(Request::DO, b"x".as_slice())) {
+        Err(TrySendError::Backend(_, e)) => assert!(gone(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    match q.recv_timeout(Duration::from_millis(500)) {
+        Err(RecvTimeoutError::Backend(e)) => assert!(gone(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    match held.finish() {
+        Err(mulproc::RecvError::Backend(e)) => assert!(gone(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let n: i64 = redis::cmd("DBSIZE").query(&mut server.client()).unwrap();
+    assert_eq!(n, 0, "no key made again for a queue that is gone");
+    // The name is free for a new queue.
+    create(&server, &name, 8);
+}
+
 // ------------------------------------------------------------- memory ---
 
 #[test]
