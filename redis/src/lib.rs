@@ -23,6 +23,9 @@
 //!
 //! ## How it maps onto Redis
 //!
+//! It needs Redis 6.2 or later (`XAUTOCLAIM`, `XTRIM MINID`); 7.0 is
+//! tested.
+//!
 //! A queue is a stream with a consumer group (`mulproc:{name}:s`, group
 //! `g`), a stream per recipient id for addressed messages
 //! (`mulproc:{name}:to:<id>`), and a metadata hash (`mulproc:{name}:meta`)
