@@ -19,10 +19,17 @@ against the target of 0.5. The end-to-end figure does three times the
 server work of a bare XADD per message (add, read, acknowledge), so it is
 the harder of the two.
 
+With --peers it also runs RQ and Celery on the same server and work
+(benches/redis_peers.py: --peer-n tasks of the same size through the same
+number of worker processes) in a throwaway venv under target/ that it
+makes (pip install rq celery redis packaging), and reports the end-to-end
+rate's median ratio to each.
+
 Writes target/compare_redis/results.json (every run) and table.md.
 
     python3 benches/compare_redis.py                  # build, 5 rounds
     python3 benches/compare_redis.py --rounds 3 -n 100000 --no-build
+    python3 benches/compare_redis.py --peers          # and RQ, Celery
 
 Standard library only. Needs redis-server and redis-benchmark on PATH
 (Debian: apt-get install -y redis-server redis-tools).
@@ -43,6 +50,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "compare_redis")
 BIN = os.path.join(ROOT, "target", "release", "examples", "redis_throughput")
+VENV = os.path.join(ROOT, "target", "venv-redis-peers")
+PEERS = os.path.join(ROOT, "benches", "redis_peers.py")
 TARGET = 0.5
 
 
@@ -110,6 +119,22 @@ def ours(server, n, workers, size):
     return {k: float(v) for k, v in (kv.split("=") for kv in last.split())}
 
 
+def peer_python():
+    py = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "rq", "celery", "redis", "packaging"],
+                   check=True)
+    return py
+
+
+def peer(py, server, mode, n, workers, size):
+    server.cli("FLUSHALL")
+    out = subprocess.run([py, PEERS, mode, server.url() + "0", str(n), str(workers), str(size)],
+                         check=True, capture_output=True, text=True, cwd=os.path.dirname(PEERS)).stdout
+    return float(out.strip().splitlines()[-1].split("=")[1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -119,6 +144,8 @@ def main():
     ap.add_argument("--pipeline", type=int, default=64,
                     help="redis-benchmark -P (requests per pipeline)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--peers", action="store_true", help="also RQ and Celery")
+    ap.add_argument("--peer-n", type=int, default=5000, help="tasks per peer run")
     a = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(tool):
@@ -126,6 +153,7 @@ def main():
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "mulproc-redis",
                         "--example", "redis_throughput"], cwd=ROOT, check=True)
+    py = peer_python() if a.peers else None
     os.makedirs(OUT, exist_ok=True)
     tmp = os.path.join(OUT, f"server-{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
@@ -135,10 +163,16 @@ def main():
         for r in range(a.rounds):
             x = xadd_rate(server, a.n, a.size, a.pipeline)
             o = ours(server, a.n, a.workers, a.size)
-            runs.append({"round": r, "xadd_per_sec": x, **o})
+            run = {"round": r, "xadd_per_sec": x, **o}
+            if py:
+                run["rq_per_sec"] = peer(py, server, "rq", a.peer_n, a.workers, a.size)
+                run["celery_per_sec"] = peer(py, server, "celery", a.peer_n, a.workers, a.size)
+            runs.append(run)
             print(f"round {r}: XADD -P{a.pipeline} {x:,.0f}/s, "
                   f"send {o['send_msgs_per_sec']:,.0f}/s, "
-                  f"end to end {o['msgs_per_sec']:,.0f}/s", flush=True)
+                  f"end to end {o['msgs_per_sec']:,.0f}/s"
+                  + (f", RQ {run['rq_per_sec']:,.0f}/s, Celery {run['celery_per_sec']:,.0f}/s"
+                     if py else ""), flush=True)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -163,6 +197,13 @@ def main():
         m = statistics.median(r[key] for r in runs)
         lines.append(f"| {label} | {m:,.0f} | {xm:,.0f} | {ratio:.2f} | >= {TARGET} | "
                      f"{'yes' if ratio >= TARGET else 'no'} |")
+    if py:
+        lines += ["", "| end to end against | its median msg/s | median ratio |", "| --- | --- | --- |"]
+        for label, key in (("RQ (SimpleWorker, burst)", "rq_per_sec"),
+                           ("Celery (prefork, redis broker)", "celery_per_sec")):
+            m = statistics.median(r[key] for r in runs)
+            ratio = statistics.median(r["msgs_per_sec"] / r[key] for r in runs)
+            lines.append(f"| {label} | {m:,.0f} | {ratio:,.0f}x |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(OUT, "table.md"), "w") as f:
         f.write(table)

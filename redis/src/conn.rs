@@ -1,6 +1,7 @@
 //! One connection to the server, reconnected with backoff when lost, with
 //! the scripts loaded.
 
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,26 @@ impl Script {
     }
 }
 
+/// An `EVALSHA` of `script` with `keys`; arguments follow. The hash is
+/// the script's SHA1, the same on every server; [`Conn::connect`] loads
+/// the scripts, and [`Conn::run`] loads them again on `NOSCRIPT`.
+pub(crate) fn script_cmd(script: Script, keys: &[&str]) -> redis::Cmd {
+    static HASHES: OnceLock<Vec<String>> = OnceLock::new();
+    let hashes = HASHES.get_or_init(|| {
+        Script::ALL
+            .iter()
+            .map(|s| redis::Script::new(s.source()).get_hash().to_owned())
+            .collect()
+    });
+    let idx = Script::ALL
+        .iter()
+        .position(|s| *s == script)
+        .expect("every script is in ALL");
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(&hashes[idx]).arg(keys.len()).arg(keys);
+    c
+}
+
 /// How a failed operation failed.
 #[derive(Debug)]
 pub(crate) enum OpError {
@@ -72,7 +93,6 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
 pub(crate) struct Conn {
     client: Client,
     con: Option<Connection>,
-    shas: Vec<String>,
     connect_timeout: Duration,
     io_timeout: Duration,
 }
@@ -94,7 +114,6 @@ impl Conn {
         Conn {
             client,
             con: None,
-            shas: Vec::new(),
             connect_timeout,
             io_timeout,
         }
@@ -108,15 +127,12 @@ impl Conn {
                 .get_connection_with_timeout(self.connect_timeout)?;
             con.set_read_timeout(Some(self.io_timeout))?;
             con.set_write_timeout(Some(self.io_timeout))?;
-            let mut shas = Vec::with_capacity(Script::ALL.len());
             for s in Script::ALL {
-                let sha: String = redis::cmd("SCRIPT")
+                let _: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(s.source())
                     .query(&mut con)?;
-                shas.push(sha);
             }
-            self.shas = shas;
             self.con = Some(con);
         }
         Ok(self.con.as_mut().expect("connected just above"))
@@ -135,15 +151,9 @@ impl Conn {
         self.io_timeout
     }
 
-    /// An `EVALSHA` of `script` with `keys` and `args`.
+    /// An `EVALSHA` of `script` with `keys`; arguments follow.
     pub(crate) fn script_cmd(&self, script: Script, keys: &[&str]) -> redis::Cmd {
-        let idx = Script::ALL
-            .iter()
-            .position(|s| *s == script)
-            .expect("every script is in ALL");
-        let mut c = redis::cmd("EVALSHA");
-        c.arg(&self.shas[idx]).arg(keys.len()).arg(keys);
-        c
+        script_cmd(script, keys)
     }
 
     /// Runs `op` on the connection, reconnecting with backoff (10 ms

@@ -16,7 +16,9 @@ use mulproc::{
 };
 use redis::{Client, RedisError, Value};
 
-use crate::conn::{as_bytes, as_int, has_code, is_connection_error, Conn, OpError, Script};
+use crate::conn::{
+    as_bytes, as_int, has_code, is_connection_error, script_cmd, Conn, OpError, Script,
+};
 use crate::error::{RedisQueueError, RedisSetupError};
 
 /// The consumer group of every stream.
@@ -671,33 +673,33 @@ impl RedisQueue {
         if msgs.is_empty() {
             return Ok(0);
         }
+        // The stream of each message: 2 (KEYS[2], the shared one) or a
+        // recipient's, numbered in order of first use.
         let mut keys: Vec<String> = vec![self.keys.meta.clone(), self.keys.shared.clone()];
         let mut index: HashMap<u32, usize> = HashMap::new();
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(2 + 5 * msgs.len());
-        args.push(self.consumer.as_bytes().to_vec());
-        args.push(self.next_seq().to_string().into_bytes());
-        for (h, d) in msgs {
-            let k = match h.recipient {
+        let targets: Vec<usize> = msgs
+            .iter()
+            .map(|(h, _)| match h.recipient {
                 None => 2,
                 Some(r) => *index.entry(r).or_insert_with(|| {
                     keys.push(mailbox_key(&self.keys.name, r));
                     keys.len()
                 }),
-            };
-            args.push(k.to_string().into_bytes());
-            args.push(h.request.code().to_string().into_bytes());
-            args.push(h.sender.to_string().into_bytes());
-            args.push(h.recipient.unwrap_or(0).to_string().into_bytes());
-            args.push(d.to_vec());
+            })
+            .collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut cmd = script_cmd(Script::Send, &key_refs);
+        cmd.arg(&self.consumer).arg(self.next_seq());
+        for ((h, d), k) in msgs.iter().zip(targets) {
+            cmd.arg(k)
+                .arg(h.request.code())
+                .arg(h.sender)
+                .arg(h.recipient.unwrap_or(0))
+                .arg(*d);
         }
         let until = Instant::now() + self.opts.reconnect_for;
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let n: i64 = lock(&self.conn)
             .run(until, |c| {
-                let mut cmd = c.script_cmd(Script::Send, &key_refs);
-                for a in &args {
-                    cmd.arg(a.as_slice());
-                }
                 let con = c.connect()?;
                 cmd.query(con)
             })

@@ -519,6 +519,25 @@ fn a_server_restart_without_persistence_loses_the_queue_and_says_so() {
     create(&server, &name, 8);
 }
 
+#[test]
+fn a_flushed_script_cache_is_loaded_again() {
+    let server = common::Server::start();
+    let q = create(&server, &common::unique("flush"), 8);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.client())
+        .unwrap();
+    q.try_send(Message::new(Request::DO, b"a".as_slice()))
+        .expect("send after SCRIPT FLUSH");
+    let g = q.try_recv_ref().expect("receive");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.client())
+        .unwrap();
+    g.finish().expect("ack after SCRIPT FLUSH");
+    assert_eq!(q.len().unwrap(), 0);
+}
+
 // ------------------------------------------------------------- memory ---
 
 #[test]
