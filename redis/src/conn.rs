@@ -18,16 +18,18 @@ pub(crate) enum Script {
     Touch,
     TaskDone,
     Retire,
+    Prune,
 }
 
 impl Script {
-    const ALL: [Script; 6] = [
+    const ALL: [Script; 7] = [
         Script::Create,
         Script::Send,
         Script::Ack,
         Script::Touch,
         Script::TaskDone,
         Script::Retire,
+        Script::Prune,
     ];
 
     fn source(self) -> &'static str {
@@ -38,6 +40,7 @@ impl Script {
             Script::Touch => scripts::TOUCH,
             Script::TaskDone => scripts::TASK_DONE,
             Script::Retire => scripts::RETIRE,
+            Script::Prune => scripts::PRUNE,
         }
     }
 }

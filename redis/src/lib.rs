@@ -52,7 +52,10 @@
 //!   once idle past `claim_after`, the next receive of any live consumer
 //!   takes them over (`XAUTOCLAIM`, which goes through a long pending list
 //!   a part per receive) and they are delivered again: at least once, as
-//!   in shared memory, and before newer messages.
+//!   in shared memory, and before newer messages. Consumers that hold
+//!   nothing and have been silent for four claim times are removed from
+//!   the group (so `XINFO CONSUMERS` does not grow with every process
+//!   that died).
 //! - **`task_done` / `join`**: counters in the metadata hash; `join`
 //!   returns once every message sent has been marked done.
 //!

@@ -28,6 +28,12 @@ const GROUP: &str = "g";
 const HANDED_BACK_IDLE_MS: u64 = 100_000_000_000;
 /// Largest payload Redis stores in one string.
 const REDIS_MAX_STRING: usize = 512 << 20;
+/// Every how many heartbeats (quarter claim times) a handle removes dead
+/// consumers.
+const PRUNE_EVERY_BEATS: u64 = 8;
+/// Claim times of silence after which a consumer holding nothing is
+/// removed from the group.
+const PRUNE_AFTER_CLAIMS: u32 = 4;
 /// Entries read per stream by a selective receive.
 const SCAN_COUNT: usize = 16;
 
@@ -1215,10 +1221,15 @@ struct Heartbeat {
 
 impl Heartbeat {
     fn run(mut self, stop: mpsc::Receiver<()>) {
+        let mut beat = 0u64;
         loop {
             match stop.recv_timeout(self.every) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 _ => return,
+            }
+            beat += 1;
+            if beat % PRUNE_EVERY_BEATS == 0 {
+                self.prune();
             }
             let snapshot: Vec<(Which, Vec<String>)> = lock(&self.held)
                 .iter()
@@ -1239,6 +1250,24 @@ impl Heartbeat {
                     cmd.query::<i64>(con)
                 });
             }
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Removes consumers silent for [`PRUNE_AFTER_CLAIMS`] claim times
+    /// that hold nothing: dead processes, once their messages were
+    /// reclaimed (best effort; the next round tries again).
+    fn prune(&mut self) {
+        let idle_ms = (self.every * 4 * PRUNE_AFTER_CLAIMS).as_millis() as u64;
+        for key in [self.keys.shared.clone(), self.keys.mailbox.clone()] {
+            let until = Instant::now() + self.every;
+            let _ = self.conn.run(until, |c| {
+                let mut cmd = c.script_cmd(Script::Prune, &[&key]);
+                cmd.arg(idle_ms);
+                let con = c.connect()?;
+                cmd.query::<i64>(con)
+            });
         }
     }
 }

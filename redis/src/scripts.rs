@@ -187,3 +187,24 @@ if held == 0 and redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
 end
 return held
 "#;
+
+/// Removes the consumers of a stream's group that hold nothing and have
+/// not been heard of for a while (processes that died, after their
+/// messages were reclaimed): `KEYS[1]` the stream; `ARGV[1]` idle ms.
+/// Safe for a live one too: holding nothing, it loses nothing, and its
+/// next read makes it again. Returns how many went.
+pub(crate) const PRUNE: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return 0 end
+local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], 'g')
+if not ok then return 0 end
+local n = 0
+for _, c in ipairs(cs) do
+  local f = {}
+  for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
+  if f['pending'] == 0 and tonumber(f['idle']) >= tonumber(ARGV[1]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'g', f['name'])
+    n = n + 1
+  end
+end
+return n
+"#;

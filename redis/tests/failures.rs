@@ -110,6 +110,7 @@ fn a_consumer_killed_holding_messages_has_them_delivered_again() {
     assert!(r.is_err_and(|e| e.is_timeout()), "a live holder was robbed");
     assert_eq!(q.len().unwrap(), 2, "held messages still count");
 
+    let child_pid = child.id();
     child.kill().expect("SIGKILL the consumer");
     child.wait().expect("reap");
     let t = Instant::now();
@@ -123,6 +124,46 @@ fn a_consumer_killed_holding_messages_has_them_delivered_again() {
     );
     assert!(q.try_recv().is_err(), "each delivered again once");
     assert_eq!(q.len().unwrap(), 0);
+    // The dead consumer, holding nothing now, is removed from the group
+    // after a few claim times of silence.
+    let mut c = server.client();
+    let t = Instant::now();
+    let mut first = true;
+    loop {
+        let cs: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(format!("mulproc:{{{name}}}:s"))
+            .arg("g")
+            .query(&mut c)
+            .unwrap();
+        let names: Vec<String> = cs
+            .iter()
+            .filter_map(|c| {
+                let redis::Value::Array(f) = c else {
+                    return None;
+                };
+                let i = f
+                    .iter()
+                    .position(|v| matches!(v, redis::Value::BulkString(b) if b == b"name"))?;
+                match f.get(i + 1)? {
+                    redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                }
+            })
+            .collect();
+        let child_there = names.iter().any(|n| n.contains(&format!(":{child_pid}:")));
+        if first {
+            // Right after the reclaim it is still there (silent for less
+            // than the prune time).
+            assert!(child_there, "the dead consumer is among {names:?}");
+            first = false;
+        }
+        if !child_there {
+            break;
+        }
+        assert!(t.elapsed() < CLAIM * 20, "the dead consumer is still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
