@@ -114,10 +114,13 @@
 //!   snapshot is lost, or the whole queue, whose handles then fail with
 //!   [`RedisQueueError::QueueGone`].
 //!
-//! A server that is killed is not the same as a machine that loses power:
-//! with `everysec`, a killed server whose machine stays up loses nothing
-//! the kernel already had (the AOF is written at once, fsynced every
-//! second).
+//! A server process that is killed is not the same as a machine that
+//! loses power: with `everysec`, Redis normally writes the AOF before it
+//! replies and fsyncs it every second, so a killed server whose machine
+//! stays up usually loses nothing; but while an fsync is slow, Redis may
+//! hold back that write for up to two seconds, and those writes are lost
+//! with the process. Only `always` makes a promise; the tests check it
+//! (`a_server_restart_with_aof_always_loses_nothing`).
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
