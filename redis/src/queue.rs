@@ -649,9 +649,15 @@ impl RedisQueue {
     /// Messages sent and not yet acknowledged (waiting, or held by a
     /// receiver): what the capacity bounds. Racy: other processes change
     /// it at any moment.
+    /// [`RedisQueueError::QueueGone`] if the queue is no longer on the
+    /// server.
     pub fn len(&self) -> Result<u64, BackendError> {
-        let v: Option<u64> = self.query_meta("live")?;
-        Ok(v.unwrap_or(0))
+        match self.query_meta("live")? {
+            Some(n) => Ok(n),
+            None => Err(backend(RedisQueueError::QueueGone {
+                name: self.keys.name.clone(),
+            })),
+        }
     }
 
     /// True if [`len`](RedisQueue::len) is 0.
@@ -659,7 +665,7 @@ impl RedisQueue {
         Ok(self.len()? == 0)
     }
 
-    fn query_meta<T: redis::FromRedisValue>(&self, field: &str) -> Result<T, BackendError> {
+    fn query_meta(&self, field: &str) -> Result<Option<u64>, BackendError> {
         let until = Instant::now() + self.opts.reconnect_for;
         let meta = self.keys.meta.clone();
         lock(&self.conn)

@@ -554,6 +554,7 @@ fn a_server_restart_without_persistence_loses_the_queue_and_says_so() {
         Err(mulproc::RecvError::Backend(e)) => assert!(gone(&e), "{e}"),
         other => panic!("{other:?}"),
     }
+    assert!(q.len().is_err_and(|e| gone(&e)));
     let n: i64 = redis::cmd("DBSIZE").query(&mut server.client()).unwrap();
     assert_eq!(n, 0, "no key made again for a queue that is gone");
     // The name is free for a new queue.
