@@ -77,7 +77,7 @@ fn a_consumer_killed_holding_messages_has_them_delivered_again() {
         q.send(Message::new(Request::DO, vec![i])).expect("send");
     }
     let mark: PathBuf = server.dir.join("child-holds");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+    let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
             "child_holds_two_messages",
@@ -90,6 +90,8 @@ fn a_consumer_killed_holding_messages_has_them_delivered_again() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn the consumer");
+    let mut reaper = common::Reaper(vec![child]);
+    let child = &mut reaper.0[0];
     let t = Instant::now();
     while !mark.exists() {
         assert!(
