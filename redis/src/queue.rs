@@ -719,30 +719,37 @@ impl RedisQueue {
         Ok(usize::try_from(n).unwrap_or(0).min(msgs.len()))
     }
 
-    /// Reads new entries (`>`) of both streams, blocking up to `block`
-    /// (never with `BLOCK 0`, which is forever).
-    fn read_new(&self, count: usize, block: Option<Duration>) -> Result<Batch, BackendError> {
-        let until = Instant::now() + block.unwrap_or_default() + self.opts.reconnect_for;
+    /// Waits for new entries (`>`) of both streams until `deadline`
+    /// (`BLOCK` of the time left, in whole milliseconds, never `BLOCK 0`,
+    /// which is forever; a read retried after a lost connection blocks
+    /// only for what is left).
+    fn read_new(&self, count: usize, deadline: Instant) -> Result<Batch, BackendError> {
+        let until = deadline + self.opts.reconnect_for;
         let v: Value = lock(&self.conn)
             .run(until, |c| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = left.as_millis() as u64;
+                if ms == 0 {
+                    return Ok(Value::Nil);
+                }
                 let io = c.io_timeout();
                 let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(GROUP).arg(&self.consumer);
-                cmd.arg("COUNT").arg(count.max(1));
-                if let Some(b) = block {
-                    cmd.arg("BLOCK").arg((b.as_millis() as u64).max(1));
-                }
-                cmd.arg("STREAMS")
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(count.max(1))
+                    .arg("BLOCK")
+                    .arg(ms)
+                    .arg("STREAMS")
                     .arg(&self.keys.mailbox)
                     .arg(&self.keys.shared)
                     .arg(">")
                     .arg(">");
                 let con = c.connect()?;
-                if let Some(b) = block {
-                    con.set_read_timeout(Some(b + io))?;
-                }
+                con.set_read_timeout(Some(left + io))?;
                 let r = cmd.query(con);
-                if block.is_some() && r.is_ok() {
+                if !r.as_ref().is_err_and(is_connection_error) {
                     con.set_read_timeout(Some(io))?;
                 }
                 match r {
@@ -759,8 +766,8 @@ impl RedisQueue {
 
     /// One look at both streams, in one round trip: entries idle past
     /// the claim time (held by dead consumers, or handed back by others'
-    /// selective receives; oldest first, up to `count + skipped` of them)
-    /// and up to `count` new entries per stream.
+    /// selective receives; oldest first, a few more than `skipped` of
+    /// them, if `claim`) and up to `count` new entries per stream.
     fn look(&self, count: usize, skipped: usize, claim: bool) -> Result<Batch, BackendError> {
         let min_idle = self.config.claim_after.as_millis() as u64;
         // XAUTOCLAIM looks at ten pending entries per entry it may claim:
@@ -1164,7 +1171,7 @@ impl RedisQueue {
             // Wait for new entries; entries handed back meanwhile are
             // found by the next look, at most `poll` later.
             let b = self
-                .read_new(count, Some(block))
+                .read_new(count, Instant::now() + block)
                 .map_err(RecvTimeoutError::Backend)?;
             if !b.entries.is_empty() || !b.malformed.is_empty() {
                 blocked = Some(b);
