@@ -1241,7 +1241,7 @@ impl Heartbeat {
                 _ => return,
             }
             beat += 1;
-            if beat % PRUNE_EVERY_BEATS == 0 {
+            if beat.is_multiple_of(PRUNE_EVERY_BEATS) {
                 self.prune();
             }
             let snapshot: Vec<(Which, Vec<String>)> = lock(&self.held)
