@@ -436,3 +436,28 @@ fn serde_value_forms_on_queue_and_pipe() {
     let c = Pipe::open(p.name()).unwrap();
     values(&p, &c);
 }
+
+/// Pins the natural batch loop degrading to one slot per call (issue 12):
+/// on a ring with some room but less than a run of
+/// `min(len, 32, capacity / 4)` slots, `try_send_batch` says Full instead of
+/// claiming the few slots a draining receiver just freed; once the run is
+/// free it takes all the room there is in one claim.
+#[test]
+fn queue_batch_send_waits_for_a_run() {
+    let q = Queue::create_unique(QueueConfig::new(128, 16)).unwrap();
+    let _g = ShmGuard::with_name(q.name().to_owned());
+    let batch: Vec<_> = (0u8..64).map(|i| msg(&[i])).collect();
+    assert_eq!(q.try_send_batch(&batch).unwrap(), 64);
+    assert_eq!(q.try_send_batch(&batch).unwrap(), 64);
+    assert!(q.try_send_batch(&batch).unwrap_err().is_full(), "ring full");
+    assert_eq!(q.try_recv_batch(5, |_, _| {}).unwrap(), 5);
+    // 5 free, less than the run of 32: nothing sent.
+    assert!(q.try_send_batch(&batch).unwrap_err().is_full());
+    assert_eq!(q.len(), 123);
+    // A single message (a run of 1) still goes into one free slot.
+    q.try_send_batch(&batch[..1]).unwrap();
+    assert_eq!(q.try_recv_batch(28, |_, _| {}).unwrap(), 28);
+    // 32 free now: one call takes them all.
+    assert_eq!(q.try_send_batch(&batch).unwrap(), 32);
+    assert_eq!(q.len(), 128);
+}

@@ -7,6 +7,17 @@ impl Queue {
     /// compare-and-swap; receivers are woken once for the batch, and see
     /// its messages together: the first is published last.
     ///
+    /// On a ring that has some room, but less than a run of
+    /// `min(msgs.len(), 32, capacity / 4)` free slots, it sends nothing and
+    /// says [`Full`](TrySendError::Full): a receiver draining a full ring
+    /// frees one slot at a time, and a sender claiming each as it frees
+    /// moves in lockstep with it, one cache line apart, every message a
+    /// transfer of that line both ways; waiting for a run, it claims the
+    /// run with one compare-and-swap. A loop that retries on `Full` (or a
+    /// blocking [`send`](Queue::send) of the rest) so moves messages in
+    /// runs. With no room at all, the claim runs as usual (it may compact
+    /// a ring blocked by a message nobody takes).
+    ///
     /// ```
     /// use mulproc::{Message, Queue, QueueConfig, Request};
     /// # let name = format!("doc-batch-{}", std::process::id());
@@ -29,6 +40,14 @@ impl Queue {
         }
         if msgs.is_empty() {
             return Ok(0);
+        }
+        // Some room but not a run: wait for the run (see above). Both looks
+        // are hints on slot lines; the claim confirms.
+        let run = self.send_run(msgs.len() as u64);
+        let ring = self.ring();
+        if run > 1 && ring.free_ahead(1) && !ring.free_ahead(run) {
+            self.poll_recovery(false);
+            return Err(TrySendError::Full(()));
         }
         let (first, n) = match self.claim_send_many(msgs.len() as u64) {
             Ok(claim) => claim,

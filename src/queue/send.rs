@@ -3,11 +3,20 @@
 
 use super::*;
 
-/// The run of free slots a blocking send waits for while it spins (a
-/// quarter of the ring at most).
+/// The run of free slots a blocking send waits for while it spins, and a
+/// batch send before it claims (a quarter of the ring at most).
 const SEND_RUN: u64 = 32;
 
 impl Queue {
+    /// The run of free slots worth waiting for before claiming `want`:
+    /// `min(want, SEND_RUN, capacity / 4)`, at least 1.
+    #[inline]
+    pub(super) fn send_run(&self, want: u64) -> u64 {
+        want.min(SEND_RUN)
+            .min(u64::from(self.geo.capacity) / 4)
+            .max(1)
+    }
+
     #[inline]
     pub(super) fn claim_send(&self, waiting: bool) -> Claimed {
         match self.claim_send_many(1) {
@@ -197,10 +206,7 @@ impl Queue {
         let claimed = if wait == Wait::Never {
             self.claim_send(false)
         } else {
-            let room = || {
-                self.ring()
-                    .free_ahead(SEND_RUN.min(self.geo.capacity as u64 / 4))
-            };
+            let room = || self.ring().free_ahead(self.send_run(SEND_RUN));
             claim_waiting(self.seg.not_full(), wait, room, || self.claim_send(true))
         };
         match claimed {

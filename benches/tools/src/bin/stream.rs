@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mulproc::process;
-use mulproc::{Channel, Message, Pipe, Queue, QueueConfig, Request, TryRecvError};
+use mulproc::{Channel, Header, Message, Pipe, Queue, QueueConfig, Request, TryRecvError};
 use mulproc_bench_tools::{
     count, recv, recv_setup, send, spawn, Children, Mode, ParentWatch, Result, Take, Watch, GO,
     READY,
@@ -111,6 +111,11 @@ struct Opts {
     /// byte (otherwise only the 16 bytes of sequence number).
     #[arg(long)]
     touch: bool,
+    /// The natural batch loop: producers hand over N messages per
+    /// `try_send_batch` call (retrying the unsent rest when it says Full),
+    /// the consumer takes up to N per `try_recv_batch`, both spinning.
+    #[arg(long, value_name = "N", value_parser = count)]
+    batch: Option<u64>,
 }
 
 impl Opts {
@@ -156,6 +161,16 @@ impl Opts {
                 self.producers
             )
             .into());
+        }
+        if self.batch.is_some() && (self.zero_copy || self.blocking) {
+            return Err(
+                "--batch is its own loop (try_send_batch / try_recv_batch, spinning): \
+                        drop --zero-copy and --blocking"
+                    .into(),
+            );
+        }
+        if self.batch == Some(0) {
+            return Err("--batch must be at least 1".into());
         }
         if self.messages() < 2 {
             return Err("--messages must be at least 2".into());
@@ -289,15 +304,47 @@ fn produce<C: Tx>(o: &Opts, n: u64, tx: &C, go_from: &C) -> Result<()> {
         return Err(format!("expected GO, got {go:?}").into());
     }
     let start = Instant::now();
-    let mut buf = vec![0u8; o.size()];
-    for seq in 0..n {
-        tx.put_seq(o, &mut w, seq, &mut buf)?;
+    if let Some(b) = o.batch {
+        send_batches(o, tx, &mut w, n, b as usize)?;
+    } else {
+        let mut buf = vec![0u8; o.size()];
+        for seq in 0..n {
+            tx.put_seq(o, &mut w, seq, &mut buf)?;
+        }
     }
     let elapsed = start.elapsed();
     let mut report = [0u8; 16];
     report[..8].copy_from_slice(&n.to_le_bytes());
     report[8..].copy_from_slice(&(elapsed.as_nanos() as u64).to_le_bytes());
     send(tx, o.mode(), &mut w, Request::FINISHED, &report)
+}
+
+/// The producer's natural batch loop: `b` messages filled, handed to
+/// `try_send_batch` until all went (the rest retried on `Full`).
+fn send_batches<C: Channel>(o: &Opts, tx: &C, w: &mut impl Watch, n: u64, b: usize) -> Result<()> {
+    let mut bufs = vec![vec![0u8; o.size()]; b];
+    let mut seq = 0u64;
+    let mut spins = 0u32;
+    while seq < n {
+        let k = b.min((n - seq) as usize);
+        for (i, buf) in bufs[..k].iter_mut().enumerate() {
+            fill(buf, seq + i as u64, o.touch);
+        }
+        let msgs: Vec<Message<&[u8]>> = bufs[..k]
+            .iter()
+            .map(|d| Message::new(Request::DO, d.as_slice()))
+            .collect();
+        let mut sent = 0;
+        while sent < k {
+            match tx.try_send_batch(&msgs[sent..]) {
+                Ok(m) => sent += m,
+                Err(e) if e.is_full() => mulproc_bench_tools::poll_pause(&mut spins, w)?,
+                Err(e) => return Err(e.to_string().into()),
+            }
+        }
+        seq += k as u64;
+    }
+    Ok(())
 }
 
 /// What one received message was, or what was wrong with it (described
@@ -310,6 +357,17 @@ enum Got {
     TooMany(usize),
     Wrong(usize, u64),
     Unexpected(usize, Request),
+}
+
+/// What was wrong with a message, for the error.
+fn describe(got: Got, shares: &[u64]) -> String {
+    match got {
+        Got::UnknownSender(pid) => format!("a message from an unknown sender, pid {pid}"),
+        Got::TooMany(i) => format!("producer {i} sent more than its {}", shares[i]),
+        Got::Wrong(i, seq) => format!("message {seq} of producer {i} is not the one sent"),
+        Got::Unexpected(i, r) => format!("producer {i}: unexpected {r:?}"),
+        Got::Data | Got::Report => "no error".to_owned(),
+    }
 }
 
 fn parent(o: &Opts) -> Result<String> {
@@ -404,29 +462,58 @@ fn consume<C: Channel>(
     let (mut received, mut reported) = (0u64, 0usize);
     let (mut first, mut last) = (None, None);
     let mut buf = Vec::with_capacity(size.max(64));
-    while received < n || reported < np {
-        let got = recv(rx, o.mode(), take, peer, &mut buf, |h, data| {
-            let Some(i) = pids.iter().position(|&p| p == h.sender) else {
-                return Got::UnknownSender(h.sender);
-            };
-            if h.request == Request::DO {
-                let seq = next[i];
-                if seq >= shares[i] || reports[i].is_some() {
-                    return Got::TooMany(i);
-                }
-                if !check(data, seq, size, o.touch) {
-                    return Got::Wrong(i, seq);
-                }
-                next[i] = seq + 1;
-                Got::Data
-            } else if h.request == Request::FINISHED && data.len() == 16 && reports[i].is_none() {
-                let word = |k: usize| u64::from_le_bytes(data[k..k + 8].try_into().unwrap());
-                reports[i] = Some((word(0), word(8)));
-                Got::Report
-            } else {
-                Got::Unexpected(i, h.request)
+    let mut classify = |h: &Header, data: &[u8]| {
+        let Some(i) = pids.iter().position(|&p| p == h.sender) else {
+            return Got::UnknownSender(h.sender);
+        };
+        if h.request == Request::DO {
+            let seq = next[i];
+            if seq >= shares[i] || reports[i].is_some() {
+                return Got::TooMany(i);
             }
-        })?;
+            if !check(data, seq, size, o.touch) {
+                return Got::Wrong(i, seq);
+            }
+            next[i] = seq + 1;
+            Got::Data
+        } else if h.request == Request::FINISHED && data.len() == 16 && reports[i].is_none() {
+            let word = |k: usize| u64::from_le_bytes(data[k..k + 8].try_into().unwrap());
+            reports[i] = Some((word(0), word(8)));
+            Got::Report
+        } else {
+            Got::Unexpected(i, h.request)
+        }
+    };
+    let mut batch_spins = 0u32;
+    while received < n || reported < np {
+        if let Some(b) = o.batch {
+            // The natural batch receive: whatever is waiting, up to b, in
+            // place; the first thing wrong in the batch is reported.
+            let mut tally = (0u64, 0usize, None);
+            let k = rx.try_recv_batch(b as usize, |h, data| match classify(h, data) {
+                Got::Data => tally.0 += 1,
+                Got::Report => tally.1 += 1,
+                bad => {
+                    tally.2.get_or_insert(bad);
+                }
+            })?;
+            if let Some(bad) = tally.2 {
+                return Err(describe(bad, &shares).into());
+            }
+            if received == 0 && tally.0 > 0 {
+                first = Some(Instant::now());
+            }
+            received += tally.0;
+            reported += tally.1;
+            if received == n && last.is_none() {
+                last = Some(Instant::now());
+            }
+            if k == 0 {
+                mulproc_bench_tools::poll_pause(&mut batch_spins, peer)?;
+            }
+            continue;
+        }
+        let got = recv(rx, o.mode(), take, peer, &mut buf, &mut classify)?;
         match got {
             Got::Data => {
                 received += 1;
@@ -438,16 +525,7 @@ fn consume<C: Channel>(
                 }
             }
             Got::Report => reported += 1,
-            Got::UnknownSender(pid) => {
-                return Err(format!("a message from an unknown sender, pid {pid}").into())
-            }
-            Got::TooMany(i) => {
-                return Err(format!("producer {i} sent more than its {}", shares[i]).into())
-            }
-            Got::Wrong(i, seq) => {
-                return Err(format!("message {seq} of producer {i} is not the one sent").into())
-            }
-            Got::Unexpected(i, r) => return Err(format!("producer {i}: unexpected {r:?}").into()),
+            bad => return Err(describe(bad, &shares).into()),
         }
     }
     let elapsed = match (first, last) {
