@@ -253,6 +253,10 @@ def define_rows(ex, bench, peer, args):
         wake.note = "bench one-shot, both sides idle"
     q_busy = lambda: Side("pingpong", [pingpong], "one_way_ns")
     st64 = lambda: Side("stream", [stream], "msgs_per_sec")
+    # The natural forms (issue 12): what a user writes, through the public
+    # API, not the tuned criterion loops.
+    natural_batch = lambda: Side("stream --batch 64", [stream, "--batch", "64"], "msgs_per_sec")
+    pipe_st = lambda: Side("stream --pipe", [stream, "--pipe"], "msgs_per_sec")
     batch = lambda: bench_side("bench stream --batch", "stream", "--size", "64", "--batch",
                                key="msgs_per_sec")
     def stream_row(rid, what, side, system, target):
@@ -298,6 +302,12 @@ def define_rows(ex, bench, peer, args):
         stream_row("stream64-batch-iox2", "stream with the batch API", batch(), "iceoryx2", 10.0),
         stream_row("stream64-batch-ipmpsc", "stream with the batch API", batch(), "ipmpsc", 10.0),
         stream_row("stream64-batch-aq", "stream with the batch API", batch(), "arrayqueue", 1.0),
+        Row("batch-natural-single", "natural batch loop (64), queue: vs the queue's single-message stream",
+            natural_batch(), st64(), ">=", 3.0, "≥ 3 × single messages", "msg/s"),
+        stream_row("batch-natural-aq", "natural batch loop (64), queue", natural_batch(),
+                   "arrayqueue", 1.0),
+        stream_row("pipe-stream-cloudtoid", "pipe stream", pipe_st(), "cloudtoid", 5.0),
+        stream_row("pipe-stream-aq", "pipe stream", pipe_st(), "arrayqueue", 1.0),
         Row("stream64k-memcpy", "stream, 64 KiB, copying: bytes/s vs memcpy bandwidth",
             Side("stream --size 65536", [stream, "--size", "65536"], "msgs_per_sec",
                  scale=65536.0),
