@@ -279,7 +279,7 @@ def define_rows(ex, bench, peer, args):
                            "one_way_ns"), "<=", 1.2, "≤ 1.2 × ArrayQueue", "ns"),
         Row("pp-pipe-raw", "pipe ping-pong, busy, 64 B, one-way: vs cache-line floor",
             pipe_busy, Side("raw", P("--system", "raw", "--scenario", "pingpong"),
-                            "one_way_ns"), "<=", 2.0, "≤ 2 × raw floor", "ns"),
+                            "one_way_ns"), "<=", 1.5, "≤ 1.5 × raw floor", "ns"),
         Row("pp-block-uds", "ping-pong through blocking recv, one-way: vs Unix socket",
             Side("pingpong --blocking", [pingpong, "--blocking"], "one_way_ns"),
             Side("uds", P("--system", "uds", "--scenario", "pingpong-block"), "one_way_ns"),
