@@ -133,6 +133,11 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd` shared and read-write.
     pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+        Mapping::map_with(fd, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// Maps `len` bytes of `fd` shared with protection `prot`.
+    fn map_with(fd: &OwnedFd, len: usize, prot: libc::c_int) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -142,7 +147,7 @@ impl Mapping {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -177,60 +182,25 @@ impl Drop for Mapping {
 
 /// A shared, read-only mapping of a file, unmapped on drop: the pages
 /// are mapped `PROT_READ`, so nothing done through it can change the
-/// segment (a stray write faults instead).
+/// segment (a stray write faults instead), and it hands out only
+/// `*const` pointers.
 #[derive(Debug)]
-pub(crate) struct ReadMapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: as for `Mapping`: plain memory, only read through raw pointers.
-unsafe impl Send for ReadMapping {}
-// SAFETY: as above.
-unsafe impl Sync for ReadMapping {}
+pub(crate) struct ReadMapping(Mapping);
 
 impl ReadMapping {
     /// Maps the first `len` bytes of `fd` (open for reading) shared and
     /// read-only.
     pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<ReadMapping> {
-        if len == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: a fresh mapping chosen by the kernel; it aliases no Rust
-        // object, and PROT_READ lets nothing write through it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(ReadMapping { ptr, len })
+        Mapping::map_with(fd, len, libc::PROT_READ).map(ReadMapping)
     }
 
     /// Start of the mapping (page aligned). Only ever read through it.
     pub(crate) fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.0.as_ptr()
     }
 
     /// Length in bytes.
     pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for ReadMapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping this value owns; every
-        // borrow of it is tied to this value's lifetime.
-        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-        debug_assert_eq!(rc, 0, "munmap of our own mapping failed");
+        self.0.len()
     }
 }
