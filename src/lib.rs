@@ -46,7 +46,7 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
-mod channel;
+pub mod channel;
 mod error;
 mod fault;
 mod kind;

@@ -112,7 +112,7 @@
 //! [`Builder::backend`] for another, such as a Redis Streams backend in a
 //! crate of its own).
 
-mod backend;
+pub mod backend;
 mod board;
 mod wire;
 mod worker;
