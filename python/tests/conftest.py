@@ -14,11 +14,36 @@ PREFIXES = ("mulproc.py-", "mulproc.pypipe-", "mulproc.t-")
 _counter = itertools.count()
 
 
+def _creator_pid(name):
+    """The pid a generated name carries (``<prefix><pid>-...``), or None."""
+    for prefix in PREFIXES:
+        if name.startswith(prefix):
+            head = name[len(prefix):].split("-", 1)[0]
+            return int(head) if head.isdigit() else None
+    return None
+
+
+def _is_this_run(pid):
+    """Made by this process, or by one that has exited (our children are
+    gone by the time a test ends): not by another test run that is still
+    going on this machine, whose segments are its own business."""
+    if pid is None or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _ours():
     try:
-        return {n for n in os.listdir(SHM) if n.startswith(PREFIXES)}
+        names = os.listdir(SHM)
     except FileNotFoundError:
         return set()
+    return {n for n in names if n.startswith(PREFIXES)}
 
 
 @pytest.fixture
@@ -33,7 +58,7 @@ def no_leftover_segments():
     before = _ours()
     yield
     gc.collect()
-    left = _ours() - before
+    left = {n for n in _ours() - before if _is_this_run(_creator_pid(n))}
     for n in left:
         try:
             os.unlink(os.path.join(SHM, n))
