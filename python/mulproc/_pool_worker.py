@@ -1,0 +1,97 @@
+"""The worker process of ``mulproc.Pool``.
+
+Started by the pool as ``sys.executable -c <bootstrap> <json config>``
+(see ``mulproc.pool``): it takes the parent's ``sys.path``, loads the
+parent's main script as ``__mp_main__`` (as multiprocessing's spawn does,
+so that functions defined in it unpickle), runs the initializer, then
+hands the Rust worker loop a ``bytes -> bytes`` handler and never returns.
+
+A task is ``pickle.dumps((func, kind, items))``: ``kind`` 0 calls
+``func(x)`` for each ``x`` of ``items``, kind 1 ``func(*args, **kwds)``
+for each ``(args, kwds)``. The answer is ``pickle.dumps(("ok", outs))``
+with one ``(True, value)`` or ``(False, (exception, traceback_text))`` per
+item, or ``("error", message)`` when the task itself cannot be read.
+"""
+
+import pickle
+import signal
+import sys
+import traceback
+
+from ._mulproc import _serve_pool_worker
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _failure(exc):
+    """An item's failure: the exception (if it pickles) and its traceback."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.dumps(exc, _PROTOCOL)
+        return (exc, tb)
+    except Exception:
+        return (None, f"{type(exc).__name__}: {exc}\n{tb}")
+
+
+def _run(data):
+    try:
+        func, kind, items = pickle.loads(data)
+    except BaseException as e:  # noqa: BLE001 - every failure is reported
+        return pickle.dumps(
+            ("error", f"cannot unpickle the task in the worker: {type(e).__name__}: {e}"),
+            _PROTOCOL,
+        )
+    outs = []
+    append = outs.append
+    if kind == 0:
+        for x in items:
+            try:
+                append((True, func(x)))
+            except BaseException as e:  # noqa: BLE001
+                append((False, _failure(e)))
+    else:
+        for args, kwds in items:
+            try:
+                append((True, func(*args, **kwds)))
+            except BaseException as e:  # noqa: BLE001
+                append((False, _failure(e)))
+    try:
+        return pickle.dumps(("ok", outs), _PROTOCOL)
+    except Exception:
+        # Some value does not pickle: that item fails, the others stand.
+        fixed = []
+        for ok, v in outs:
+            try:
+                fixed.append((ok, pickle.loads(pickle.dumps(v, _PROTOCOL))))
+            except Exception as e:  # noqa: BLE001
+                err = pickle.PicklingError(
+                    f"the task's result cannot be pickled to send it back: {e}"
+                )
+                fixed.append((False, _failure(err)))
+        return pickle.dumps(("ok", fixed), _PROTOCOL)
+
+
+def _load_main(path):
+    import runpy
+    import types
+
+    mod = types.ModuleType("__mp_main__")
+    sys.modules["__mp_main__"] = mod
+    sys.modules["__main__"] = mod
+    code = runpy.run_path(path, run_name="__mp_main__")
+    mod.__dict__.update(code)
+
+
+def main(config):
+    """Runs the worker loop; exits the process."""
+    # Ctrl-C goes to the whole process group: the parent decides (it
+    # terminates the pool); a task is never cut by KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main_path = config.get("main_path")
+    if main_path:
+        _load_main(main_path)
+    init = config.get("initializer")
+    if init:
+        func, args = pickle.loads(bytes.fromhex(init))
+        func(*args)
+    _serve_pool_worker(_run)
