@@ -62,7 +62,7 @@ class PoolFuture(concurrent.futures.Future):
 
     def _drive_until(self, timeout):
         deadline = None if timeout is None else _now() + timeout
-        while not super().done():
+        while not super().done() and not self._pool._core.closed:
             left = None if deadline is None else deadline - _now()
             if left is not None and left <= 0:
                 return
@@ -270,6 +270,8 @@ class Pool:
         """Takes the results there (waiting up to ``timeout`` seconds for
         the first) and hands them to their sinks."""
         with self._lock:
+            if self._core.closed:
+                return
             got = self._core.take(timeout)
             while got is not None:
                 self._dispatch(*got)
@@ -417,7 +419,7 @@ class Pool:
             tasks, self._tasks = self._tasks, {}
         err = WorkerLost("the pool was terminated before the task finished")
         for t in tasks.values():
-            if isinstance(t.sink, _FutureSink) and not t.sink.future.done():
+            if isinstance(t.sink, _FutureSink) and not concurrent.futures.Future.done(t.sink.future):
                 t.sink.future.set_exception(err)
 
     def join(self):
