@@ -8,9 +8,11 @@ hands the Rust worker loop a ``bytes -> bytes`` handler and never returns.
 
 A task is ``pickle.dumps((func, kind, items))``: ``kind`` 0 calls
 ``func(x)`` for each ``x`` of ``items``, kind 1 ``func(*args, **kwds)``
-for each ``(args, kwds)``. The answer is ``pickle.dumps(("ok", outs))``
-with one ``(True, value)`` or ``(False, (exception, traceback_text))`` per
-item, or ``("error", message)`` when the task itself cannot be read.
+for each ``(args, kwds)``. The answer is
+``pickle.dumps(("ok", values, errors))``: one value per item (``None``
+for a failed one) and ``{index: (exception or None, traceback_text)}``
+for the failed ones; or ``("error", message)`` when the task itself
+cannot be read.
 """
 
 import pickle
@@ -41,34 +43,37 @@ def _run(data):
             ("error", f"cannot unpickle the task in the worker: {type(e).__name__}: {e}"),
             _PROTOCOL,
         )
-    outs = []
-    append = outs.append
+    values = []
+    append = values.append
+    errors = {}
     if kind == 0:
-        for x in items:
+        for j, x in enumerate(items):
             try:
-                append((True, func(x)))
+                append(func(x))
             except BaseException as e:  # noqa: BLE001
-                append((False, _failure(e)))
+                append(None)
+                errors[j] = _failure(e)
     else:
-        for args, kwds in items:
+        for j, (args, kwds) in enumerate(items):
             try:
-                append((True, func(*args, **kwds)))
+                append(func(*args, **kwds))
             except BaseException as e:  # noqa: BLE001
-                append((False, _failure(e)))
+                append(None)
+                errors[j] = _failure(e)
     try:
-        return pickle.dumps(("ok", outs), _PROTOCOL)
+        return pickle.dumps(("ok", values, errors), _PROTOCOL)
     except Exception:
         # Some value does not pickle: that item fails, the others stand.
-        fixed = []
-        for ok, v in outs:
+        for j, v in enumerate(values):
             try:
-                fixed.append((ok, pickle.loads(pickle.dumps(v, _PROTOCOL))))
+                pickle.dumps(v, _PROTOCOL)
             except Exception as e:  # noqa: BLE001
+                values[j] = None
                 err = pickle.PicklingError(
                     f"the task's result cannot be pickled to send it back: {e}"
                 )
-                fixed.append((False, _failure(err)))
-        return pickle.dumps(("ok", fixed), _PROTOCOL)
+                errors[j] = _failure(err)
+        return pickle.dumps(("ok", values, errors), _PROTOCOL)
 
 
 def _load_main(path):

@@ -129,7 +129,8 @@ class _Task:
 
 
 class _Sink:
-    """Where the items of one map (or one future) go."""
+    """Where the results of one map go: whole chunks, ``(values, errors)``
+    (errors: ``{index in chunk: exception}``)."""
 
     def __init__(self, ordered):
         self.ordered = ordered
@@ -137,21 +138,21 @@ class _Sink:
         self.done = {} if ordered else deque()
         self.next = 0
 
-    def put(self, index, ok, value):
+    def put(self, start, values, errors):
         if self.ordered:
-            self.done[index] = (ok, value)
+            self.done[start] = (values, errors)
         else:
-            self.done.append((ok, value))
+            self.done.append((values, errors))
 
     def pop(self):
         if self.ordered:
             r = self.done.pop(self.next, None)
             if r is not None:
-                self.next += 1
+                self.next += len(r[0])
         else:
             r = self.done.popleft() if self.done else None
         if r is not None:
-            self.outstanding -= 1
+            self.outstanding -= len(r[0])
         return r
 
 
@@ -161,13 +162,13 @@ class _FutureSink:
     def __init__(self, future, callback, error_callback):
         self.future, self.callback, self.error_callback = future, callback, error_callback
 
-    def put(self, _index, ok, value):
-        if ok:
-            self.future.set_result(value)
+    def put(self, _start, values, errors):
+        if not errors:
+            self.future.set_result(values[0])
             if self.callback is not None:
-                self.callback(value)
+                self.callback(values[0])
         else:
-            exc = value if isinstance(value, BaseException) else _reraise(*value)
+            exc = errors[0]
             self.future.set_exception(exc)
             if self.error_callback is not None:
                 self.error_callback(exc)
@@ -282,12 +283,14 @@ class Pool:
         if task is None:
             return
         if kind == _OK:
-            status, outs = pickle.loads(payload)
-            if status == "ok":
-                for i, (ok, v) in enumerate(outs):
-                    task.sink.put(task.start + i, ok, v if ok else _reraise(*v))
+            answer = pickle.loads(payload)
+            if answer[0] == "ok":
+                _, values, errors = answer
+                if errors:
+                    errors = {j: _reraise(*e) for j, e in errors.items()}
+                task.sink.put(task.start, values, errors)
                 return
-            err = RuntimeError(outs)
+            err = RuntimeError(answer[1])
         elif kind in (_KILLED, _TOO_LARGE) and len(task.items) > 1:
             # One item of the chunk may be the culprit: run each alone.
             for i, item in enumerate(task.items):
@@ -299,8 +302,8 @@ class Pool:
             err = ValueError(f"{payload} (raise the Pool's max_result_bytes)")
         else:
             err = RuntimeError(payload)
-        for i in range(len(task.items)):
-            task.sink.put(task.start + i, False, err)
+        n = len(task.items)
+        task.sink.put(task.start, [None] * n, dict.fromkeys(range(n), err))
 
     # ---------------------------------------------------------------- maps --
 
@@ -340,10 +343,15 @@ class Pool:
                         break
                 r = sink.pop()
                 while r is not None:
-                    ok, v = r
-                    if not ok:
-                        raise v
-                    yield v
+                    values, errors = r
+                    if errors:
+                        for j, v in enumerate(values):
+                            e = errors.get(j)
+                            if e is not None:
+                                raise e
+                            yield v
+                    else:
+                        yield from values
                     r = sink.pop()
                 if not more and sink.outstanding == 0:
                     return
