@@ -6,7 +6,8 @@ parent's main script as ``__mp_main__`` (as multiprocessing's spawn does,
 so that functions defined in it unpickle), runs the initializer, then
 hands the Rust worker loop a ``bytes -> bytes`` handler and never returns.
 
-A task is ``pickle.dumps((func, kind, items))``: ``kind`` 0 calls
+A task is ``pickle.dumps((pickle.dumps(func), kind, items))`` (the
+function pickled apart, so each worker unpickles it once): ``kind`` 0 calls
 ``func(x)`` for each ``x`` of ``items``, kind 1 ``func(*args, **kwds)``
 for each ``(args, kwds)``. The answer is
 ``pickle.dumps(("ok", values, errors))``: one value per item (``None``
@@ -35,9 +36,17 @@ def _failure(exc):
         return (None, f"{type(exc).__name__}: {exc}\n{tb}")
 
 
+_funcs = {}
+
+
 def _run(data):
     try:
-        func, kind, items = pickle.loads(data)
+        fblob, kind, items = pickle.loads(data)
+        func = _funcs.get(fblob)
+        if func is None:
+            if len(_funcs) >= 256:
+                _funcs.clear()
+            func = _funcs[fblob] = pickle.loads(fblob)
     except BaseException as e:  # noqa: BLE001 - every failure is reported
         return pickle.dumps(
             ("error", f"cannot unpickle the task in the worker: {type(e).__name__}: {e}"),
@@ -46,20 +55,21 @@ def _run(data):
     values = []
     append = values.append
     errors = {}
-    if kind == 0:
-        for j, x in enumerate(items):
-            try:
-                append(func(x))
-            except BaseException as e:  # noqa: BLE001
-                append(None)
-                errors[j] = _failure(e)
-    else:
-        for j, (args, kwds) in enumerate(items):
-            try:
-                append(func(*args, **kwds))
-            except BaseException as e:  # noqa: BLE001
-                append(None)
-                errors[j] = _failure(e)
+    it = iter(items)
+    while True:
+        # One try around the whole loop (free until an exception); after
+        # one, the loop goes on with the next item.
+        try:
+            if kind == 0:
+                for x in it:
+                    append(func(x))
+            else:
+                for args, kwds in it:
+                    append(func(*args, **kwds))
+            break
+        except BaseException as e:  # noqa: BLE001
+            errors[len(values)] = _failure(e)
+            append(None)
     try:
         return pickle.dumps(("ok", values, errors), _PROTOCOL)
     except Exception:

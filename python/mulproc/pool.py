@@ -120,12 +120,19 @@ def _reraise(exc, tb):
 
 
 class _Task:
-    """One Rust task: a chunk of items bound for ``sink`` from ``start``."""
+    """One Rust task: a chunk of items bound for ``sink`` from ``start``;
+    ``fblob`` is ``func`` pickled (once per map: pickling a function by
+    reference looks its module up, a few microseconds)."""
 
-    __slots__ = ("func", "kind", "items", "sink", "start")
+    __slots__ = ("func", "fblob", "kind", "items", "sink", "start")
 
-    def __init__(self, func, kind, items, sink, start):
-        self.func, self.kind, self.items, self.sink, self.start = func, kind, items, sink, start
+    def __init__(self, func, fblob, kind, items, sink, start):
+        self.func, self.fblob, self.kind = func, fblob, kind
+        self.items, self.sink, self.start = items, sink, start
+
+    def part(self, lo, hi):
+        """The same task for items ``lo:hi`` only."""
+        return _Task(self.func, self.fblob, self.kind, self.items[lo:hi], self.sink, self.start + lo)
 
 
 class _Sink:
@@ -219,6 +226,7 @@ class Pool:
         self._window = window
         self._lock = threading.RLock()
         self._tasks = {}
+        self._fblobs = {}
         self._state = "run"
         self._core = _PoolCore(
             processes,
@@ -255,13 +263,11 @@ class Pool:
 
     def _submit(self, task):
         """Pickles and submits one task (splitting a chunk too large)."""
-        data = self._dumps((task.func, task.kind, task.items), task.func)
+        data = pickle.dumps((task.fblob, task.kind, task.items), _PROTOCOL)
         if len(data) > self._max_task and len(task.items) > 1:
             half = len(task.items) // 2
-            self._submit(_Task(task.func, task.kind, task.items[:half], task.sink, task.start))
-            self._submit(
-                _Task(task.func, task.kind, task.items[half:], task.sink, task.start + half)
-            )
+            self._submit(task.part(0, half))
+            self._submit(task.part(half, len(task.items)))
             return
         with self._lock:
             tid = self._core.submit(data)
@@ -293,8 +299,8 @@ class Pool:
             err = RuntimeError(answer[1])
         elif kind in (_KILLED, _TOO_LARGE) and len(task.items) > 1:
             # One item of the chunk may be the culprit: run each alone.
-            for i, item in enumerate(task.items):
-                self._submit(_Task(task.func, task.kind, [item], task.sink, task.start + i))
+            for i in range(len(task.items)):
+                self._submit(task.part(i, i + 1))
             return
         elif kind == _KILLED:
             err = WorkerLost(f"{payload}; the task was {_describe(task)}")
@@ -321,10 +327,10 @@ class Pool:
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive int, not {chunksize!r}")
         # Pickle the function now, so that a lambda fails at the call.
-        self._dumps(func, func)
-        return self._imap_gen(func, iter(iterable), chunksize, ordered, kind)
+        fblob = self._dumps(func, func)
+        return self._imap_gen(func, fblob, iter(iterable), chunksize, ordered, kind)
 
-    def _imap_gen(self, func, it, chunksize, ordered, kind):
+    def _imap_gen(self, func, fblob, it, chunksize, ordered, kind):
         sink = _Sink(ordered)
         limit = self._window * chunksize
         index = 0
@@ -336,7 +342,7 @@ class Pool:
                     if not chunk:
                         more = False
                         break
-                    self._submit(_Task(func, kind, chunk, sink, index))
+                    self._submit(_Task(func, fblob, kind, chunk, sink, index))
                     index += len(chunk)
                     sink.outstanding += len(chunk)
                     if self._core.in_flight() >= self._window:
@@ -391,7 +397,17 @@ class Pool:
         fut = PoolFuture(self)
         fut.set_running_or_notify_cancel()
         sink = _FutureSink(fut, callback, error_callback)
-        self._submit(_Task(func, 1, [(tuple(args), dict(kwds or {}))], sink, 0))
+        try:
+            fblob = self._fblobs[func]
+        except (KeyError, TypeError):
+            fblob = self._dumps(func, func)
+            try:
+                if len(self._fblobs) >= 64:
+                    self._fblobs.clear()
+                self._fblobs[func] = fblob
+            except TypeError:
+                pass  # not hashable: pickled each time
+        self._submit(_Task(func, fblob, 1, [(tuple(args), dict(kwds or {}))], sink, 0))
         return fut
 
     def submit(self, func, *args, **kwargs):
