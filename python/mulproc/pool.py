@@ -345,7 +345,7 @@ class Pool:
                     self._submit(_Task(func, fblob, kind, chunk, sink, index))
                     index += len(chunk)
                     sink.outstanding += len(chunk)
-                    if self._core.in_flight() >= self._window:
+                    if len(self._tasks) >= self._window:
                         break
                 r = sink.pop()
                 while r is not None:
