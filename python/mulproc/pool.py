@@ -13,9 +13,8 @@ tasks run again elsewhere; every result arrives exactly once. A task
 that was running each time its worker died ``max_attempts`` times fails
 with ``WorkerLost``; the rest completes.
 
-The pool is driven by the calls that wait on it (``map``, iterating an
-``imap``, ``Future.result``, ``done``, ``join``): there is no result
-thread. A future's callbacks run in whichever thread drives the pool.
+``map`` and ``imap`` are driven by the calling thread; while futures are
+pending, a result thread completes them and runs their callbacks.
 """
 
 import concurrent.futures
@@ -69,7 +68,7 @@ class PoolFuture(concurrent.futures.Future):
             self._pool._drive(_SLICE if left is None else min(left, _SLICE))
 
     def done(self):
-        if not super().done():
+        if not super().done() and self._pool._driver is None:
             self._pool._drive(0)
         return super().done()
 
@@ -164,21 +163,34 @@ class _Sink:
 
 
 class _FutureSink:
-    __slots__ = ("future", "callback", "error_callback")
+    __slots__ = ("pool", "future", "callback", "error_callback")
 
-    def __init__(self, future, callback, error_callback):
-        self.future, self.callback, self.error_callback = future, callback, error_callback
+    def __init__(self, pool, future, callback, error_callback):
+        self.pool, self.future = pool, future
+        self.callback, self.error_callback = callback, error_callback
 
     def put(self, _start, values, errors):
+        self.pool._futures_pending -= 1
         if not errors:
             self.future.set_result(values[0])
-            if self.callback is not None:
-                self.callback(values[0])
+            _call(self.callback, values[0])
         else:
             exc = errors[0]
             self.future.set_exception(exc)
-            if self.error_callback is not None:
-                self.error_callback(exc)
+            _call(self.error_callback, exc)
+
+
+def _call(callback, value):
+    """A user's callback; what it raises is printed, as a thread's would be."""
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:
+        import traceback
+
+        print("Exception in a mulproc.Pool callback:", file=sys.stderr)
+        traceback.print_exc()
 
 
 class Pool:
@@ -227,6 +239,8 @@ class Pool:
         self._lock = threading.RLock()
         self._tasks = {}
         self._fblobs = {}
+        self._futures_pending = 0
+        self._driver = None
         self._state = "run"
         self._core = _PoolCore(
             processes,
@@ -396,7 +410,7 @@ class Pool:
         self._check_running()
         fut = PoolFuture(self)
         fut.set_running_or_notify_cancel()
-        sink = _FutureSink(fut, callback, error_callback)
+        sink = _FutureSink(self, fut, callback, error_callback)
         try:
             fblob = self._fblobs[func]
         except (KeyError, TypeError):
@@ -407,8 +421,30 @@ class Pool:
                 self._fblobs[func] = fblob
             except TypeError:
                 pass  # not hashable: pickled each time
-        self._submit(_Task(func, fblob, 1, [(tuple(args), dict(kwds or {}))], sink, 0))
+        with self._lock:
+            self._submit(_Task(func, fblob, 1, [(tuple(args), dict(kwds or {}))], sink, 0))
+            self._futures_pending += 1
+            if self._driver is None:
+                self._driver = threading.Thread(
+                    target=self._drive_futures, name="mulproc-pool-results", daemon=True
+                )
+                self._driver.start()
         return fut
+
+    def _drive_futures(self):
+        """The result thread, while futures are pending: completes them
+        (and runs their callbacks) without anyone waiting on them."""
+        try:
+            while True:
+                with self._lock:
+                    if self._futures_pending <= 0 or self._core.closed:
+                        self._driver = None
+                        return
+                self._drive(_SLICE)
+        except BaseException:
+            with self._lock:
+                self._driver = None
+            raise
 
     def submit(self, func, *args, **kwargs):
         """``concurrent.futures`` style: ``func(*args, **kwargs)``."""
@@ -441,6 +477,7 @@ class Pool:
         with self._lock:
             self._core.kill()
             tasks, self._tasks = self._tasks, {}
+            self._futures_pending = 0
         err = WorkerLost("the pool was terminated before the task finished")
         for t in tasks.values():
             if isinstance(t.sink, _FutureSink) and not concurrent.futures.Future.done(t.sink.future):

@@ -231,3 +231,32 @@ def test_bad_arguments():
     with mulproc.Pool(1) as pool:
         with pytest.raises(ValueError, match="chunksize"):
             pool.map(pool_square, [1], chunksize=0)
+
+
+def test_futures_complete_without_being_waited_on():
+    with mulproc.Pool(2) as pool:
+        fs = [pool.submit(pool_square, i) for i in range(20)]
+        done, _ = concurrent.futures.wait(fs, timeout=30)
+        assert len(done) == 20
+        assert sorted(f.result() for f in concurrent.futures.as_completed(fs, 30)) == sorted(
+            i * i for i in range(20)
+        )
+        got = []
+        pool.apply_async(pool_square, (5,), callback=got.append)
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [25]
+
+
+def test_sizes_split_or_refused():
+    with mulproc.Pool(2, max_task_bytes=4096, max_result_bytes=4096) as pool:
+        big = [b"x" * 1000] * 40  # 40 kB in all: split into tasks that fit
+        assert pool.map(len, big) == [1000] * 40
+        assert pool.map(pool_square, [b"ab"] * 0) == []
+        with pytest.raises(ValueError, match="max_task_bytes"):
+            pool.submit(len, b"x" * 10000)
+        with pytest.raises(ValueError, match="max_result_bytes"):
+            pool.submit(bytes, 10000).result(30)
+        # A chunk whose results are too large together is split.
+        assert pool.map(bytes, [1000] * 40, chunksize=40) == [bytes(1000)] * 40
