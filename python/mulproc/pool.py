@@ -242,16 +242,26 @@ class Pool:
         self._futures_pending = 0
         self._driver = None
         self._state = "run"
-        self._core = _PoolCore(
-            processes,
-            sys.executable,
-            ["-c", _BOOTSTRAP, json.dumps(config)],
-            window=window,
-            max_attempts=max_attempts,
-            max_task_bytes=max_task_bytes,
-            max_result_bytes=max_result_bytes,
-            name=f"py-{os.getpid()}-{next(_counter)}",
-        )
+        try:
+            self._core = _PoolCore(
+                processes,
+                sys.executable,
+                ["-c", _BOOTSTRAP, json.dumps(config)],
+                window=window,
+                max_attempts=max_attempts,
+                max_task_bytes=max_task_bytes,
+                max_result_bytes=max_result_bytes,
+                name=f"py-{os.getpid()}-{next(_counter)}",
+            )
+        except RuntimeError as e:
+            if "before they are ready" not in str(e):
+                raise
+            raise RuntimeError(
+                f"mulproc.Pool: the worker processes ({sys.executable}) exit before they are "
+                "ready; their stderr above says why (often the main script fails when the "
+                "workers load it as __mp_main__: keep its work under "
+                f'if __name__ == "__main__":) [{e}]'
+            ) from None
         self._max_task = max_task_bytes
 
     # ---------------------------------------------------------- plumbing --
