@@ -35,6 +35,11 @@
 //!   code. A program with several pools gives each a
 //!   [`name`](Builder::name); a worker of pool `a` that reaches the start
 //!   of pool `b` gets [`PoolError::WorkerOfAnotherPool`] there.
+//! - **Or workers of another program**: [`Builder::worker_command`] starts
+//!   `program args` as the workers instead (the Python binding's are
+//!   `python -c "import mulproc._pool_worker ..."`); that program calls
+//!   [`serve_worker`] with a handler of the pool's types, which finds the
+//!   pool from the environment the pool set.
 //! - **Typed values.** Inputs and outputs are `bytemuck::Pod` values sent
 //!   as their bytes ([`PodCodec`], the default: nothing encoded), byte
 //!   strings of any length ([`Builder::bytes`]), or any serde type with
