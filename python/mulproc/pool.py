@@ -385,6 +385,8 @@ class Pool:
                     r = sink.pop()
                 if not more and sink.outstanding == 0:
                     return
+                if self._core.closed:
+                    raise WorkerLost("the pool was terminated before the map finished")
                 self._drive(_SLICE)
         finally:
             # Results of this map still in flight are dropped when they come.
@@ -396,6 +398,8 @@ class Pool:
         """``[func(x) for x in iterable]``, computed by the workers; raises
         the first failed item's exception. ``chunksize=None``: the pool
         batches (up to 256 items per task)."""
+        if not hasattr(iterable, "__len__"):
+            iterable = list(iterable)  # as multiprocessing: sized, for the chunking
         return list(self._imap(func, iterable, chunksize, True))
 
     def starmap(self, func, iterable, chunksize=None):

@@ -260,3 +260,13 @@ def test_sizes_split_or_refused():
             pool.submit(bytes, 10000).result(30)
         # A chunk whose results are too large together is split.
         assert pool.map(bytes, [1000] * 40, chunksize=40) == [bytes(1000)] * 40
+
+
+def test_imap_after_terminate_raises_instead_of_hanging():
+    pool = mulproc.Pool(1)
+    it = pool.imap(pool_sleep, [0.2] * 5, chunksize=1)
+    assert next(it) == 0.2
+    pool.terminate()
+    with pytest.raises(mulproc.WorkerLost, match="terminated"):
+        list(it)
+    pool.join()
