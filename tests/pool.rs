@@ -597,3 +597,74 @@ fn a_pool_runs_over_any_backend() {
         "both removed at shutdown"
     );
 }
+
+/// Workers that are another program (`worker_command`), serving with
+/// `serve_worker`: here the test binary again, reaching `serve_worker`
+/// before any builder; and `next_result_timeout`'s bounded waits.
+#[test]
+fn workers_of_another_program_serve_with_serve_worker() {
+    use mulproc::pool::{serve_worker, BytesCodec, PoolError};
+    const NAME: &str = "workers_of_another_program_serve_with_serve_worker";
+    if mulproc::pool::is_worker() {
+        let e = serve_worker::<BytesCodec, Vec<u8>, Vec<u8>, String, _>(|mut v: Vec<u8>| {
+            if v == b"slow" {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            if v == b"fail" {
+                return Err("asked to fail".to_owned());
+            }
+            v.reverse();
+            Ok(v)
+        });
+        panic!("serve_worker returned in a worker: {e}");
+    }
+    assert!(matches!(
+        serve_worker::<BytesCodec, Vec<u8>, Vec<u8>, String, _>(|v: Vec<u8>| Ok(v)),
+        PoolError::Config(_)
+    ));
+    let exe = std::env::current_exe().unwrap();
+    let mut pool = Pool::builder()
+        .bytes()
+        .name(NAME)
+        .workers(2)
+        .worker_command(exe, [NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .quiet_workers(true)
+        // Never run: the workers serve with serve_worker's handler.
+        .start_fallible(|_: Vec<u8>| Err::<Vec<u8>, &str>("not this handler"))
+        .unwrap();
+    let out: Vec<Vec<u8>> = pool
+        .map((0..100u8).map(|i| vec![i, 1, 2]))
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(out.iter().enumerate().all(|(i, v)| v == &[2, 1, i as u8]));
+    let id = pool.submit(b"fail".to_vec()).unwrap();
+    let c = pool
+        .next_result_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.id, id);
+    assert!(matches!(c.result, Err(TaskError::Failed { message }) if message == "asked to fail"));
+    pool.submit(b"slow".to_vec()).unwrap();
+    let t = Instant::now();
+    assert!(pool
+        .next_result_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_none());
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(pool.pending_results(), 1);
+    let c = pool
+        .next_result_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.result.unwrap(), b"wols");
+    assert_eq!(pool.pending_results(), 0);
+    assert!(pool
+        .next_result_timeout(Duration::from_secs(5))
+        .unwrap()
+        .is_none());
+    pool.shutdown().unwrap();
+}

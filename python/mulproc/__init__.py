@@ -1,7 +1,8 @@
 """mulproc: named shared-memory queues and pipes between processes.
 
 ``Queue`` is duck-compatible with ``multiprocessing.JoinableQueue``,
-``Pipe()`` with ``multiprocessing.Pipe()``; ``mulproc.pymulproc`` is
+``Pipe()`` with ``multiprocessing.Pipe()``, ``Pool`` with
+``multiprocessing.Pool`` (over the Rust worker pool); ``mulproc.pymulproc`` is
 pymulproc 0.1.2's API on top of them. Handles pass to other processes the
 way multiprocessing's do: as arguments of ``multiprocessing.Process``
 under fork, spawn and forkserver (they pickle as their name and reopen).
@@ -23,9 +24,13 @@ from ._mulproc import (
     Queue,
     _remove_owned,
 )
+from .pool import Pool, PoolFuture, WorkerLost
 
 __all__ = [
     "Queue",
+    "Pool",
+    "PoolFuture",
+    "WorkerLost",
     "Pipe",
     "Connection",
     "Buffer",

@@ -1,7 +1,7 @@
 //! The Python binding of mulproc (`mulproc._mulproc`): [`queue::PyQueue`]
 //! (`mulproc.Queue`, duck-compatible with `multiprocessing.JoinableQueue`),
 //! [`pipe::Connection`] and `mulproc.Pipe()` (duck-compatible with
-//! `multiprocessing.Pipe()`), and [`buffer`] (zero-copy reads through the
+//! `multiprocessing.Pipe()`), [`pool`] (the core of `mulproc.Pool`), and [`buffer`] (zero-copy reads through the
 //! buffer protocol).
 //!
 //! Every call into the core crate goes through these modules; the Python
@@ -26,6 +26,7 @@ mod errors;
 mod fork;
 mod names;
 mod pipe;
+mod pool;
 mod queue;
 mod serial;
 mod wait;
@@ -37,6 +38,8 @@ fn _mulproc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::PyQueue>()?;
     m.add_class::<pipe::Connection>()?;
     m.add_class::<buffer::BufferBase>()?;
+    m.add_class::<pool::PoolCore>()?;
+    m.add_function(wrap_pyfunction!(pool::serve_pool_worker, m)?)?;
     m.add("Buffer", buffer::buffer_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(pipe::pipe, m)?)?;
     m.add_function(wrap_pyfunction!(pipe::open_connection, m)?)?;

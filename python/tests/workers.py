@@ -86,3 +86,49 @@ class PymulprocChild:
 def pymulproc_call_child(identifier, parent_pid, q_factory, data):
     """pymulproc's README `call_child`."""
     PymulprocChild(identifier, parent_pid, q_factory.child()).run(data=data)
+
+
+# ---- functions run by mulproc.Pool's workers (pickled by reference) ----
+
+
+def pool_square(x):
+    """x * x."""
+    return x * x
+
+
+def pool_add(a, b=0):
+    """a + b."""
+    return a + b
+
+
+def pool_fail_on_3(x):
+    """Raises ValueError for 3, returns x otherwise."""
+    if x == 3:
+        raise ValueError(f"no threes please (got {x})")
+    return x
+
+
+def pool_slow_pid(x):
+    """(x, worker pid) after 2 ms."""
+    time.sleep(0.002)
+    return x, os.getpid()
+
+
+def pool_poison_13(x):
+    """SIGKILLs its own worker for 13; x * x otherwise."""
+    if x == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+def pool_sleep(x):
+    """Sleeps x seconds, returns x."""
+    time.sleep(x)
+    return x
+
+
+def pool_unpicklable_result(x):
+    """A result that cannot be pickled (a lock) for 1."""
+    import threading
+
+    return threading.Lock() if x == 1 else x

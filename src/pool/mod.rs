@@ -35,6 +35,11 @@
 //!   code. A program with several pools gives each a
 //!   [`name`](Builder::name); a worker of pool `a` that reaches the start
 //!   of pool `b` gets [`PoolError::WorkerOfAnotherPool`] there.
+//! - **Or workers of another program**: [`Builder::worker_command`] starts
+//!   `program args` as the workers instead (the Python binding's are
+//!   `python -c "import mulproc._pool_worker ..."`); that program calls
+//!   [`serve_worker`] with a handler of the pool's types, which finds the
+//!   pool from the environment the pool set.
 //! - **Typed values.** Inputs and outputs are `bytemuck::Pod` values sent
 //!   as their bytes ([`PodCodec`], the default: nothing encoded), byte
 //!   strings of any length ([`Builder::bytes`]), or any serde type with
@@ -126,6 +131,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,6 +146,10 @@ use board::Board;
 
 /// Environment variable carrying a worker's slot number.
 pub(crate) const SLOT_VAR: &str = "MULPROC_POOL_SLOT";
+/// Environment variables carrying the worker-side settings, for a worker
+/// started with [`Builder::worker_command`] and running [`serve_worker`].
+const BATCH_VAR: &str = "MULPROC_POOL_WORKER_BATCH";
+const MAX_RESULT_VAR: &str = "MULPROC_POOL_MAX_RESULT";
 /// Role prefix of pool workers; the pool's name follows.
 const ROLE_PREFIX: &str = "mulproc-pool:";
 /// A task message: task id (8 bytes), the parent's record of it (4), then
@@ -174,6 +184,41 @@ pub(crate) mod status {
     pub(crate) const BAD_INPUT: u8 = 3;
     pub(crate) const BAD_OUTPUT: u8 = 4;
     pub(crate) const TOO_LARGE: u8 = 5;
+}
+
+/// The worker side of a pool whose workers are another program
+/// ([`Builder::worker_command`]): runs the handler loop of the pool this
+/// process was started for (found from its environment, over
+/// shared memory) and exits the process, with status 0 after the poison
+/// pill, 1 on an error. `C`, `In` and `Out` must be the pool's.
+///
+/// Returns [`PoolError::Config`] only if this process is not a pool worker
+/// (or its environment is incomplete).
+pub fn serve_worker<C, In, Out, E, F>(handler: F) -> PoolError
+where
+    C: Codec,
+    In: Wire<C>,
+    Out: Wire<C>,
+    E: fmt::Display,
+    F: FnMut(In) -> Result<Out, E>,
+{
+    if !is_worker() {
+        return PoolError::Config("this process was not started as a pool worker".into());
+    }
+    let var = |key: &str| -> Result<usize, PoolError> {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| PoolError::Config(format!("{key} is not set to a number")))
+    };
+    let cfg = match (var(BATCH_VAR), var(MAX_RESULT_VAR)) {
+        (Ok(worker_batch), Ok(max_result)) => Config {
+            worker_batch,
+            max_result,
+        },
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    worker::run::<ShmBackend, C, In, Out, E, F>(Arc::new(ShmBackend), &cfg, handler)
 }
 
 /// True in a process started as a pool worker (by any pool).
@@ -397,6 +442,7 @@ pub struct Builder<C: Codec = PodCodec, B: Backend = ShmBackend> {
     max_task: Option<usize>,
     max_result: Option<usize>,
     args: Option<Vec<OsString>>,
+    program: Option<PathBuf>,
     quiet: bool,
     start_timeout: Duration,
     backend: Arc<B>,
@@ -426,6 +472,7 @@ impl Default for Builder {
             max_task: None,
             max_result: None,
             args: None,
+            program: None,
             quiet: false,
             start_timeout: Duration::from_secs(30),
             backend: Arc::new(ShmBackend),
@@ -445,6 +492,7 @@ impl<C: Codec, B: Backend> Builder<C, B> {
             max_task: self.max_task,
             max_result: self.max_result,
             args: self.args,
+            program: self.program,
             quiet: self.quiet,
             start_timeout: self.start_timeout,
             backend,
@@ -510,6 +558,22 @@ impl<C: Codec, B: Backend> Builder<C, B> {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Runs `program` with `args` as the workers instead of the current
+    /// executable with its arguments: for a worker that is another program
+    /// (the Python binding's workers are `python -c "import ..."`). That
+    /// program must call [`serve_worker`] with a handler of the pool's
+    /// codec and types; it finds the pool from its environment.
+    pub fn worker_command<P, I, S>(mut self, program: P, args: I) -> Self
+    where
+        P: Into<PathBuf>,
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.program = Some(program.into());
         self.args = Some(args.into_iter().map(Into::into).collect());
         self
     }
@@ -680,6 +744,8 @@ struct Channels<B: Backend> {
     board_name: String,
     workers: Vec<WorkerSlot>,
     args: Option<Vec<OsString>>,
+    program: Option<PathBuf>,
+    shared: Config,
     quiet: bool,
     /// Pills sent: workers that exit now are not replaced.
     closing: bool,
@@ -966,6 +1032,8 @@ where
             board_name,
             workers: Vec::with_capacity(b.workers),
             args: b.args,
+            program: b.program,
+            shared: cfg.shared.clone(),
             quiet: b.quiet,
             closing: false,
             max_attempts: b.max_attempts,
@@ -1040,6 +1108,42 @@ where
             }
             self.pump(true)?;
         }
+    }
+
+    /// [`next_result`](Pool::next_result) waiting at most `timeout`:
+    /// `None` if no result came in that time or none is pending (see
+    /// [`pending_results`](Pool::pending_results)). For a caller that must
+    /// do something else now and then while it waits (the Python binding
+    /// checks for signals every 50 ms).
+    pub fn next_result_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Completed<Out>>, PoolError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.st.ready.pop_front() {
+                return Ok(Some(c));
+            }
+            if self.st.pending_submits == 0 {
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.pump(false)?;
+                return Ok(self.st.ready.pop_front());
+            }
+            self.pump_for(left)?;
+        }
+    }
+
+    /// Results of submitted tasks not taken yet (answered or in flight).
+    pub fn pending_results(&self) -> usize {
+        self.st.pending_submits + self.st.ready.len()
+    }
+
+    /// The most tasks in flight at once ([`Builder::window`]).
+    pub fn window(&self) -> usize {
+        self.st.window
     }
 
     /// The next result of a submitted task if one is there now.
@@ -1209,6 +1313,12 @@ where
     /// and now and then checks the workers. With `block`, and nothing
     /// moved, waits up to [`LIVENESS`] for a result. True if anything moved.
     fn pump(&mut self, block: bool) -> Result<bool, PoolError> {
+        self.pump_for(if block { LIVENESS } else { Duration::ZERO })
+    }
+
+    /// [`pump`](Pool::pump) waiting up to `wait` (at most [`LIVENESS`]).
+    fn pump_for(&mut self, wait: Duration) -> Result<bool, PoolError> {
+        let block = !wait.is_zero();
         let mut moved = self.ch.flush(&mut self.st)?;
         moved |= self.ch.drain(&mut self.st, RECV_BATCH)? > 0;
         self.st.ticks = self.st.ticks.wrapping_add(1);
@@ -1225,7 +1335,7 @@ where
         let got = match self
             .ch
             .results
-            .recv_with(Filter::Any, Wait::timeout(LIVENESS))
+            .recv_with(Filter::Any, Wait::timeout(wait.min(LIVENESS)))
         {
             Ok(g) => {
                 self.st.on_result(g.data());
@@ -1249,9 +1359,14 @@ impl<B: Backend> Channels<B> {
             .channel("results", &self.names[1])
             .channel("board", &self.board_name)
             .env(SLOT_VAR, slot.to_string())
+            .env(BATCH_VAR, self.shared.worker_batch.to_string())
+            .env(MAX_RESULT_VAR, self.shared.max_result.to_string())
             .stdin(Stdio::null());
         if let Some(args) = &self.args {
             c = c.inherit_args(false).args(args);
+        }
+        if let Some(program) = &self.program {
+            c = c.program(program);
         }
         if self.quiet {
             c = c.stdout(Stdio::null());

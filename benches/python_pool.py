@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""mulproc.Pool against multiprocessing.Pool, and mulproc.pymulproc
+against pymulproc 0.1.2, from Python.
+
+Pools (4 workers): the parent maps ``work`` over tasks ``(i, 64 bytes)``
+with ``imap_unordered``; ``work`` returns ``(i, crc32(payload) + i)``; the
+parent checks every result once. A run times the map only (from the first
+task to the last result; the pools are started before). Scenarios:
+
+* ``chunksize=1`` and ``chunksize=64``: both pools with the same chunksize;
+* ``auto``: mulproc choosing its own batching (``chunksize=None``) against
+  multiprocessing at ``chunksize=1`` (its default for imap_unordered);
+* ``pymulproc``: ``benches/pool_pymulproc.py`` (1 parent, 4 children, DO
+  tasks and FINISHED results over two QueueCommunications) run once with
+  ``mulproc.pymulproc`` in place of ``pymulproc`` and once with pymulproc
+  0.1.2 itself.
+
+Each scenario runs its two sides in turn, A B A B A B (``--rounds``), and
+prints both rates of the last round and the median of the per-round ratios
+A/B (this shared machine's figures move 2-4x between minutes; ratios taken
+seconds apart move much less).
+
+    python3 benches/python_pool.py [--rounds R] [--only auto,chunksize=1,...]
+
+Run with any python3: it makes a throwaway virtual environment under
+target/bench-pool-venv (pymulproc 0.1.2, and mulproc built by maturin)
+and re-runs itself there.
+"""
+
+import argparse
+import multiprocessing
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, "target", "bench-pool-venv")
+WORKERS = 4
+
+
+def ensure_venv():
+    """Re-executes inside target/bench-pool-venv, made and filled if needed."""
+    py = os.path.join(VENV, "bin", "python")
+    if os.path.abspath(sys.prefix) == os.path.abspath(VENV):
+        return
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run(
+            [py, "-m", "pip", "install", "-q", "pymulproc==0.1.2", "maturin>=1.5,<2"], check=True
+        )
+    env = dict(
+        os.environ,
+        VIRTUAL_ENV=VENV,
+        PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ["PATH"],
+    )
+    subprocess.run(
+        [os.path.join(VENV, "bin", "maturin"), "develop", "--release", "--quiet",
+         "-m", os.path.join(ROOT, "python", "Cargo.toml")],
+        check=True, cwd=ROOT, env=env,
+    )
+    os.execv(py, [py, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+def work(task):
+    """The task function of both pools."""
+    i, payload = task
+    return i, (zlib.crc32(payload) + i) & 0xFFFFFFFF
+
+
+def make_tasks(n):
+    blob = random.Random(0x6D756C70).randbytes(64 * n)
+    return [(i, blob[64 * i:64 * (i + 1)]) for i in range(n)]
+
+
+def run_map(pool, tasks, chunksize):
+    """Tasks/s of one imap_unordered over `tasks`, every result checked."""
+    seen = bytearray(len(tasks))
+    start = time.perf_counter()
+    for i, value in pool.imap_unordered(work, tasks, chunksize=chunksize):
+        if seen[i] or value != (zlib.crc32(tasks[i][1]) + i) & 0xFFFFFFFF:
+            raise SystemExit(f"error: task {i} answered twice or wrongly")
+        seen[i] = 1
+    elapsed = time.perf_counter() - start
+    if seen.count(1) != len(tasks):
+        raise SystemExit("error: some tasks got no result")
+    return len(tasks) / elapsed
+
+
+def pool_scenario(name, rounds, mp_chunk, mul_chunk, n_mp, n_mul):
+    import mulproc
+
+    tasks_mp, tasks_mul = make_tasks(n_mp), make_tasks(n_mul)
+    ratios = []
+    with mulproc.Pool(WORKERS) as a, multiprocessing.Pool(WORKERS) as b:
+        # One small warm-up map each (imports, first pages touched).
+        run_map(a, tasks_mp[:2000], mul_chunk)
+        run_map(b, tasks_mp[:2000], mp_chunk)
+        for _ in range(rounds):
+            ra = run_map(a, tasks_mul, mul_chunk)
+            rb = run_map(b, tasks_mp, mp_chunk)
+            ratios.append(ra / rb)
+    shown = "auto" if mul_chunk is None else mul_chunk
+    print(f"{name:<14} mulproc.Pool (chunksize={shown}) {ra:>11,.0f}/s   "
+          f"multiprocessing.Pool (chunksize={mp_chunk}) {rb:>9,.0f}/s   "
+          f"median ratio {statistics.median(ratios):6.1f}x  "
+          f"(rounds: {', '.join(f'{r:.1f}' for r in ratios)})", flush=True)
+
+
+SHIM = (
+    "import sys, runpy, mulproc.pymulproc as m; "
+    "from mulproc.pymulproc import factory, mpq_protocol; "
+    "sys.modules['pymulproc'] = m; sys.modules['pymulproc.factory'] = factory; "
+    "sys.modules['pymulproc.mpq_protocol'] = mpq_protocol; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def pymulproc_run(compat, n):
+    script = os.path.join(ROOT, "benches", "pool_pymulproc.py")
+    args = ["--workers", str(WORKERS), "--tasks", str(n)]
+    cmd = [sys.executable, "-c", SHIM, script, *args] if compat else [sys.executable, script, *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return float(out.strip().splitlines()[-1].split("=", 1)[1])
+
+
+def pymulproc_scenario(rounds, n_compat, n_orig):
+    ratios = []
+    for _ in range(rounds):
+        ra = pymulproc_run(True, n_compat)
+        rb = pymulproc_run(False, n_orig)
+        ratios.append(ra / rb)
+    print(f"{'pymulproc':<14} mulproc.pymulproc {ra:>11,.0f}/s   pymulproc 0.1.2 {rb:>9,.0f}/s   "
+          f"median ratio {statistics.median(ratios):6.1f}x  "
+          f"(rounds: {', '.join(f'{r:.1f}' for r in ratios)})", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="chunksize=1,chunksize=64,auto,pymulproc",
+                    help="comma-separated scenarios")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    print(f"python {sys.version.split()[0]}, {WORKERS} workers, "
+          f"multiprocessing start method {multiprocessing.get_start_method()}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    if "chunksize=1" in only:
+        pool_scenario("chunksize=1", args.rounds, 1, 1, 20_000, 100_000)
+    if "chunksize=64" in only:
+        pool_scenario("chunksize=64", args.rounds, 64, 64, 200_000, 400_000)
+    if "auto" in only:
+        pool_scenario("auto", args.rounds, 1, None, 20_000, 400_000)
+    if "pymulproc" in only:
+        pymulproc_scenario(args.rounds, 200_000, 10_000)
+
+
+if __name__ == "__main__":
+    ensure_venv()
+    main()
