@@ -24,7 +24,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod config;
 
@@ -424,7 +424,19 @@ impl Pipe {
                 None => Err(RecvTimeoutError::Timeout),
             };
         }
-        self.recv_waiting(&mut want, wait.deadline())
+        self.recv_waiting(&mut want, Instant::now(), wait.deadline())
+    }
+
+    /// [`Channel::recv_ref_timeout`] for a pipe end: the first look reads
+    /// no clock (see the queue's `recv_guard_for`).
+    #[inline]
+    fn recv_guard_for(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        let mut want = Filter::Any;
+        if let Some(g) = self.claim_recv(&mut want)? {
+            return Ok(g);
+        }
+        let start = Instant::now();
+        self.recv_waiting(&mut want, start, start.checked_add(timeout))
     }
 
     /// After an empty look: `Err(Disconnected)` if the peer is gone and
@@ -449,6 +461,7 @@ impl Pipe {
     fn recv_waiting(
         &self,
         want: &mut Filter<'_>,
+        start: Instant,
         deadline: Option<Instant>,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         let events = self.seg.not_empty(self.recv_dir());
@@ -461,7 +474,7 @@ impl Pipe {
                 Err(e) => Some(Err(e.into())),
             }
         };
-        match events.wait_spinning(deadline, check) {
+        match events.wait_spinning(start, deadline, check) {
             Some((r, _)) => r,
             None => Err(RecvTimeoutError::Timeout),
         }
@@ -497,6 +510,11 @@ impl Channel for Pipe {
     #[inline]
     fn recv_with(&self, filter: Filter<'_>, wait: Wait) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         self.recv_guard(filter, wait)
+    }
+
+    #[inline]
+    fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        self.recv_guard_for(timeout)
     }
 }
 

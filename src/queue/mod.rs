@@ -284,6 +284,11 @@ impl Channel for Queue {
         self.recv_guard(filter, wait)
     }
 
+    #[inline]
+    fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        self.recv_guard_for(timeout)
+    }
+
     fn try_send_batch<D: AsRef<[u8]>>(
         &self,
         msgs: &[Message<D>],

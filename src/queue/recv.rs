@@ -147,14 +147,35 @@ impl Queue {
         if wait == Wait::Never {
             return Err(RecvTimeoutError::Timeout);
         }
-        self.recv_waiting(&mut want, wait.deadline())
+        self.recv_waiting(&mut want, Instant::now(), wait.deadline())
+    }
+
+    /// [`Channel::recv_ref_timeout`] (which `recv_timeout` and
+    /// `recv_into_timeout` go through): the first look reads no clock; the
+    /// deadline is taken from the one clock read the wait makes. (Made
+    /// through `Wait::timeout` before the look, a receive that found its
+    /// message waiting paid a clock read for nothing: blocking ping-pong
+    /// 1.11x slower, measured.)
+    #[inline]
+    pub(super) fn recv_guard_for(
+        &self,
+        timeout: Duration,
+    ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
+        let mut want = Filter::Any;
+        if let Some(g) = self.claim_recv(&mut want, false)? {
+            return Ok(g);
+        }
+        let start = Instant::now();
+        self.recv_waiting(&mut want, start, start.checked_add(timeout))
     }
 
     /// The waiting part of [`recv_guard`](Self::recv_guard), for a caller
-    /// whose own look has just found nothing.
+    /// whose own look has just found nothing, and who began to wait at
+    /// `start`.
     pub(super) fn recv_waiting(
         &self,
         want: &mut Filter<'_>,
+        start: Instant,
         deadline: Option<Instant>,
     ) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         let plain = matches!(want, Filter::Any);
@@ -170,7 +191,7 @@ impl Queue {
             checks = checks.saturating_add(1);
             self.claim_recv(want, checks > 64).transpose()
         };
-        match events.wait_spinning(deadline, check) {
+        match events.wait_spinning(start, deadline, check) {
             Some((Ok(g), slept)) => {
                 // We slept; if more is waiting, pass a wake on. The wake
                 // protocol already re-arms for further sleepers; this covers

@@ -371,12 +371,16 @@ impl EventCount {
     /// whether it went to sleep. For a caller whose own look has just found
     /// nothing (taking what is already there costs it no clock read and no
     /// closure): the first check comes after a pause.
+    ///
+    /// `start` is when the caller began to wait (its clock read, reused
+    /// here: a timed receive reads the clock once, and only once it must
+    /// wait).
     pub(crate) fn wait_spinning<T>(
         &self,
+        start: Instant,
         deadline: Option<Instant>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<(T, bool)> {
-        let start = Instant::now();
         let mut i = 0u32;
         loop {
             i = i.wrapping_add(1);
