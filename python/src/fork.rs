@@ -67,3 +67,76 @@ pub fn generation() -> Generation {
 pub fn leak<T>(value: T) {
     std::mem::forget(value);
 }
+
+/// A handle as one Python object uses it in the current process: opened
+/// (or taken) in fork generation `born`; one inherited across a fork is
+/// leaked, never dropped (see the module docs), and the object reopens.
+pub struct Binding<T> {
+    handle: Option<T>,
+    born: Generation,
+    closed: bool,
+}
+
+impl<T: Clone> Binding<T> {
+    /// A binding of `handle` (None: opened on first use), in this
+    /// generation.
+    pub fn new(handle: Option<T>) -> Binding<T> {
+        Binding {
+            handle,
+            born: generation(),
+            closed: false,
+        }
+    }
+
+    /// This process's handle: `closed()` if closed, the handle it holds,
+    /// or one made by `open` (on first use, or after a fork).
+    pub fn get<E>(
+        &mut self,
+        closed: impl FnOnce() -> E,
+        open: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if self.closed {
+            return Err(closed());
+        }
+        self.forget_inherited();
+        if let Some(h) = &self.handle {
+            return Ok(h.clone());
+        }
+        let h = open()?;
+        self.handle = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Lets go of the handle (leaked if inherited); later use is an error.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.forget_inherited();
+        self.handle = None;
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// After a fork: leaks the inherited handle and starts a new generation.
+    fn forget_inherited(&mut self) {
+        let now = generation();
+        if self.born != now {
+            if let Some(inherited) = self.handle.take() {
+                leak(inherited);
+            }
+            self.born = now;
+        }
+    }
+}
+
+impl<T> Drop for Binding<T> {
+    fn drop(&mut self) {
+        if self.born != generation() {
+            if let Some(inherited) = self.handle.take() {
+                leak(inherited);
+            }
+        }
+    }
+}

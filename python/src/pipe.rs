@@ -26,7 +26,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::errors;
-use crate::fork::{self, Generation};
+use crate::fork::Binding;
 use crate::names::{self, NameOwner};
 use crate::queue::SEND_WAIT;
 use crate::serial::{self, Serializer};
@@ -99,23 +99,6 @@ fn lock(end: &Mutex<End>) -> MutexGuard<'_, End> {
     end.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Binding {
-    end: Option<Shared>,
-    /// Generation `end` was taken in.
-    born: Generation,
-    closed: bool,
-}
-
-impl Drop for Binding {
-    fn drop(&mut self) {
-        if self.born != fork::generation() {
-            if let Some(e) = self.end.take() {
-                fork::leak(e);
-            }
-        }
-    }
-}
-
 /// One end of a mulproc pipe; see the package docs.
 #[pyclass(module = "mulproc", name = "Connection", frozen, weakref)]
 pub struct Connection {
@@ -126,7 +109,7 @@ pub struct Connection {
     writable: bool,
     max_size: usize,
     /// Locked only with the GIL held.
-    binding: Mutex<Binding>,
+    binding: Mutex<Binding<Shared>>,
     /// Set on the connections that created the pipe, in that process.
     _owner: Option<Arc<NameOwner>>,
 }
@@ -143,36 +126,23 @@ impl Connection {
     /// after a fork.
     fn end(&self) -> PyResult<Shared> {
         let mut b = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        if b.closed {
-            return Err(errors::handle_closed());
-        }
-        let now = fork::generation();
-        if b.born != now {
-            if let Some(inherited) = b.end.take() {
-                fork::leak(inherited);
-            }
-            b.born = now;
-        }
-        if let Some(e) = &b.end {
-            return Ok(e.clone());
-        }
-        let pipe = match self.end {
-            PipeEnd::Child => Pipe::open(&self.name).map_err(errors::setup)?,
-            PipeEnd::Parent => {
-                return Err(errors::os_error(
-                    libc::EBUSY,
-                    format!(
-                        "pipe {:?}: the first connection of mulproc.Pipe() is the creating \
-                         process's end and cannot be used in another process; pass the second \
-                         one to the other process",
-                        self.name
-                    ),
-                ))
-            }
-        };
-        let e = Arc::new(Mutex::new(End::new(pipe)));
-        b.end = Some(e.clone());
-        Ok(e)
+        b.get(errors::handle_closed, || {
+            let pipe = match self.end {
+                PipeEnd::Child => Pipe::open(&self.name).map_err(errors::setup)?,
+                PipeEnd::Parent => {
+                    return Err(errors::os_error(
+                        libc::EBUSY,
+                        format!(
+                            "pipe {:?}: the first connection of mulproc.Pipe() is the creating \
+                             process's end and cannot be used in another process; pass the \
+                             second one to the other process",
+                            self.name
+                        ),
+                    ))
+                }
+            };
+            Ok(Arc::new(Mutex::new(End::new(pipe))))
+        })
     }
 
     fn check_readable(&self) -> PyResult<()> {
@@ -464,14 +434,10 @@ impl Connection {
     /// Closes this end: the other end's receives raise EOFError once
     /// they have taken what was sent.
     fn close(&self) {
-        let mut b = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        b.closed = true;
-        let end = b.end.take();
-        if b.born != fork::generation() {
-            if let Some(e) = end {
-                fork::leak(e);
-            }
-        }
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
     }
 
     /// Whether `close()` was called.
@@ -480,7 +446,7 @@ impl Connection {
         self.binding
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .closed
+            .is_closed()
     }
 
     /// Whether this connection receives.
@@ -601,11 +567,7 @@ pub fn open_connection(
         readable,
         writable,
         max_size,
-        binding: Mutex::new(Binding {
-            end: None,
-            born: fork::generation(),
-            closed: false,
-        }),
+        binding: Mutex::new(Binding::new(None)),
         _owner: None,
     })
 }
@@ -639,7 +601,6 @@ pub fn pipe(
     parent.set_remove_on_drop(false);
     let owner = Arc::new(NameOwner::new(&name, Pipe::remove));
     let max = parent.max_payload();
-    let born = fork::generation();
     let first = Connection {
         name: name.clone(),
         end: PipeEnd::Parent,
@@ -647,11 +608,7 @@ pub fn pipe(
         readable: true,
         writable: duplex,
         max_size: max,
-        binding: Mutex::new(Binding {
-            end: Some(Arc::new(Mutex::new(End::new(parent)))),
-            born,
-            closed: false,
-        }),
+        binding: Mutex::new(Binding::new(Some(Arc::new(Mutex::new(End::new(parent)))))),
         _owner: Some(owner.clone()),
     };
     let second = Connection {
@@ -661,11 +618,7 @@ pub fn pipe(
         readable: duplex,
         writable: true,
         max_size: max,
-        binding: Mutex::new(Binding {
-            end: None,
-            born,
-            closed: false,
-        }),
+        binding: Mutex::new(Binding::new(None)),
         _owner: Some(owner),
     };
     Ok((first, second))

@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyTuple, PyType};
 
 use crate::buffer;
 use crate::errors::{self, Empty, Full};
-use crate::fork::{self, Generation};
+use crate::fork::{self, Binding, Generation};
 use crate::names::{self, NameOwner};
 use crate::serial::{self, Serializer};
 use crate::wait::{self, Deadline};
@@ -23,24 +23,6 @@ use crate::wait::{self, Deadline};
 /// How long one blocking send waits for space before it looks at the
 /// deadline and for signals again (the core's `send` with one try).
 pub const SEND_WAIT: Duration = Duration::from_millis(10);
-
-/// The handle a `Queue` object uses in the current process.
-struct Binding {
-    queue: Option<Arc<Queue>>,
-    /// Generation `queue` was opened in.
-    born: Generation,
-    closed: bool,
-}
-
-impl Drop for Binding {
-    fn drop(&mut self) {
-        if self.born != fork::generation() {
-            if let Some(q) = self.queue.take() {
-                fork::leak(q);
-            }
-        }
-    }
-}
 
 /// A named shared-memory queue; see the package docs.
 #[pyclass(module = "mulproc", name = "Queue", frozen, weakref)]
@@ -50,7 +32,7 @@ pub struct PyQueue {
     capacity: usize,
     max_size: usize,
     /// Locked only with the GIL held.
-    binding: Mutex<Binding>,
+    binding: Mutex<Binding<Arc<Queue>>>,
     /// Set on the object that created the queue, in the creating process.
     owner: Option<NameOwner>,
 }
@@ -101,11 +83,7 @@ impl PyQueue {
             serializer,
             capacity: q.capacity(),
             max_size: q.max_payload(),
-            binding: Mutex::new(Binding {
-                queue: Some(Arc::new(q)),
-                born: fork::generation(),
-                closed: false,
-            }),
+            binding: Mutex::new(Binding::new(Some(Arc::new(q)))),
             owner,
         }
     }
@@ -113,22 +91,10 @@ impl PyQueue {
     /// This process's handle: opened again by name after a fork.
     pub(crate) fn handle(&self) -> PyResult<Arc<Queue>> {
         let mut b = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        if b.closed {
-            return Err(errors::queue_closed(&self.name));
-        }
-        let now = fork::generation();
-        if b.born != now {
-            if let Some(inherited) = b.queue.take() {
-                fork::leak(inherited);
-            }
-            b.born = now;
-        }
-        if let Some(q) = &b.queue {
-            return Ok(q.clone());
-        }
-        let q = Arc::new(open_handle(&self.name)?);
-        b.queue = Some(q.clone());
-        Ok(q)
+        b.get(
+            || errors::queue_closed(&self.name),
+            || Ok(Arc::new(open_handle(&self.name)?)),
+        )
     }
 
     /// Sends `data` as one message, waiting for space if `block`.
@@ -539,14 +505,10 @@ impl PyQueue {
     /// Closes this process's handle; further use raises ValueError. The
     /// name stays (see `unlink`).
     fn close(&self) {
-        let mut b = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        b.closed = true;
-        let q = b.queue.take();
-        if b.born != fork::generation() {
-            if let Some(q) = q {
-                fork::leak(q);
-            }
-        }
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
     }
 
     /// Whether `close()` was called.
@@ -555,7 +517,7 @@ impl PyQueue {
         self.binding
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .closed
+            .is_closed()
     }
 
     /// Does nothing (there is no feeder thread); for compatibility.
