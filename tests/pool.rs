@@ -125,7 +125,8 @@ fn map_a_million_in_order() {
     let start = Instant::now();
     let mut next = 0u64;
     for r in pool.map((0..N).map(|i| [i, i.rotate_left(17)])) {
-        assert_eq!(r.unwrap(), next ^ next.rotate_left(17), "result {next}");
+        let r = r.unwrap_or_else(|e| panic!("result {next}: {e:?}"));
+        assert_eq!(r, next ^ next.rotate_left(17), "result {next}");
         next += 1;
     }
     assert_eq!(next, N);
@@ -307,6 +308,36 @@ fn workers_killed_mid_task_lose_nothing() {
     assert_eq!((stats.succeeded, stats.failed), (N, 0));
     assert!(stats.retried >= 1, "{stats:?}");
     eprintln!("killed {killed} workers: {stats:?}");
+    pool.shutdown().unwrap();
+}
+
+/// Long tasks after many short ones are spread over the workers: the
+/// parent packs short tasks together, never long ones (a worker would sit
+/// on a pack of them while the others idle).
+#[test]
+fn long_tasks_after_short_ones_are_spread_over_the_workers() {
+    const W: usize = 4;
+    const LONG: u64 = 40;
+    let mut pool = builder("long_tasks_after_short_ones_are_spread_over_the_workers")
+        .workers(W)
+        .start(|x: u64| {
+            if x >= 1 << 32 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            u64::from(std::process::id())
+        })
+        .unwrap();
+    // Short ones first, until the parent packs them.
+    assert_eq!(pool.map(0..50_000u64).filter(|r| r.is_ok()).count(), 50_000);
+    let mut per_worker = std::collections::HashMap::new();
+    for r in pool.map((0..LONG).map(|i| (1 << 32) + i)) {
+        *per_worker.entry(r.unwrap()).or_insert(0u64) += 1;
+    }
+    let most = per_worker.values().copied().max().unwrap();
+    assert!(
+        per_worker.len() == W && most <= LONG / 2,
+        "{LONG} long tasks over {W} workers ran {per_worker:?}"
+    );
     pool.shutdown().unwrap();
 }
 

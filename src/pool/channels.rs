@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use super::board::Board;
 use super::builder::Config;
 use super::state::State;
-use super::{Backend, Codec, Counters, PoolError, TaskError, Wire};
 use super::{
-    BATCH_VAR, MAX_RESULT_VAR, RECV_BATCH, ROLE_PREFIX, SEND_BATCH, SLOT_VAR, STARTUP_FAILURES,
-    STARTUP_KILLS,
+    pack, BATCH_VAR, MAX_RESULT_VAR, RECV_BATCH, ROLE_PREFIX, SEND_PACKS, SLOT_VAR,
+    STARTUP_FAILURES, STARTUP_KILLS,
 };
+use super::{Backend, Codec, Counters, PoolError, TaskError, Wire};
 use crate::process::{Child, ChildProcess, SpawnError};
 use crate::{Channel, Message, Request, TryRecvError};
 
@@ -99,49 +99,78 @@ impl<B: Backend> Channels<B> {
         }
     }
 
-    /// Sends the outbox's tasks, a batch at a time, as long as the channel
-    /// takes them. True if any went.
+    /// Sends the outbox's tasks, packed (see [`pack`](super::pack)), a
+    /// batch of packs at a time, as long as the channel takes them. True
+    /// if any went.
     pub(super) fn flush<Out: Wire<C>, C: Codec>(
         &self,
         st: &mut State<Out, C>,
     ) -> Result<bool, PoolError> {
+        let per_pack = st.tasks_per_pack();
+        let mut buf = std::mem::take(&mut st.pack_buf);
         let fl = &mut st.flights;
         let mut moved = false;
-        // Outbox positions of the messages in `msgs`.
-        let mut at: Vec<usize> = Vec::new();
+        // Each pack's bytes in `buf`, and the outbox position of its last
+        // task.
+        let mut packs: Vec<(usize, usize, usize)> = Vec::new();
         while !fl.outbox.is_empty() {
-            at.clear();
-            let mut msgs: Vec<Message<&[u8]>> = Vec::with_capacity(SEND_BATCH.min(fl.outbox.len()));
+            buf.clear();
+            packs.clear();
+            // The pack being filled: where it starts, its tasks, the
+            // outbox position of its last.
+            let mut cur: Option<(usize, usize, usize)> = None;
             for (pos, &(idx, id)) in fl.outbox.iter().enumerate() {
-                if msgs.len() == SEND_BATCH {
-                    break;
-                }
                 let r = &fl.recs[idx as usize];
-                if r.live && r.id == id {
-                    msgs.push(Message::new(Request::DO, r.message.as_slice()));
-                    at.push(pos);
+                if !(r.live && r.id == id) {
+                    continue; // answered meanwhile
                 }
+                let item = r.message.as_slice();
+                if let Some((start, n, last)) = cur {
+                    let room = pack::TASK_PACK_BYTES.saturating_sub(buf.len() - start);
+                    if n == per_pack || pack::LEN + item.len() > room {
+                        packs.push((start, buf.len(), last));
+                        cur = None;
+                        if packs.len() == SEND_PACKS {
+                            break;
+                        }
+                    }
+                }
+                let (start, n) = cur.map_or((buf.len(), 0), |(s, n, _)| (s, n));
+                pack::push(&mut buf, item);
+                cur = Some((start, n + 1, pos));
             }
-            if msgs.is_empty() {
+            if let Some((start, _, last)) = cur {
+                packs.push((start, buf.len(), last));
+            }
+            if packs.is_empty() {
                 fl.outbox.clear(); // every one answered meanwhile
                 break;
             }
+            let msgs: Vec<Message<&[u8]>> = packs
+                .iter()
+                .map(|&(a, b, _)| Message::new(Request::DO, &buf[a..b]))
+                .collect();
             let k = match self.tasks.try_send_batch(&msgs) {
                 Ok(k) => k,
                 Err(e) if e.is_full() => 0,
-                Err(e) => return Err(PoolError::Send(e)),
+                Err(e) => {
+                    st.pack_buf = buf;
+                    return Err(PoolError::Send(e));
+                }
             };
             if k == 0 {
                 break;
             }
-            // The first k went, and the answered ones before them.
-            fl.outbox.drain(..=at[k - 1]);
+            // The first k went, and the answered ones among them.
+            fl.outbox.drain(..=packs[k - 1].2);
             moved = true;
         }
+        st.pack_buf = buf;
         Ok(moved)
     }
 
-    /// Takes up to `max` results that are there; how many.
+    /// Takes up to about `max` results that are there (whole packs);
+    /// how many.
     pub(super) fn drain<Out: Wire<C>, C: Codec>(
         &self,
         st: &mut State<Out, C>,
@@ -149,16 +178,18 @@ impl<B: Backend> Channels<B> {
     ) -> Result<usize, PoolError> {
         let mut n = 0;
         while n < max {
+            let mut got = 0;
             let k = match self
                 .results
-                .try_recv_batch(RECV_BATCH.min(max - n), |_, d| st.on_result(d))
+                .try_recv_batch(RECV_BATCH, |_, d| got += st.on_results(d))
             {
                 Ok(k) => k,
                 Err(TryRecvError::Empty) => 0,
                 Err(e) => return Err(PoolError::TryRecv(e)),
             };
-            n += k;
-            if k < RECV_BATCH.min(max - n + k) {
+            n += got;
+            st.note_answered(got);
+            if k < RECV_BATCH {
                 break;
             }
         }

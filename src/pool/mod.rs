@@ -55,12 +55,15 @@
 //!   `map` also keeps at most `window` results waiting for their turn, so
 //!   its memory does not grow with the number of tasks. Results of
 //!   `submit` wait in the pool until taken.
-//! - **Batching**: the parent sends tasks in batches (one claim, one
-//!   wake-up per batch); a worker takes up to
-//!   [`worker_batch`](Builder::worker_batch) waiting tasks at once while
-//!   tasks are short (about 50 µs of work per batch: long tasks are taken
-//!   one at a time, so no worker hoards work others could do) and sends
-//!   their results as one batch.
+//! - **Packing**: short tasks travel several to a message, and so do their
+//!   results: a message's claim, publication and wake-up are shared by
+//!   all it carries, and on the task channel, which every worker receives
+//!   from, fewer claims step over each other. The parent packs as many
+//!   tasks as make about 20 µs of work (judged from the rate answers come
+//!   at; at most [`worker_batch`](Builder::worker_batch)), never more than
+//!   spreads what waits over every worker, and long tasks one to a
+//!   message; a worker takes one message at a time, so no worker sits on
+//!   work another could do.
 //!
 //! # Failures
 //!
@@ -124,6 +127,7 @@ mod channels;
 mod error;
 mod flights;
 mod iter;
+mod pack;
 mod state;
 mod stats;
 mod wire;
@@ -173,9 +177,11 @@ const MIN_MESSAGE_ROOM: usize = 243;
 const LIVENESS: Duration = Duration::from_millis(100);
 /// How often the parent looks for dead workers while busy.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
-/// Most tasks per batch the parent sends, results per drain.
+/// Tasks the parent gathers before it sends (while workers are busy).
 const SEND_BATCH: usize = 256;
-const RECV_BATCH: usize = 256;
+/// Most packs the parent sends at once, and takes at once.
+const SEND_PACKS: usize = 64;
+const RECV_BATCH: usize = 64;
 /// A worker exiting this many times in a row before it opened its
 /// channels fails the pool (the executable cannot run as a worker).
 const STARTUP_FAILURES: u32 = 3;
@@ -286,10 +292,16 @@ where
         };
         let backend = b.backend;
         let tasks = backend
-            .create(&spec(Purpose::Tasks, cfg.max_task))
+            .create(&spec(
+                Purpose::Tasks,
+                pack::channel_payload(pack::TASK_PACK_BYTES, cfg.max_task),
+            ))
             .map_err(PoolError::Backend)?;
         let results = backend
-            .create(&spec(Purpose::Results, cfg.shared.max_result))
+            .create(&spec(
+                Purpose::Results,
+                pack::channel_payload(pack::RESULT_PACK_BYTES, cfg.shared.max_result),
+            ))
             .map_err(PoolError::Backend)?;
         let names = [backend.name(&tasks), backend.name(&results)];
         let (board, board_name) = Board::create(b.workers).map_err(PoolError::Board)?;
@@ -335,6 +347,11 @@ where
                 counters: Counters::default(),
                 ticks: 0,
                 next_check: Instant::now(),
+                pack: 1,
+                max_pack: cfg.shared.worker_batch,
+                rate_since: Instant::now(),
+                rate_count: 0,
+                pack_buf: Vec::new(),
                 codec: PhantomData,
             },
             types: PhantomData,
@@ -609,7 +626,8 @@ where
             .recv_with(Filter::Any, Wait::timeout(wait.min(LIVENESS)))
         {
             Ok(g) => {
-                self.st.on_result(g.data());
+                let n = self.st.on_results(g.data());
+                self.st.note_answered(n);
                 true
             }
             Err(RecvTimeoutError::Timeout) => false,

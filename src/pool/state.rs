@@ -3,10 +3,15 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::flights::Flights;
-use super::{status, Codec, Completed, Counters, TaskError, Wire, RESULT_HEADER, SEND_BATCH};
+use super::{pack, status, Codec, Completed, Counters, TaskError, Wire, RESULT_HEADER, SEND_BATCH};
+
+/// Answers counted between two settings of the pack size, at most...
+const RATE_EVERY: u64 = 1024;
+/// ... and the longest time between two.
+const RATE_AFTER: Duration = Duration::from_millis(2);
 
 /// Where the results of the running map go.
 pub(super) enum Sink<Out> {
@@ -39,6 +44,15 @@ pub(super) struct State<Out, C: Codec> {
     pub(super) counters: Counters,
     pub(super) ticks: u32,
     pub(super) next_check: Instant,
+    /// Tasks to a pack now (see [`pack::pack_size`]), from the answers
+    /// counted since `rate_since`.
+    pub(super) pack: usize,
+    /// [`Builder::worker_batch`](super::Builder::worker_batch).
+    pub(super) max_pack: usize,
+    pub(super) rate_since: Instant,
+    pub(super) rate_count: u64,
+    /// The buffer packs of tasks are made in, reused.
+    pub(super) pack_buf: Vec<u8>,
     pub(super) codec: PhantomData<C>,
 }
 
@@ -50,6 +64,31 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         (self.window / 4).clamp(1, SEND_BATCH)
     }
 
+    /// Tasks to pack into one message now: as many as keeps a pack's work
+    /// short, and no more than spreads what waits over every worker.
+    pub(super) fn tasks_per_pack(&self) -> usize {
+        self.pack
+            .min(self.max_pack)
+            .min(self.flights.unsent().div_ceil(self.workers.max(1)))
+            .max(1)
+    }
+
+    /// `n` more tasks were answered: every [`RATE_EVERY`] answers or
+    /// [`RATE_AFTER`], the pack size is set again from the rate they came
+    /// at (so that tasks turning slow are soon sent one by one).
+    pub(super) fn note_answered(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.rate_count += n as u64;
+        let now = Instant::now();
+        let elapsed = now - self.rate_since;
+        if self.rate_count >= RATE_EVERY || elapsed >= RATE_AFTER {
+            self.pack = pack::pack_size(elapsed, self.rate_count, self.workers);
+            (self.rate_since, self.rate_count) = (now, 0);
+        }
+    }
+
     /// Encodes a task and queues it to be sent; its id.
     pub(super) fn enqueue<In: Wire<C>>(&mut self, input: &In, tag: u32) -> Result<u64, TaskError> {
         let id = self.next_id;
@@ -59,8 +98,19 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         Ok(id)
     }
 
-    /// A result message arrived.
-    pub(super) fn on_result(&mut self, data: &[u8]) {
+    /// A message of results arrived (a pack, see [`pack`]); how many it
+    /// held.
+    pub(super) fn on_results(&mut self, pack: &[u8]) -> usize {
+        let mut n = 0;
+        for item in pack::Items::new(pack) {
+            self.on_result(item);
+            n += 1;
+        }
+        n
+    }
+
+    /// A result arrived.
+    fn on_result(&mut self, data: &[u8]) {
         if data.len() < RESULT_HEADER {
             return; // not ours
         }

@@ -1,15 +1,19 @@
 //! The worker side: what [`Builder::start`](super::Builder::start) runs in
 //! a worker process, and never returns from.
 //!
-//! Loop: take a batch of tasks, holding each as a guard (up to the batch
-//! size, only what is waiting, the first one blocking); copy them out and
-//! announce their ids on the board; only then drop the guards; run each
-//! (announcing the running one), catching panics; send the results as one
-//! batch; clear the announcement. A worker killed while it holds the
-//! guards has its tasks redelivered by the channel; one killed after, by
+//! Loop: take one message, a pack of tasks (see [`pack`](super::pack)),
+//! holding it as a guard (waiting asleep for one); copy the tasks out and
+//! announce their ids on the board; only then drop the guard; run each
+//! (announcing the running one), catching panics; send the results,
+//! packed; clear the announcement. A worker killed while it holds the
+//! guard has its tasks redelivered by the channel; one killed after, by
 //! the parent, which reads the announcement and sends those tasks again.
 //! Either way a task is held until its result is sent. A `DIE` (the
-//! poison pill) ends the batch and the loop.
+//! poison pill) ends the loop.
+//!
+//! One pack a round, never more: the parent sizes packs so that each
+//! carries a short while of work and the waiting ones spread over every
+//! worker; a worker taking several would sit on work the others could do.
 //!
 //! A watchdog thread checks every 50 ms that the parent is alive; once it
 //! is not, it removes the pool's names (the parent cannot any more) and
@@ -18,10 +22,11 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::backend::Backend;
 use super::board::{Board, MAX_HELD};
+use super::pack;
 use super::wire::{Codec, Wire};
 use super::{status, Config, SLOT_VAR};
 use crate::process;
@@ -33,9 +38,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const LIVENESS: Duration = Duration::from_millis(100);
 /// How often the watchdog looks at the parent.
 const WATCHDOG: Duration = Duration::from_millis(50);
-/// A batch aims at about this much work, so that a slow task is never
-/// taken in a batch that makes other workers idle.
-const BATCH_BUDGET: Duration = Duration::from_micros(50);
 
 /// Runs the worker loop of the pool this process was started for, then
 /// exits: 0 after the poison pill, 1 on an error (reported on stderr).
@@ -151,9 +153,9 @@ where
     let slot = given.slot;
     board.set_ready(slot, std::process::id());
 
+    // The parent packs at most this many tasks to a message.
     let max_batch = cfg.worker_batch.clamp(1, MAX_HELD);
     let max_result = cfg.max_result;
-    let mut batch = 1usize;
     let mut input: Vec<u8> = Vec::new();
     let mut inspans: Vec<(u64, [u8; 4], usize, usize)> = Vec::with_capacity(max_batch);
     let mut out: Vec<u8> = Vec::new();
@@ -187,12 +189,8 @@ where
         taken.clear();
         taken.take(first.header(), first.data());
         drop(first);
-        if !taken.die && batch > 1 {
-            tasks.try_recv_batch(batch - 1, |h, d| taken.take(h, d))?;
-        }
         let die = taken.die;
 
-        let started = Instant::now();
         out.clear();
         spans.clear();
         for &(id, rec, a, b) in &inspans {
@@ -200,7 +198,11 @@ where
             if board.is_poisoned(id) {
                 continue; // given up by the parent: finished unrun
             }
+            // The result, as an item of a pack: its length, then the
+            // id, the record, the status and the output.
             let start = out.len();
+            out.extend_from_slice(&[0; pack::LEN]);
+            let body = out.len();
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&rec);
             out.push(status::OK);
@@ -209,9 +211,9 @@ where
                 Err(e) => Err((status::BAD_INPUT, e.to_string())),
                 Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
                     Ok(Ok(v)) => match v.encode(&mut out) {
-                        Ok(()) if out.len() - start <= max_result => Ok(()),
+                        Ok(()) if out.len() - body <= max_result => Ok(()),
                         Ok(()) => {
-                            let len = out.len() - start - super::RESULT_HEADER;
+                            let len = out.len() - body - super::RESULT_HEADER;
                             Err((status::TOO_LARGE, len.to_string()))
                         }
                         Err(e) => Err((status::BAD_OUTPUT, e.to_string())),
@@ -222,22 +224,13 @@ where
             };
             board.set_running(slot, None);
             if let Err((code, msg)) = outcome {
-                out.truncate(start + super::RESULT_HEADER);
-                out[start + 12] = code;
+                out.truncate(body + super::RESULT_HEADER);
+                out[body + 12] = code;
                 push_text(&mut out, &msg, max_result - super::RESULT_HEADER);
             }
+            let len = (out.len() - body) as u32;
+            out[start..body].copy_from_slice(&len.to_le_bytes());
             spans.push((start, out.len()));
-        }
-        // Grow the batch while tasks are cheap; shrink it to the budget
-        // when they are not.
-        if !spans.is_empty() {
-            let per_task = started.elapsed() / spans.len() as u32;
-            batch = if per_task * (2 * batch as u32) <= BATCH_BUDGET {
-                (batch * 2).min(max_batch)
-            } else {
-                (BATCH_BUDGET.as_nanos() / per_task.as_nanos().max(1)).clamp(1, max_batch as u128)
-                    as usize
-            };
         }
         if !send_results(&results, &out, &spans, given.parent)? {
             orphaned(&*backend, &given);
@@ -279,24 +272,38 @@ impl Taken<'_> {
             self.die = true;
             return;
         }
-        let Some((id, rec)) = task_id(header.request, data) else {
+        if header.request != Request::DO {
             return; // not ours
-        };
-        if self.spans.len() >= MAX_HELD {
-            return; // never: batches are at most MAX_HELD
         }
-        self.board.push_held(self.slot, self.spans.len(), id);
-        let a = self.input.len();
-        self.input.extend_from_slice(&data[super::TASK_HEADER..]);
-        self.spans.push((id, rec, a, self.input.len()));
+        let mut items = pack::Items::new(data);
+        for item in items.by_ref() {
+            let Some((id, rec)) = task_id(item) else {
+                continue; // not a task
+            };
+            if self.spans.len() >= MAX_HELD {
+                return; // never: the parent packs at most MAX_HELD
+            }
+            self.board.push_held(self.slot, self.spans.len(), id);
+            let a = self.input.len();
+            self.input.extend_from_slice(&item[super::TASK_HEADER..]);
+            self.spans.push((id, rec, a, self.input.len()));
+        }
+        if items.malformed() {
+            // Only a scribbled message has one; what came before is kept.
+            eprintln!(
+                "mulproc pool worker {}: a malformed task message of {} bytes, its rest skipped",
+                std::process::id(),
+                data.len()
+            );
+        }
     }
 }
 
-/// The id and the parent's record of a task message, `None` for anything
-/// else (the pill).
+/// The id and the parent's record of a task item, `None` if it is too
+/// short to be one.
 #[inline]
-fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
-    if request != Request::DO || data.len() < super::TASK_HEADER {
+fn task_id(data: &[u8]) -> Option<(u64, [u8; 4])> {
+    if data.len() < super::TASK_HEADER {
         return None;
     }
     Some((
@@ -305,19 +312,29 @@ fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
     ))
 }
 
-/// Sends every result, a batch at a time, waiting for room (asleep) while
-/// the channel is full and checking on the parent between waits; false if
-/// the parent died meanwhile.
+/// Sends every result, packed (consecutive items of `out`, at most
+/// [`pack::RESULT_PACK_BYTES`] to a message unless one alone is bigger), a
+/// batch at a time, waiting for room (asleep) while the channel is full
+/// and checking on the parent between waits; false if the parent died
+/// meanwhile.
 fn send_results<Ch: Channel>(
     results: &Ch,
     out: &[u8],
     spans: &[(usize, usize)],
     parent: u32,
 ) -> Result<bool, Error> {
-    let msgs: Vec<Message<&[u8]>> = spans
-        .iter()
-        .map(|&(a, b)| Message::new(Request::FINISHED, &out[a..b]))
-        .collect();
+    let mut msgs: Vec<Message<&[u8]>> = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        let a = spans[i].0;
+        let mut b = spans[i].1;
+        i += 1;
+        while i < spans.len() && spans[i].1 - a <= pack::RESULT_PACK_BYTES {
+            b = spans[i].1;
+            i += 1;
+        }
+        msgs.push(Message::new(Request::FINISHED, &out[a..b]));
+    }
     let mut i = 0;
     while i < msgs.len() {
         match results.try_send_batch(&msgs[i..]) {
