@@ -19,10 +19,15 @@ pub(crate) enum Script {
     TaskDone,
     Retire,
     Prune,
+    PoolClaim,
+    PoolPublish,
+    PoolRenew,
+    PoolFind,
+    PoolEnd,
 }
 
 impl Script {
-    const ALL: [Script; 7] = [
+    const ALL: [Script; 12] = [
         Script::Create,
         Script::Send,
         Script::Ack,
@@ -30,6 +35,11 @@ impl Script {
         Script::TaskDone,
         Script::Retire,
         Script::Prune,
+        Script::PoolClaim,
+        Script::PoolPublish,
+        Script::PoolRenew,
+        Script::PoolFind,
+        Script::PoolEnd,
     ];
 
     fn source(self) -> &'static str {
@@ -41,6 +51,11 @@ impl Script {
             Script::TaskDone => scripts::TASK_DONE,
             Script::Retire => scripts::RETIRE,
             Script::Prune => scripts::PRUNE,
+            Script::PoolClaim => scripts::POOL_CLAIM,
+            Script::PoolPublish => scripts::POOL_PUBLISH,
+            Script::PoolRenew => scripts::POOL_RENEW,
+            Script::PoolFind => scripts::POOL_FIND,
+            Script::PoolEnd => scripts::POOL_END,
         }
     }
 }

@@ -124,12 +124,14 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod any;
 mod conn;
 mod error;
 mod pool;
 mod queue;
 mod scripts;
 
+pub use any::{backend_from_url, AnyBackend, AnyChannel, AnyGuard};
 pub use error::{RedisQueueError, RedisSetupError};
 pub use pool::RedisBackend;
 pub use queue::{RedisConfig, RedisGuard, RedisOptions, RedisQueue};

@@ -217,6 +217,8 @@ fn id_order(id: &str) -> (u64, u64) {
 /// A stream entry delivered to this handle.
 struct Entry {
     which: Which,
+    /// Taken over from another consumer (`XAUTOCLAIM`): delivered before.
+    redelivered: bool,
     id: String,
     header: Header,
     data: Vec<u8>,
@@ -834,7 +836,7 @@ impl RedisQueue {
                 }
                 if let Some(Value::Array(entries)) = parts.get(1) {
                     for e in entries {
-                        self.parse_entry(which, e, &mut out);
+                        self.parse_entry(which, e, true, &mut out);
                     }
                 }
             }
@@ -872,7 +874,7 @@ impl RedisQueue {
                     let which = self.which_of(k);
                     if let (Some(which), Value::Array(es)) = (which, entries) {
                         for e in es {
-                            self.parse_entry(which, e, &mut out);
+                            self.parse_entry(which, e, false, &mut out);
                         }
                     }
                 }
@@ -889,7 +891,7 @@ impl RedisQueue {
                 continue;
             };
             for e in es {
-                self.parse_entry(which, e, &mut out);
+                self.parse_entry(which, e, false, &mut out);
             }
         }
         out
@@ -907,7 +909,7 @@ impl RedisQueue {
     }
 
     /// Parses one `[id, [field, value, ...]]` entry into `out`, holding it.
-    fn parse_entry(&self, which: Which, e: &Value, out: &mut Batch) {
+    fn parse_entry(&self, which: Which, e: &Value, redelivered: bool, out: &mut Batch) {
         let Value::Array(pair) = e else { return };
         let Some(id) = pair.first().and_then(as_bytes) else {
             return;
@@ -961,6 +963,7 @@ impl RedisQueue {
         }
         out.entries.push(Entry {
             which,
+            redelivered,
             id,
             header: Header {
                 request: Request::new(r),
@@ -1334,6 +1337,14 @@ impl RedisGuard<'_> {
     /// The stream entry id (`<ms>-<seq>`).
     pub fn entry_id(&self) -> &str {
         &self.entry.id
+    }
+
+    /// True if this message was taken over from another consumer that
+    /// held it and stopped heartbeating (it died, or was paused past the
+    /// claim time), or that handed it back after a selective receive
+    /// passed it over: it was delivered before.
+    pub fn redelivered(&self) -> bool {
+        self.entry.redelivered
     }
 
     fn ack(&mut self) -> Result<(), BackendError> {

@@ -105,6 +105,50 @@ pub trait Backend: Send + Sync + 'static {
     /// open may go on working or fail; the pool calls it only when every
     /// process is done with the channel, or its parent is dead.
     fn remove(&self, name: &str) -> Result<(), BackendError>;
+
+    /// True if workers on other machines can join the pools this backend
+    /// carries ([`RemoteBackend`], [`Builder::serve`](super::Builder::serve)):
+    /// such a pool may then run with no local worker at all
+    /// ([`Builder::workers`](super::Builder::workers)`(0)`). Default: false.
+    fn remote(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Backend`] whose pools workers on other machines can find and join
+/// ([`Builder::serve`](super::Builder::serve)): the pool has a name known
+/// to both sides (in the backend's configuration), and each run of it (one
+/// parent, from its start to its shutdown or death) has channels of its
+/// own, which a worker finds with [`find_run`](RemoteBackend::find_run).
+///
+/// What a remote worker relies on, besides what [`Backend`] promises:
+///
+/// - **held until finished**, across machines: a worker that dies (or
+///   whose machine does) holding a task's guard has the task delivered
+///   again to another receiver, flagged by
+///   [`redelivered`](RemoteBackend::redelivered);
+/// - **a run ends visibly**: once its parent has removed its channels, or
+///   died (a backend may find that out with a lease), `find_run` no
+///   longer returns it.
+pub trait RemoteBackend: Backend {
+    /// The channels (tasks, results) of the pool's run going on now, as
+    /// [`Backend::open`] takes them; `None` if no parent runs the pool now.
+    /// A backend may remove here what a dead parent left behind.
+    fn find_run(&self) -> Result<Option<[String; 2]>, BackendError>;
+
+    /// True if the message `guard` holds was delivered before, to a
+    /// receiver that died (or gave it up) before finishing it.
+    fn redelivered(&self, guard: &<Self::Channel as Channel>::Guard<'_>) -> bool;
+
+    /// Counts one more start of a redelivered task of `run` (by its pool
+    /// id); returns the count so far, this one included. Shared by every
+    /// worker of the run, so that a task that kills every worker that runs
+    /// it is found out and given up ([`Builder::max_attempts`](super::Builder::max_attempts)).
+    fn count_attempt(&self, run: &[String; 2], task: u64) -> Result<u32, BackendError>;
+
+    /// True if `error`, from a channel of a run, says that the channel is
+    /// gone (the run ended and its channels were removed).
+    fn is_gone(&self, error: &BackendError) -> bool;
 }
 
 /// The default backend: a shared-memory [`Queue`] per channel, named by

@@ -124,12 +124,14 @@ mod channels;
 mod error;
 mod flights;
 mod iter;
+mod remote;
 mod state;
 mod stats;
 mod wire;
 mod worker;
 
-pub use backend::{Backend, ChannelSpec, Purpose, ShmBackend};
+pub use backend::{Backend, ChannelSpec, Purpose, RemoteBackend, ShmBackend};
+pub use remote::Served;
 #[cfg(feature = "serde")]
 pub use wire::SerdeCodec;
 pub use wire::{BytesCodec, Codec, PodCodec, Wire, WireError};
@@ -193,6 +195,8 @@ pub(crate) mod status {
     pub(crate) const BAD_INPUT: u8 = 3;
     pub(crate) const BAD_OUTPUT: u8 = 4;
     pub(crate) const TOO_LARGE: u8 = 5;
+    /// Given up by a remote worker: the payload is the deaths counted.
+    pub(crate) const KILLED: u8 = 6;
 }
 
 /// The worker side of a pool whose workers are another program

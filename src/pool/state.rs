@@ -83,6 +83,10 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
                 len: text().parse().unwrap_or(0),
                 max: self.max_result - RESULT_HEADER,
             }),
+            status::KILLED => Err(TaskError::Killed {
+                attempts: text().parse().unwrap_or(0),
+                last_exit: "a remote worker running it was lost".into(),
+            }),
             _ => Err(TaskError::BadOutput { message: text() }),
         };
         self.deliver(id, tag, result);

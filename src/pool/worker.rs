@@ -25,9 +25,11 @@ use super::board::{Board, MAX_HELD};
 use super::wire::{Codec, Wire};
 use super::{status, Config, SLOT_VAR};
 use crate::process;
-use crate::{Channel, Message, Received, RecvTimeoutError, Request, TryRecvError, Wait};
+use crate::{
+    Channel, Message, Received, RecvTimeoutError, Request, TryRecvError, TrySendError, Wait,
+};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a blocking receive or send waits between liveness checks.
 const LIVENESS: Duration = Duration::from_millis(100);
@@ -200,33 +202,11 @@ where
             if board.is_poisoned(id) {
                 continue; // given up by the parent: finished unrun
             }
-            let start = out.len();
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&rec);
-            out.push(status::OK);
             board.set_running(slot, Some(id));
-            let outcome = match In::decode(data) {
-                Err(e) => Err((status::BAD_INPUT, e.to_string())),
-                Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
-                    Ok(Ok(v)) => match v.encode(&mut out) {
-                        Ok(()) if out.len() - start <= max_result => Ok(()),
-                        Ok(()) => {
-                            let len = out.len() - start - super::RESULT_HEADER;
-                            Err((status::TOO_LARGE, len.to_string()))
-                        }
-                        Err(e) => Err((status::BAD_OUTPUT, e.to_string())),
-                    },
-                    Ok(Err(e)) => Err((status::FAILED, e.to_string())),
-                    Err(p) => Err((status::PANICKED, panic_message(&*p))),
-                },
-            };
+            let span =
+                run_one::<C, In, Out, E, F>(&mut handler, id, rec, data, &mut out, max_result);
             board.set_running(slot, None);
-            if let Err((code, msg)) = outcome {
-                out.truncate(start + super::RESULT_HEADER);
-                out[start + 12] = code;
-                push_text(&mut out, &msg, max_result - super::RESULT_HEADER);
-            }
-            spans.push((start, out.len()));
+            spans.push(span);
         }
         // Grow the batch while tasks are cheap; shrink it to the budget
         // when they are not.
@@ -239,7 +219,7 @@ where
                     as usize
             };
         }
-        if !send_results(&results, &out, &spans, given.parent)? {
+        if !send_results(&results, &out, &spans, || parent_alive(given.parent))? {
             orphaned(&*backend, &given);
         }
         // Only now are the tasks finished.
@@ -295,7 +275,7 @@ impl Taken<'_> {
 /// The id and the parent's record of a task message, `None` for anything
 /// else (the pill).
 #[inline]
-fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
+pub(super) fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
     if request != Request::DO || data.len() < super::TASK_HEADER {
         return None;
     }
@@ -305,15 +285,66 @@ fn task_id(request: Request, data: &[u8]) -> Option<(u64, [u8; 4])> {
     ))
 }
 
+/// Runs one task (catching a panic) and appends its result message to
+/// `out`: the task's id and record, a status, then the encoded value or
+/// the error's message (cut to fit `max_result`). Returns its span in `out`.
+pub(super) fn run_one<C, In, Out, E, F>(
+    handler: &mut F,
+    id: u64,
+    rec: [u8; 4],
+    data: &[u8],
+    out: &mut Vec<u8>,
+    max_result: usize,
+) -> (usize, usize)
+where
+    C: Codec,
+    In: Wire<C>,
+    Out: Wire<C>,
+    E: std::fmt::Display,
+    F: FnMut(In) -> Result<Out, E>,
+{
+    let start = out.len();
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&rec);
+    out.push(status::OK);
+    let outcome = match In::decode(data) {
+        Err(e) => Err((status::BAD_INPUT, e.to_string())),
+        Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
+            Ok(Ok(v)) => match v.encode(out) {
+                Ok(()) if out.len() - start <= max_result => Ok(()),
+                Ok(()) => {
+                    let len = out.len() - start - super::RESULT_HEADER;
+                    Err((status::TOO_LARGE, len.to_string()))
+                }
+                Err(e) => Err((status::BAD_OUTPUT, e.to_string())),
+            },
+            Ok(Err(e)) => Err((status::FAILED, e.to_string())),
+            Err(p) => Err((status::PANICKED, panic_message(&*p))),
+        },
+    };
+    if let Err((code, msg)) = outcome {
+        out.truncate(start + super::RESULT_HEADER);
+        push_status(out, start, code, &msg, max_result);
+    }
+    (start, out.len())
+}
+
+/// Sets the status of the result message starting at `start` (its header
+/// written) to `code`, with `msg` as its text, cut to fit `max_result`.
+pub(super) fn push_status(out: &mut Vec<u8>, start: usize, code: u8, msg: &str, max_result: usize) {
+    out[start + 12] = code;
+    push_text(out, msg, max_result - super::RESULT_HEADER);
+}
+
 /// Sends every result, a batch at a time, waiting for room (asleep) while
-/// the channel is full and checking on the parent between waits; false if
-/// the parent died meanwhile.
-fn send_results<Ch: Channel>(
+/// the channel is full and checking `alive` (the parent, the run) between
+/// waits; false if it said no meanwhile.
+pub(super) fn send_results<Ch: Channel>(
     results: &Ch,
     out: &[u8],
     spans: &[(usize, usize)],
-    parent: u32,
-) -> Result<bool, Error> {
+    mut alive: impl FnMut() -> bool,
+) -> Result<bool, TrySendError<()>> {
     let msgs: Vec<Message<&[u8]>> = spans
         .iter()
         .map(|&(a, b)| Message::new(Request::FINISHED, &out[a..b]))
@@ -327,16 +358,16 @@ fn send_results<Ch: Channel>(
             }
             Ok(_) => {}
             Err(e) if e.is_full() => {}
-            Err(e) => return Err(e.to_string().into()),
+            Err(e) => return Err(e),
         }
         match results.send_with(msgs[i].clone(), Wait::timeout(LIVENESS)) {
             Ok(()) => i += 1,
             Err(e) if e.is_full() => {
-                if !parent_alive(parent) {
+                if !alive() {
                     return Ok(false);
                 }
             }
-            Err(e) => return Err(e.to_string().into()),
+            Err(e) => return Err(e.map(|_| ())),
         }
     }
     Ok(true)
