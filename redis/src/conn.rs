@@ -14,6 +14,7 @@ use crate::scripts;
 pub(crate) enum Script {
     Create,
     Send,
+    SendSame,
     Ack,
     Touch,
     TaskDone,
@@ -27,9 +28,10 @@ pub(crate) enum Script {
 }
 
 impl Script {
-    const ALL: [Script; 12] = [
+    const ALL: [Script; 13] = [
         Script::Create,
         Script::Send,
+        Script::SendSame,
         Script::Ack,
         Script::Touch,
         Script::TaskDone,
@@ -46,6 +48,7 @@ impl Script {
         match self {
             Script::Create => scripts::CREATE,
             Script::Send => scripts::SEND,
+            Script::SendSame => scripts::SEND_SAME,
             Script::Ack => scripts::ACK,
             Script::Touch => scripts::TOUCH,
             Script::TaskDone => scripts::TASK_DONE,

@@ -687,6 +687,10 @@ impl RedisQueue {
         if msgs.is_empty() {
             return Ok(0);
         }
+        let (h0, _) = msgs[0];
+        if msgs.len() > 1 && msgs.iter().all(|(h, _)| *h == h0) {
+            return self.send_same(h0, msgs);
+        }
         // The stream of each message: 2 (KEYS[2], the shared one) or a
         // recipient's, numbered in order of first use.
         let mut keys: Vec<String> = vec![self.keys.meta.clone(), self.keys.shared.clone()];
@@ -710,6 +714,36 @@ impl RedisQueue {
                 .arg(h.sender)
                 .arg(h.recipient.unwrap_or(0))
                 .arg(*d);
+        }
+        let until = Instant::now() + self.opts.reconnect_for;
+        let n: i64 = lock(&self.conn)
+            .run(until, |c| {
+                let con = c.connect()?;
+                cmd.query(con)
+            })
+            .map_err(|e| op_backend(&self.keys.name, e, true))?;
+        Ok(usize::try_from(n).unwrap_or(0).min(msgs.len()))
+    }
+
+    /// [`send_now`](RedisQueue::send_now) of messages that share one
+    /// header (so one stream): one argument per message.
+    fn send_same(&self, h: Header, msgs: &[(Header, &[u8])]) -> Result<usize, BackendError> {
+        let mailbox;
+        let stream = match h.recipient {
+            None => self.keys.shared.as_str(),
+            Some(r) => {
+                mailbox = mailbox_key(&self.keys.name, r);
+                mailbox.as_str()
+            }
+        };
+        let mut cmd = script_cmd(Script::SendSame, &[&self.keys.meta, stream]);
+        cmd.arg(&self.consumer)
+            .arg(self.next_seq())
+            .arg(h.request.code())
+            .arg(h.sender)
+            .arg(h.recipient.unwrap_or(0));
+        for (_, d) in msgs {
+            cmd.arg(*d);
         }
         let until = Instant::now() + self.opts.reconnect_for;
         let n: i64 = lock(&self.conn)

@@ -76,6 +76,49 @@ end
 return n
 "#;
 
+/// [`SEND`] for a batch whose messages share one header and one stream
+/// (a pool's tasks, a worker's results: the usual batch), with one
+/// argument per message instead of five, which takes a third off the
+/// server's time per message: `KEYS[1]` meta, `KEYS[2]` the stream;
+/// `ARGV[1]` consumer, `ARGV[2]` operation sequence number, `ARGV[3..5]`
+/// request, sender, recipient, then one payload per message. The entries
+/// are the same as [`SEND`]'s.
+pub(crate) const SEND_SAME: &str = r#"
+local meta = KEYS[1]
+if redis.call('TYPE', meta)['ok'] ~= 'hash' then
+  return redis.error_reply('NOQUEUE no mulproc queue at ' .. meta)
+end
+local tag = 'op:' .. ARGV[1]
+local last = redis.call('HGET', meta, tag)
+if last then
+  local s, c = string.match(last, '^(%d+):(%d+)$')
+  if s == ARGV[2] then return tonumber(c) end
+end
+local kt = redis.call('TYPE', KEYS[2])['ok']
+if kt ~= 'stream' and kt ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kt .. ', not a stream')
+end
+local vals = redis.call('HMGET', meta, 'capacity', 'live')
+local cap = tonumber(vals[1])
+if not cap then
+  return redis.error_reply('NOQUEUE ' .. meta .. ' has no capacity field')
+end
+local live = tonumber(vals[2]) or 0
+local n = #ARGV - 5
+local room = cap - live
+if room < n then n = math.max(room, 0) end
+local key, r, s, t = KEYS[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, 5 + n do
+  redis.call('XADD', key, '*', 'r', r, 's', s, 't', t, 'd', ARGV[i])
+end
+if n > 0 then
+  redis.call('HINCRBY', meta, 'live', n)
+  redis.call('HINCRBY', meta, 'sent', n)
+  redis.call('HSET', meta, tag, ARGV[2] .. ':' .. n)
+end
+return n
+"#;
+
 /// Acknowledges entries this consumer holds: `KEYS[1]` meta, `KEYS[2]`
 /// the stream; `ARGV[1]` consumer, `ARGV[2..]` entry ids in ascending
 /// order. An entry that this consumer holds is acknowledged and uncounted
