@@ -325,6 +325,47 @@ impl RemoteBackend for AnyBackend {
             AnyBackend::Redis(b) => b.is_gone(error),
         }
     }
+
+    fn take_more<'c>(
+        &self,
+        channel: &'c AnyChannel,
+        max: usize,
+        into: &mut Vec<AnyGuard<'c>>,
+    ) -> Result<(), TryRecvError> {
+        match channel {
+            AnyChannel::Redis(q) => {
+                into.extend(q.try_recv_held(max)?.into_iter().map(AnyGuard::Redis));
+                Ok(())
+            }
+            AnyChannel::Shm(q) => {
+                for _ in 0..max {
+                    match q.try_recv_ref() {
+                        Ok(g) => into.push(AnyGuard::Shm(g)),
+                        Err(TryRecvError::Empty) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish_all<'c>(&self, guards: Vec<AnyGuard<'c>>)
+    where
+        AnyChannel: 'c,
+    {
+        let mut redis = Vec::with_capacity(guards.len());
+        for g in guards {
+            match g {
+                AnyGuard::Redis(g) => redis.push(g),
+                AnyGuard::Shm(g) => drop(g),
+            }
+        }
+        if let Some(q) = redis.first().map(RedisGuard::queue) {
+            // Errors: taken over meanwhile (run again there), or gone.
+            let _ = q.finish_all(redis);
+        }
+    }
 }
 
 #[cfg(test)]

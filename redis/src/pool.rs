@@ -498,6 +498,27 @@ impl RemoteBackend for RedisBackend {
             .unwrap_or(u32::MAX))
     }
 
+    fn take_more<'c>(
+        &self,
+        channel: &'c RedisQueue,
+        max: usize,
+        into: &mut Vec<RedisGuard<'c>>,
+    ) -> Result<(), mulproc::TryRecvError> {
+        into.extend(channel.try_recv_held(max)?);
+        Ok(())
+    }
+
+    fn finish_all<'c>(&self, guards: Vec<RedisGuard<'c>>)
+    where
+        RedisQueue: 'c,
+    {
+        if let Some(q) = guards.first().map(RedisGuard::queue) {
+            // An error: some were taken over meanwhile, and run again
+            // there (the parent keeps one result); or the run is gone.
+            let _ = q.finish_all(guards);
+        }
+    }
+
     fn is_gone(&self, error: &BackendError) -> bool {
         let e = error.source_error();
         matches!(

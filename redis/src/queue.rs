@@ -1217,6 +1217,64 @@ impl RedisQueue {
         }
     }
 
+    /// Receives up to `max` messages that wait now (one pipelined look,
+    /// as [`try_recv_batch`](Channel::try_recv_batch)), holding each as a
+    /// guard; an empty vector if none waits.
+    pub fn try_recv_held(&self, max: usize) -> Result<Vec<RedisGuard<'_>>, TryRecvError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut b = self
+            .look(max, 0, self.claim_due())
+            .map_err(TryRecvError::Backend)?;
+        if !b.malformed.is_empty() {
+            let mut filter = Filter::Any;
+            let mut skip = HashSet::new();
+            // Reports the first malformed entry, handing the rest back.
+            self.choose(b, &mut filter, &mut skip)
+                .map_err(TryRecvError::Backend)?;
+            return Ok(Vec::new());
+        }
+        b.entries.sort_by_key(|e| id_order(&e.id));
+        let rest = b.entries.split_off(b.entries.len().min(max));
+        self.hand_back(&rest);
+        Ok(b.entries.into_iter().map(|e| self.guard(e)).collect())
+    }
+
+    /// Ends the hold of `guards` together: one acknowledgement per stream
+    /// instead of one per guard. [`RedisQueueError::Reclaimed`] if another
+    /// consumer took any of them over meanwhile (those are delivered
+    /// again there); the others are acknowledged all the same.
+    pub fn finish_all<'q>(
+        &'q self,
+        guards: impl IntoIterator<Item = RedisGuard<'q>>,
+    ) -> Result<(), BackendError> {
+        let mut ids: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for mut g in guards {
+            if g.done {
+                continue;
+            }
+            g.done = true;
+            let i = match g.entry.which {
+                Which::Mailbox => 0,
+                Which::Shared => 1,
+            };
+            ids[i].push(std::mem::take(&mut g.entry.id));
+        }
+        let mut first_err = None;
+        for (which, mut ids) in [Which::Mailbox, Which::Shared].into_iter().zip(ids) {
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_by_key(|id| id_order(id));
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            if let Err(e) = self.ack(which, &refs) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn guard(&self, entry: Entry) -> RedisGuard<'_> {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         RedisGuard {
@@ -1367,7 +1425,12 @@ impl fmt::Debug for RedisGuard<'_> {
     }
 }
 
-impl RedisGuard<'_> {
+impl<'q> RedisGuard<'q> {
+    /// The queue it holds a message of.
+    pub(crate) fn queue(&self) -> &'q RedisQueue {
+        self.queue
+    }
+
     /// The stream entry id (`<ms>-<seq>`).
     pub fn entry_id(&self) -> &str {
         &self.entry.id

@@ -58,7 +58,9 @@
 //! # Ok::<(), BackendError>(())
 //! ```
 
-use crate::{BackendError, Channel, Joinable, Queue, QueueConfig, SetupError};
+use crate::{
+    BackendError, Channel, Joinable, Queue, QueueConfig, Received, SetupError, TryRecvError,
+};
 
 /// What a pool channel is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -149,6 +151,39 @@ pub trait RemoteBackend: Backend {
     /// True if `error`, from a channel of a run, says that the channel is
     /// gone (the run ended and its channels were removed).
     fn is_gone(&self, error: &BackendError) -> bool;
+
+    /// Receives up to `max` more messages that wait now, holding each,
+    /// into `into`. The default takes them one [`try_recv_ref`](Channel::try_recv_ref)
+    /// at a time; a broker may take them in one round trip.
+    fn take_more<'c>(
+        &self,
+        channel: &'c Self::Channel,
+        max: usize,
+        into: &mut Vec<<Self::Channel as Channel>::Guard<'c>>,
+    ) -> Result<(), TryRecvError> {
+        for _ in 0..max {
+            match channel.try_recv_ref() {
+                Ok(g) => into.push(g),
+                Err(TryRecvError::Empty) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the hold of every guard of `guards` (their tasks are
+    /// finished). The default finishes them one at a time; a broker may
+    /// acknowledge them together. An error to end a hold (another
+    /// receiver took the message over meanwhile) is not reported: the
+    /// task then runs again there, and the parent keeps one result.
+    fn finish_all<'c>(&self, guards: Vec<<Self::Channel as Channel>::Guard<'c>>)
+    where
+        Self::Channel: 'c,
+    {
+        for g in guards {
+            let _ = g.finish();
+        }
+    }
 }
 
 /// The default backend: a shared-memory [`Queue`] per channel, named by

@@ -122,6 +122,7 @@ where
             max_batch: cfg.worker_batch.max(1),
             max_attempts,
             next_check: Instant::now() + CHECK,
+            busy: Duration::ZERO,
             out: Vec::new(),
             spans: Vec::new(),
             served: &mut served,
@@ -142,6 +143,8 @@ struct Serving<'a, B: RemoteBackend> {
     max_batch: usize,
     max_attempts: u32,
     next_check: Instant,
+    /// Time spent in the handler in this batch (what sizes the next).
+    busy: Duration,
     out: Vec<u8>,
     spans: Vec<(usize, usize)>,
     served: &'a mut Served,
@@ -201,17 +204,16 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
                 Err(e) => return Stop::Error(PoolError::Recv(e)),
             };
             let mut held: Vec<Guard<'_, B>> = vec![first];
-            while held.len() < batch {
-                match tasks.try_recv_ref() {
-                    Ok(g) => held.push(g),
-                    Err(TryRecvError::Empty) => break,
+            if batch > 1 {
+                match self.backend.take_more(tasks, batch - 1, &mut held) {
+                    Ok(()) => {}
                     Err(TryRecvError::Backend(e)) => {
                         return self.ended_or(e, |e| PoolError::TryRecv(TryRecvError::Backend(e)))
                     }
                     Err(e) => return Stop::Error(PoolError::TryRecv(e)),
                 }
             }
-            let started = Instant::now();
+            self.busy = Duration::ZERO;
             let ran = self.served.tasks;
             match self.run_batch::<C, In, Out, E, F>(handler, held) {
                 Ok(true) => {}
@@ -221,7 +223,7 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
             // Grow the batch while tasks are cheap; shrink it to the
             // budget when they are not.
             let n = (self.served.tasks - ran).max(1) as u32;
-            let per_task = started.elapsed() / n;
+            let per_task = self.busy / n;
             batch = if per_task * (2 * batch as u32) <= BATCH_BUDGET {
                 (batch * 2).min(self.max_batch)
             } else {
@@ -271,17 +273,7 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
                 continue; // not ours: dropped, i.e. let go as read
             };
             if !self.backend.redelivered(&g) {
-                let data = &g.data()[TASK_HEADER..];
-                let span = run_one::<C, In, Out, E, F>(
-                    handler,
-                    id,
-                    rec,
-                    data,
-                    &mut self.out,
-                    self.max_result,
-                );
-                self.spans.push(span);
-                self.served.tasks += 1;
+                self.run_task::<C, In, Out, E, F>(handler, id, rec, &g.data()[TASK_HEADER..]);
                 group.push(g);
                 continue;
             }
@@ -304,23 +296,30 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
                 self.spans.push((start, self.out.len()));
                 self.served.given_up += 1;
             } else {
-                let data = &g.data()[TASK_HEADER..];
-                let span = run_one::<C, In, Out, E, F>(
-                    handler,
-                    id,
-                    rec,
-                    data,
-                    &mut self.out,
-                    self.max_result,
-                );
-                self.spans.push(span);
-                self.served.tasks += 1;
+                self.run_task::<C, In, Out, E, F>(handler, id, rec, &g.data()[TASK_HEADER..]);
             }
             group.push(g);
             self.flush(&mut group)?;
         }
         self.flush(&mut group)?;
         Ok(more)
+    }
+
+    /// Runs one task, its result added to those gathered.
+    fn run_task<C, In, Out, E, F>(&mut self, handler: &mut F, id: u64, rec: [u8; 4], data: &[u8])
+    where
+        C: Codec,
+        In: Wire<C>,
+        Out: Wire<C>,
+        E: std::fmt::Display,
+        F: FnMut(In) -> Result<Out, E>,
+    {
+        let t = Instant::now();
+        let span =
+            run_one::<C, In, Out, E, F>(handler, id, rec, data, &mut self.out, self.max_result);
+        self.busy += t.elapsed();
+        self.spans.push(span);
+        self.served.tasks += 1;
     }
 
     /// Sends the results gathered and then lets go of their tasks.
@@ -342,12 +341,9 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
             }
         }
         // Only now are the tasks finished: let go of them (acknowledged).
-        for g in group.drain(..) {
-            // An error: reclaimed by another worker meanwhile (we were
-            // slower than the claim time), which runs it again; the parent
-            // keeps one result. Or the run is gone: nothing to finish.
-            let _ = g.finish();
-        }
+        // One taken over by another worker meanwhile (we were slower than
+        // the claim time) runs again there; the parent keeps one result.
+        self.backend.finish_all(std::mem::take(group));
         self.out.clear();
         self.spans.clear();
         Ok(())
