@@ -122,6 +122,9 @@ fn split_pool(url: &str) -> (String, Option<String>) {
 }
 
 /// A channel of an [`AnyBackend`].
+// A pool holds two of them: their size does not matter, and boxing either
+// would add a pointer chase to every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyChannel {
     /// A shared-memory queue.

@@ -82,6 +82,27 @@ fn remote_worker_process() {
     println!("served tasks={tasks} redelivered={redelivered} given_up={given_up}");
 }
 
+/// Not a test: a pool's parent in a process of its own, with no local
+/// worker, that submits tasks, takes every result, says so, and then
+/// waits to be killed (it never shuts the pool down).
+#[test]
+#[ignore = "helper process, started by other tests"]
+fn parent_process() {
+    let (Ok(url), Ok(pool)) = (std::env::var(URL), std::env::var(POOL)) else {
+        return;
+    };
+    let mut pool = Pool::builder()
+        .workers(0)
+        .worker_batch(8)
+        .max_attempts(1)
+        .backend(backend(&url, &pool))
+        .start(handler(Duration::ZERO, None))
+        .expect("parent: start");
+    let n = pool.map(0..100u64).filter(Result::is_ok).count();
+    println!("parent answered={n}");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
 /// A remote worker process, killed (and reaped) if the test fails.
 struct Remote {
     child: Option<Child>,
@@ -90,9 +111,14 @@ struct Remote {
 
 impl Remote {
     fn start(url: &str, pool: &str, envs: &[(&str, String)]) -> Remote {
+        Remote::start_as("remote_worker_process", url, pool, envs)
+    }
+
+    /// The test binary running just the helper `test`.
+    fn start_as(test: &str, url: &str, pool: &str, envs: &[(&str, String)]) -> Remote {
         let mut c = Command::new(std::env::current_exe().expect("test binary"));
         c.args([
-            "remote_worker_process",
+            test,
             "--exact",
             "--ignored",
             "--nocapture",
@@ -243,7 +269,7 @@ fn a_remote_worker_killed_mid_task_has_its_tasks_reclaimed() {
     let server = common::Server::start();
     let pool_name = common::unique("remote-kill");
     let delay = [(DELAY, "5".to_owned()), (SAY, "1".to_owned())];
-    let mut victim = Remote::start(&server.url(), &pool_name, &delay);
+    let victim = Remote::start(&server.url(), &pool_name, &delay);
     let mut survivor = Remote::start(&server.url(), &pool_name, &delay);
     let mut pool = Pool::builder()
         .workers(0)
@@ -386,5 +412,36 @@ fn a_remote_worker_serves_one_run_after_another() {
         .wait(Duration::from_secs(10))
         .expect("exits")
         .success());
+    assert_eq!(keys_left(&server), 0, "keys left behind");
+}
+
+#[test]
+fn a_remote_worker_returns_when_the_parent_dies_and_reaps_its_run() {
+    let server = common::Server::start();
+    let pool_name = common::unique("remote-orphan");
+    let mut worker = Remote::start(&server.url(), &pool_name, &[]);
+    let mut parent = Remote::start_as("parent_process", &server.url(), &pool_name, &[]);
+    let line = parent
+        .line("parent answered", Duration::from_secs(30))
+        .expect("the parent got its results");
+    assert_eq!(line, "parent answered=100");
+    assert!(keys_left(&server) > 0, "the run's keys are there");
+    let killed = Instant::now();
+    parent.kill(); // SIGKILL: no shutdown, its lease is left to run out
+    let line = worker
+        .line("served", Duration::from_secs(10))
+        .expect("the worker returns once the parent's lease ran out");
+    // The lease is 1 s; the worker looks every 250 ms.
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(counts(&line).0, 100);
+    assert!(worker
+        .wait(Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    // It removed what the dead run left.
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
