@@ -445,3 +445,48 @@ fn a_remote_worker_returns_when_the_parent_dies_and_reaps_its_run() {
     // It removed what the dead run left.
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
+
+#[test]
+fn a_pool_with_a_remote_worker_rides_out_a_redis_restart_with_aof_always() {
+    let server = common::Server::start_aof_always();
+    let url = server.url();
+    let pool_name = common::unique("remote-restart");
+    let mut worker = Remote::start(&url, &pool_name, &[(DELAY, "2".to_owned())]);
+    // The parent's lease (5 s) outlasts the restart (well under a second
+    // here): the run goes on.
+    let mut pool = Pool::builder()
+        .workers(0)
+        .worker_batch(8)
+        .max_attempts(1)
+        .backend(backend(&url, &pool_name).lease(Duration::from_secs(5)))
+        .start(handler(Duration::ZERO, None))
+        .expect("start the pool");
+    let restarter = std::thread::spawn(move || {
+        let mut server = server;
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart(); // SIGKILL, then the same port and AOF
+        server
+    });
+    let out: Vec<u64> = pool
+        .map(0..500u64)
+        .map(|r| r.expect("every task answered across the restart"))
+        .collect();
+    let server = restarter.join().expect("restarted");
+    for (i, v) in out.iter().enumerate() {
+        assert_eq!(*v, (i as u64) * (i as u64) + 1, "result {i}");
+    }
+    let stats = pool.shutdown().expect("shutdown");
+    // Nothing lost: every task answered once to the caller. (A task whose
+    // acknowledgement the restart interrupted may run twice; its second
+    // result is dropped.)
+    assert_eq!(stats.succeeded, 500);
+    let line = worker
+        .line("served", Duration::from_secs(10))
+        .expect("the worker returns when the run ends");
+    assert!(counts(&line).0 >= 500, "{line}");
+    assert!(worker
+        .wait(Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    assert_eq!(keys_left(&server), 0, "keys left behind");
+}
