@@ -298,6 +298,18 @@ impl RedisBackend {
         Ok(run)
     }
 
+    /// Ends a run that failed to start: stops its lease, removes what it
+    /// made (best effort).
+    fn abandon(&self, n: &Named, mut st: MutexGuard<'_, ParentRun>, run: &str) {
+        st.ended = true;
+        if let Some((tx, h)) = st.lease.take() {
+            drop(tx);
+            let _ = h.join();
+        }
+        drop(st);
+        let _ = self.reap(n, run);
+    }
+
     fn create_queue(&self, name: &str, spec: &ChannelSpec) -> Result<RedisQueue, RedisSetupError> {
         let config = RedisConfig::new(u64::from(spec.capacity), spec.max_payload as usize)
             .claim_after(self.claim_after);
@@ -378,9 +390,15 @@ impl Backend for RedisBackend {
             Purpose::Tasks => 0,
             Purpose::Results => 1,
         };
-        let q = self
-            .create_queue(&channel_name(&n.pool, &run, spec.purpose), spec)
-            .map_err(BackendError::new)?;
+        let q = match self.create_queue(&channel_name(&n.pool, &run, spec.purpose), spec) {
+            Ok(q) => q,
+            Err(e) => {
+                // The pool fails to start: give the name back at once and
+                // remove the run's other channel, if made.
+                self.abandon(n, st, &run);
+                return Err(BackendError::new(e));
+            }
+        };
         st.created[idx] = true;
         if st.created == [true, true] {
             let keys = [n.run_key.as_str(), n.alive_key.as_str()];
@@ -391,6 +409,7 @@ impl Backend for RedisBackend {
                 cmd.query(con)
             })?;
             if ok != 1 {
+                self.abandon(n, st, &run);
                 return Err(BackendError::new(RedisQueueError::QueueGone {
                     name: format!("pool {:?} (its lease ran out while starting)", n.pool),
                 }));

@@ -490,3 +490,63 @@ fn a_pool_with_a_remote_worker_rides_out_a_redis_restart_with_aof_always() {
         .success());
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn a_parent_with_no_worker_waits_asleep_until_one_joins() {
+    let server = common::Server::start();
+    let pool_name = common::unique("remote-nobody");
+    let mut pool = Pool::builder()
+        .workers(0)
+        .worker_batch(8)
+        .max_attempts(1)
+        .backend(backend(&server.url(), &pool_name))
+        .start(handler(Duration::ZERO, None))
+        .expect("start the pool");
+    let ids: Vec<u64> = (0..10u64)
+        .map(|x| pool.submit(x).expect("submit"))
+        .collect();
+    // Nobody serves: the wait for a result sleeps (blocking reads of
+    // Redis), it does not spin.
+    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    let got = pool
+        .next_result_timeout(Duration::from_secs(1))
+        .expect("a wait");
+    let (cpu, waited) = (thread_cpu() - cpu0, t0.elapsed());
+    assert!(got.is_none(), "no worker, no result");
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "{cpu:?} of CPU in a 1 s wait"
+    );
+    // The tasks waited in Redis: a worker that joins now answers them.
+    let mut worker = Remote::start(&server.url(), &pool_name, &[]);
+    let mut answered = Vec::new();
+    while let Some(done) = pool.next_result().expect("a result") {
+        assert_eq!(done.result.expect("ok"), done.id * done.id + 1);
+        answered.push(done.id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, ids);
+    pool.shutdown().expect("shutdown");
+    let line = worker
+        .line("served", Duration::from_secs(10))
+        .expect("returns");
+    assert_eq!(counts(&line).0, 10);
+    assert!(worker
+        .wait(Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    assert_eq!(keys_left(&server), 0, "keys left behind");
+}

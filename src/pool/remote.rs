@@ -253,20 +253,21 @@ impl<'a, B: RemoteBackend> Serving<'a, B> {
         let mut group: Vec<Guard<'_, B>> = Vec::new();
         let mut more = true;
         for g in held {
+            if g.header().request == Request::DIE {
+                // For a local worker: put it back (every one taken), then
+                // stop taking tasks (every task was answered before the
+                // pills went out). A failure to put it back: the run is
+                // ending anyway, and `shutdown` sends pills again every
+                // 100 ms while local workers live.
+                let _ = self.tasks.try_send(Message::signal(Request::DIE));
+                drop(g);
+                more = false;
+                continue;
+            }
             if !more {
                 // After a pill: nothing but copies of answered tasks; let
                 // them go as read.
                 drop(g);
-                continue;
-            }
-            if g.header().request == Request::DIE {
-                // For a local worker: put it back, then stop taking tasks
-                // (every task was answered before the pills went out).
-                // A failure to put it back: the run is ending anyway, and
-                // `shutdown` sends pills again every 100 ms.
-                let _ = self.tasks.try_send(Message::signal(Request::DIE));
-                drop(g);
-                more = false;
                 continue;
             }
             let Some((id, rec)) = task_id(g.header().request, g.data()) else {
