@@ -426,8 +426,18 @@ fn a_remote_worker_returns_when_the_parent_dies_and_reaps_its_run() {
         .expect("the parent got its results");
     assert_eq!(line, "parent answered=100");
     assert!(keys_left(&server) > 0, "the run's keys are there");
+    let parent_pid = parent.pid();
     let killed = Instant::now();
     parent.kill(); // SIGKILL: no shutdown, its lease is left to run out
+                   // Nothing of it on this machine either (its pool's board, with no
+                   // slot, had no name to leave behind).
+    let prefix = format!("mulproc.u-{parent_pid}-");
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     let line = worker
         .line("served", Duration::from_secs(10))
         .expect("the worker returns once the parent's lease ran out");
