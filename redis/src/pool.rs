@@ -155,6 +155,9 @@ impl RedisBackend {
     ///   run left, and workers go on to the next run.
     /// - **Workers**: local ones (`Builder::workers`, 0 allowed) and any
     ///   number of remote ones.
+    /// - A backend value (with its clones) is the parent of one run at a
+    ///   time: start one pool with it, and the next once that one is shut
+    ///   down or dropped.
     pub fn pool(mut self, name: &str) -> Result<RedisBackend, RedisSetupError> {
         let ok = !name.is_empty()
             && name.len() <= MAX_POOL_NAME
