@@ -560,3 +560,44 @@ fn a_parent_with_no_worker_waits_asleep_until_one_joins() {
         .success());
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
+
+#[test]
+fn serve_refuses_clearly_what_it_cannot_join() {
+    // No pool name: nothing to find.
+    let unnamed = Pool::builder().backend(RedisBackend::new("redis://127.0.0.1:1/").expect("url"));
+    let err = unnamed.serve(|x: u64| x).expect_err("no pool name");
+    assert!(err.to_string().contains("RedisBackend::pool"), "{err}");
+    // Shared memory has no remote workers.
+    let shm = Pool::builder().backend(mulproc_redis::AnyBackend::from_url("shm").expect("shm"));
+    assert!(shm.serve(|x: u64| x).is_err());
+    // A pool name Redis keys cannot carry.
+    let bad = RedisBackend::new("redis://127.0.0.1:1/")
+        .expect("url")
+        .pool("no spaces/or slashes");
+    assert!(matches!(
+        bad,
+        Err(mulproc_redis::RedisSetupError::InvalidName { .. })
+    ));
+    // A server that is not there: an error once the reconnect time is out,
+    // not a wait forever.
+    let port = common::free_port();
+    let gone = RedisBackend::new(&format!("redis://127.0.0.1:{port}/"))
+        .expect("url")
+        .options(
+            RedisOptions::default()
+                .reconnect_for(Duration::from_millis(300))
+                .connect_timeout(Duration::from_millis(200)),
+        )
+        .pool("jobs")
+        .expect("name");
+    let t = Instant::now();
+    let err = Pool::builder()
+        .backend(gone)
+        .serve(|x: u64| x)
+        .expect_err("unreachable");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        err.to_string().contains("connection") || err.to_string().contains("reconnect"),
+        "{err}"
+    );
+}
