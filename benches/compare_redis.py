@@ -14,6 +14,13 @@ turn, interleaved (so a noisy minute on a shared machine hits both sides):
                           batches and acknowledged, clock stopped when
                           every task is acknowledged
 
+  C  target/release/examples/pool_throughput URL N WORKERS SIZE
+       the worker pool (mulproc::pool over RedisBackend) with WORKERS
+       local workers, then with WORKERS remote workers (--remote: a named
+       pool with no local worker, joined by WORKERS separate processes
+       with Builder::serve), then over shared memory for scale
+       (tasks_per_sec, every result checked)
+
 and reports the median over rounds of B/A for each of B's two figures,
 against the target of 0.5. The end-to-end figure does three times the
 server work of a bare XADD per message (add, read, acknowledge), so it is
@@ -50,6 +57,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "compare_redis")
 BIN = os.path.join(ROOT, "target", "release", "examples", "redis_throughput")
+POOL_BIN = os.path.join(ROOT, "target", "release", "examples", "pool_throughput")
 VENV = os.path.join(ROOT, "target", "venv-redis-peers")
 PEERS = os.path.join(ROOT, "benches", "redis_peers.py")
 TARGET = 0.5
@@ -119,6 +127,12 @@ def ours(server, n, workers, size):
     return {k: float(v) for k, v in (kv.split("=") for kv in last.split())}
 
 
+def pool_rate(url, n, workers, size, remote=False):
+    args = [POOL_BIN, url, str(n), str(workers), str(size)] + (["--remote"] if remote else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1].split("=")[1])
+
+
 def peer_python():
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
@@ -146,13 +160,15 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--peers", action="store_true", help="also RQ and Celery")
     ap.add_argument("--peer-n", type=int, default=5000, help="tasks per peer run")
+    ap.add_argument("--pool-n", type=int, default=50_000, help="tasks per pool run")
     a = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: apt-get install -y redis-server redis-tools")
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "mulproc-redis",
-                        "--example", "redis_throughput"], cwd=ROOT, check=True)
+                        "--example", "redis_throughput", "--example", "pool_throughput"],
+                       cwd=ROOT, check=True)
     py = peer_python() if a.peers else None
     os.makedirs(OUT, exist_ok=True)
     tmp = os.path.join(OUT, f"server-{os.getpid()}")
@@ -164,13 +180,20 @@ def main():
             x = xadd_rate(server, a.n, a.size, a.pipeline)
             o = ours(server, a.n, a.workers, a.size)
             run = {"round": r, "xadd_per_sec": x, **o}
+            run["pool_local_per_sec"] = pool_rate(server.url(), a.pool_n, a.workers, a.size)
+            run["pool_remote_per_sec"] = pool_rate(
+                server.url() + f"0/bench-{os.getpid()}-{r}", a.pool_n, a.workers, a.size, remote=True)
+            run["pool_shm_per_sec"] = pool_rate("shm", a.pool_n * 4, a.workers, a.size)
             if py:
                 run["rq_per_sec"] = peer(py, server, "rq", a.peer_n, a.workers, a.size)
                 run["celery_per_sec"] = peer(py, server, "celery", a.peer_n, a.workers, a.size)
             runs.append(run)
             print(f"round {r}: XADD -P{a.pipeline} {x:,.0f}/s, "
                   f"send {o['send_msgs_per_sec']:,.0f}/s, "
-                  f"end to end {o['msgs_per_sec']:,.0f}/s"
+                  f"end to end {o['msgs_per_sec']:,.0f}/s, "
+                  f"pool {run['pool_local_per_sec']:,.0f}/s local, "
+                  f"{run['pool_remote_per_sec']:,.0f}/s remote, "
+                  f"{run['pool_shm_per_sec']:,.0f}/s shm"
                   + (f", RQ {run['rq_per_sec']:,.0f}/s, Celery {run['celery_per_sec']:,.0f}/s"
                      if py else ""), flush=True)
     finally:
@@ -197,13 +220,29 @@ def main():
         m = statistics.median(r[key] for r in runs)
         lines.append(f"| {label} | {m:,.0f} | {xm:,.0f} | {ratio:.2f} | >= {TARGET} | "
                      f"{'yes' if ratio >= TARGET else 'no'} |")
+    def ratio_of(a_key, b_key):
+        return statistics.median(r[a_key] / r[b_key] for r in runs)
+
+    lines += [
+        "",
+        f"Worker pool (mulproc::pool), {a.workers} workers, {a.pool_n} tasks of {a.size} bytes",
+        "",
+        "| pool | median tasks/s | median ratio |",
+        "| --- | --- | --- |",
+        f"| over Redis, local workers | {statistics.median(r['pool_local_per_sec'] for r in runs):,.0f} | 1 |",
+        f"| over Redis, remote workers (Builder::serve) | "
+        f"{statistics.median(r['pool_remote_per_sec'] for r in runs):,.0f} | "
+        f"{ratio_of('pool_remote_per_sec', 'pool_local_per_sec'):.2f} x local |",
+        f"| shared memory, for scale | {statistics.median(r['pool_shm_per_sec'] for r in runs):,.0f} | "
+        f"{ratio_of('pool_shm_per_sec', 'pool_local_per_sec'):.1f} x Redis |",
+    ]
     if py:
-        lines += ["", "| end to end against | its median msg/s | median ratio |", "| --- | --- | --- |"]
-        for label, key in (("RQ (SimpleWorker, burst)", "rq_per_sec"),
-                           ("Celery (prefork, redis broker)", "celery_per_sec")):
+        lines += ["", "| pool over Redis (local workers) against | its median tasks/s | median ratio | target |",
+                  "| --- | --- | --- | --- |"]
+        for label, key, target in (("RQ (SimpleWorker, burst)", "rq_per_sec", 10),
+                                   ("Celery (prefork, redis broker)", "celery_per_sec", 5)):
             m = statistics.median(r[key] for r in runs)
-            ratio = statistics.median(r["msgs_per_sec"] / r[key] for r in runs)
-            lines.append(f"| {label} | {m:,.0f} | {ratio:,.0f}x |")
+            lines.append(f"| {label} | {m:,.0f} | {ratio_of('pool_local_per_sec', key):,.0f}x | >= {target}x |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(OUT, "table.md"), "w") as f:
         f.write(table)

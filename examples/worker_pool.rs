@@ -10,6 +10,14 @@
 //! cargo run --release --example worker_pool -- --workers 8 --tasks 5000000 --size 256
 //! ```
 //!
+//! Over Redis, with workers on other machines too (see the README's "More
+//! than one machine"):
+//!
+//! ```text
+//! cargo run --release --example worker_pool -- --backend redis://10.0.0.5:6379/0/jobs --workers 0
+//! cargo run --release --example worker_pool -- --backend redis://10.0.0.5:6379/0/jobs --serve
+//! ```
+//!
 //! The last line is `tasks_per_sec=<rate>`: tasks answered and checked
 //! per second, from the first task sent to the last result checked.
 
@@ -21,12 +29,13 @@ use bytemuck::{Pod, Zeroable};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use mulproc::pool::Pool;
+use mulproc_redis::AnyBackend;
 
 /// A pool of worker processes, every result checked.
 #[derive(Parser)]
 struct Args {
-    /// Worker processes.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Worker processes started here (0: only workers joining with --serve).
+    #[arg(long, default_value_t = 4)]
     workers: u16,
     /// Tasks to run.
     #[arg(long, default_value_t = 6_000_000)]
@@ -35,6 +44,13 @@ struct Args {
     #[arg(long, default_value = "64",
           value_parser = ["16", "32", "64", "128", "256", "512", "1024", "4096"])]
     size: String,
+    /// Where tasks travel: `shm` (shared memory) or a Redis URL,
+    /// `redis://host:port/db[/pool]` (a pool name lets others --serve it).
+    #[arg(long, default_value = "shm")]
+    backend: String,
+    /// Only serve the pool named in --backend, run after run, until killed.
+    #[arg(long)]
+    serve: bool,
 }
 
 /// A worker's answer: plain data, sent as its bytes.
@@ -84,10 +100,15 @@ fn run<const N: usize>(args: &Args) -> Result<f64, Box<dyn Error>>
 where
     [u8; N]: Pod,
 {
-    // In a worker process this runs the handler loop and never returns.
-    let mut pool = Pool::builder()
+    let builder = Pool::builder()
         .workers(args.workers.into())
-        .start(work::<N>)?;
+        .backend(AnyBackend::from_url(&args.backend)?);
+    while args.serve {
+        let served = builder.serve(work::<N>)?;
+        eprintln!("served {} tasks; waiting for the next run", served.tasks);
+    }
+    // In a worker process this runs the handler loop and never returns.
+    let mut pool = builder.start(work::<N>)?;
 
     let bar = ProgressBar::new(args.tasks).with_style(ProgressStyle::with_template(
         "[{bar:30}] {human_pos}/{human_len}  {per_sec}  eta {eta}  {msg}",

@@ -14,33 +14,51 @@ use crate::scripts;
 pub(crate) enum Script {
     Create,
     Send,
+    SendSame,
     Ack,
     Touch,
     TaskDone,
     Retire,
     Prune,
+    PoolClaim,
+    PoolPublish,
+    PoolRenew,
+    PoolFind,
+    PoolEnd,
 }
 
 impl Script {
-    const ALL: [Script; 7] = [
+    const ALL: [Script; 13] = [
         Script::Create,
         Script::Send,
+        Script::SendSame,
         Script::Ack,
         Script::Touch,
         Script::TaskDone,
         Script::Retire,
         Script::Prune,
+        Script::PoolClaim,
+        Script::PoolPublish,
+        Script::PoolRenew,
+        Script::PoolFind,
+        Script::PoolEnd,
     ];
 
     fn source(self) -> &'static str {
         match self {
             Script::Create => scripts::CREATE,
             Script::Send => scripts::SEND,
+            Script::SendSame => scripts::SEND_SAME,
             Script::Ack => scripts::ACK,
             Script::Touch => scripts::TOUCH,
             Script::TaskDone => scripts::TASK_DONE,
             Script::Retire => scripts::RETIRE,
             Script::Prune => scripts::PRUNE,
+            Script::PoolClaim => scripts::POOL_CLAIM,
+            Script::PoolPublish => scripts::POOL_PUBLISH,
+            Script::PoolRenew => scripts::POOL_RENEW,
+            Script::PoolFind => scripts::POOL_FIND,
+            Script::PoolEnd => scripts::POOL_END,
         }
     }
 }

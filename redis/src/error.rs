@@ -59,6 +59,15 @@ pub enum RedisSetupError {
         /// The name given.
         name: String,
     },
+    /// Another parent runs the named pool now (it holds the pool's lease;
+    /// see [`RedisBackend::pool`](crate::RedisBackend::pool)).
+    #[error("pool {pool:?} is already run by a live parent on this Redis server (run {run})")]
+    PoolRunning {
+        /// The pool's name.
+        pool: String,
+        /// The run that holds it.
+        run: String,
+    },
     /// `create`: a queue of that name exists.
     #[error("a queue named {name:?} already exists on the Redis server")]
     AlreadyExists {

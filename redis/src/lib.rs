@@ -21,6 +21,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## A pool whose workers run anywhere
+//!
+//! [`RedisBackend`] carries a [`mulproc::pool::Pool`]. With a name
+//! ([`RedisBackend::pool`]), workers on any machine join the pool with
+//! [`Builder::serve`](mulproc::pool::Builder::serve) (same URL, same pool
+//! name, same builder settings), and the parent may have no local worker
+//! at all; [`AnyBackend`] picks shared memory or Redis from a URL
+//! (`shm`, `redis://host:port/db`, `redis://host:port/db/pool`).
+//!
+//! ```no_run
+//! use mulproc::pool::Pool;
+//! use mulproc_redis::RedisBackend;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = RedisBackend::new("redis://10.0.0.5:6379/0")?.pool("jobs")?;
+//! let builder = Pool::builder().workers(0).backend(backend);
+//! if std::env::args().any(|a| a == "--serve") {
+//!     loop {
+//!         builder.serve(|x: u64| x * x)?; // one run of the pool, then the next
+//!     }
+//! }
+//! let mut pool = builder.start(|x: u64| x * x)?;
+//! let total: u64 = pool.map(0..100u64).map(|r| r.unwrap()).sum();
+//! # let _ = total;
+//! pool.shutdown()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A remote worker holds each task (pending in the stream, heartbeated)
+//! until its result is sent, so a worker or machine that dies has its
+//! tasks taken over by others after the claim time; the parent keeps one
+//! result per task. A redelivered task runs alone and its starts are
+//! counted in Redis, so a task that keeps killing workers is given up
+//! ([`TaskError::Killed`](mulproc::pool::TaskError::Killed)). The parent
+//! holds a lease on the pool's name; when it ends (shutdown, or death and
+//! the lease running out) `serve` returns, and the dead run's keys are
+//! removed by whoever looks next.
+//!
 //! ## How it maps onto Redis
 //!
 //! It needs Redis 6.2 or later (`XAUTOCLAIM`, `XTRIM MINID`); 7.0 is
@@ -124,12 +163,14 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod any;
 mod conn;
 mod error;
 mod pool;
 mod queue;
 mod scripts;
 
+pub use any::{backend_from_url, AnyBackend, AnyChannel, AnyGuard};
 pub use error::{RedisQueueError, RedisSetupError};
 pub use pool::RedisBackend;
 pub use queue::{RedisConfig, RedisGuard, RedisOptions, RedisQueue};

@@ -217,6 +217,8 @@ fn id_order(id: &str) -> (u64, u64) {
 /// A stream entry delivered to this handle.
 struct Entry {
     which: Which,
+    /// Taken over from another consumer (`XAUTOCLAIM`): delivered before.
+    redelivered: bool,
     id: String,
     header: Header,
     data: Vec<u8>,
@@ -685,6 +687,10 @@ impl RedisQueue {
         if msgs.is_empty() {
             return Ok(0);
         }
+        let (h0, _) = msgs[0];
+        if msgs.len() > 1 && msgs.iter().all(|(h, _)| *h == h0) {
+            return self.send_same(h0, msgs);
+        }
         // The stream of each message: 2 (KEYS[2], the shared one) or a
         // recipient's, numbered in order of first use.
         let mut keys: Vec<String> = vec![self.keys.meta.clone(), self.keys.shared.clone()];
@@ -708,6 +714,36 @@ impl RedisQueue {
                 .arg(h.sender)
                 .arg(h.recipient.unwrap_or(0))
                 .arg(*d);
+        }
+        let until = Instant::now() + self.opts.reconnect_for;
+        let n: i64 = lock(&self.conn)
+            .run(until, |c| {
+                let con = c.connect()?;
+                cmd.query(con)
+            })
+            .map_err(|e| op_backend(&self.keys.name, e, true))?;
+        Ok(usize::try_from(n).unwrap_or(0).min(msgs.len()))
+    }
+
+    /// [`send_now`](RedisQueue::send_now) of messages that share one
+    /// header (so one stream): one argument per message.
+    fn send_same(&self, h: Header, msgs: &[(Header, &[u8])]) -> Result<usize, BackendError> {
+        let mailbox;
+        let stream = match h.recipient {
+            None => self.keys.shared.as_str(),
+            Some(r) => {
+                mailbox = mailbox_key(&self.keys.name, r);
+                mailbox.as_str()
+            }
+        };
+        let mut cmd = script_cmd(Script::SendSame, &[&self.keys.meta, stream]);
+        cmd.arg(&self.consumer)
+            .arg(self.next_seq())
+            .arg(h.request.code())
+            .arg(h.sender)
+            .arg(h.recipient.unwrap_or(0));
+        for (_, d) in msgs {
+            cmd.arg(*d);
         }
         let until = Instant::now() + self.opts.reconnect_for;
         let n: i64 = lock(&self.conn)
@@ -834,7 +870,7 @@ impl RedisQueue {
                 }
                 if let Some(Value::Array(entries)) = parts.get(1) {
                     for e in entries {
-                        self.parse_entry(which, e, &mut out);
+                        self.parse_entry(which, e, true, &mut out);
                     }
                 }
             }
@@ -872,7 +908,7 @@ impl RedisQueue {
                     let which = self.which_of(k);
                     if let (Some(which), Value::Array(es)) = (which, entries) {
                         for e in es {
-                            self.parse_entry(which, e, &mut out);
+                            self.parse_entry(which, e, false, &mut out);
                         }
                     }
                 }
@@ -889,7 +925,7 @@ impl RedisQueue {
                 continue;
             };
             for e in es {
-                self.parse_entry(which, e, &mut out);
+                self.parse_entry(which, e, false, &mut out);
             }
         }
         out
@@ -907,7 +943,7 @@ impl RedisQueue {
     }
 
     /// Parses one `[id, [field, value, ...]]` entry into `out`, holding it.
-    fn parse_entry(&self, which: Which, e: &Value, out: &mut Batch) {
+    fn parse_entry(&self, which: Which, e: &Value, redelivered: bool, out: &mut Batch) {
         let Value::Array(pair) = e else { return };
         let Some(id) = pair.first().and_then(as_bytes) else {
             return;
@@ -961,6 +997,7 @@ impl RedisQueue {
         }
         out.entries.push(Entry {
             which,
+            redelivered,
             id,
             header: Header {
                 request: Request::new(r),
@@ -1180,6 +1217,64 @@ impl RedisQueue {
         }
     }
 
+    /// Receives up to `max` messages that wait now (one pipelined look,
+    /// as [`try_recv_batch`](Channel::try_recv_batch)), holding each as a
+    /// guard; an empty vector if none waits.
+    pub fn try_recv_held(&self, max: usize) -> Result<Vec<RedisGuard<'_>>, TryRecvError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut b = self
+            .look(max, 0, self.claim_due())
+            .map_err(TryRecvError::Backend)?;
+        if !b.malformed.is_empty() {
+            let mut filter = Filter::Any;
+            let mut skip = HashSet::new();
+            // Reports the first malformed entry, handing the rest back.
+            self.choose(b, &mut filter, &mut skip)
+                .map_err(TryRecvError::Backend)?;
+            return Ok(Vec::new());
+        }
+        b.entries.sort_by_key(|e| id_order(&e.id));
+        let rest = b.entries.split_off(b.entries.len().min(max));
+        self.hand_back(&rest);
+        Ok(b.entries.into_iter().map(|e| self.guard(e)).collect())
+    }
+
+    /// Ends the hold of `guards` together: one acknowledgement per stream
+    /// instead of one per guard. [`RedisQueueError::Reclaimed`] if another
+    /// consumer took any of them over meanwhile (those are delivered
+    /// again there); the others are acknowledged all the same.
+    pub fn finish_all<'q>(
+        &'q self,
+        guards: impl IntoIterator<Item = RedisGuard<'q>>,
+    ) -> Result<(), BackendError> {
+        let mut ids: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for mut g in guards {
+            if g.done {
+                continue;
+            }
+            g.done = true;
+            let i = match g.entry.which {
+                Which::Mailbox => 0,
+                Which::Shared => 1,
+            };
+            ids[i].push(std::mem::take(&mut g.entry.id));
+        }
+        let mut first_err = None;
+        for (which, mut ids) in [Which::Mailbox, Which::Shared].into_iter().zip(ids) {
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_by_key(|id| id_order(id));
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            if let Err(e) = self.ack(which, &refs) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn guard(&self, entry: Entry) -> RedisGuard<'_> {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         RedisGuard {
@@ -1330,10 +1425,23 @@ impl fmt::Debug for RedisGuard<'_> {
     }
 }
 
-impl RedisGuard<'_> {
+impl<'q> RedisGuard<'q> {
+    /// The queue it holds a message of.
+    pub(crate) fn queue(&self) -> &'q RedisQueue {
+        self.queue
+    }
+
     /// The stream entry id (`<ms>-<seq>`).
     pub fn entry_id(&self) -> &str {
         &self.entry.id
+    }
+
+    /// True if this message was taken over from another consumer that
+    /// held it and stopped heartbeating (it died, or was paused past the
+    /// claim time), or that handed it back after a selective receive
+    /// passed it over: it was delivered before.
+    pub fn redelivered(&self) -> bool {
+        self.entry.redelivered
     }
 
     fn ack(&mut self) -> Result<(), BackendError> {

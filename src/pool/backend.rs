@@ -58,7 +58,9 @@
 //! # Ok::<(), BackendError>(())
 //! ```
 
-use crate::{BackendError, Channel, Joinable, Queue, QueueConfig, SetupError};
+use crate::{
+    BackendError, Channel, Joinable, Queue, QueueConfig, Received, SetupError, TryRecvError,
+};
 
 /// What a pool channel is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +107,83 @@ pub trait Backend: Send + Sync + 'static {
     /// open may go on working or fail; the pool calls it only when every
     /// process is done with the channel, or its parent is dead.
     fn remove(&self, name: &str) -> Result<(), BackendError>;
+
+    /// True if workers on other machines can join the pools this backend
+    /// carries ([`RemoteBackend`], [`Builder::serve`](super::Builder::serve)):
+    /// such a pool may then run with no local worker at all
+    /// ([`Builder::workers`](super::Builder::workers)`(0)`). Default: false.
+    fn remote(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Backend`] whose pools workers on other machines can find and join
+/// ([`Builder::serve`](super::Builder::serve)): the pool has a name known
+/// to both sides (in the backend's configuration), and each run of it (one
+/// parent, from its start to its shutdown or death) has channels of its
+/// own, which a worker finds with [`find_run`](RemoteBackend::find_run).
+///
+/// What a remote worker relies on, besides what [`Backend`] promises:
+///
+/// - **held until finished**, across machines: a worker that dies (or
+///   whose machine does) holding a task's guard has the task delivered
+///   again to another receiver, flagged by
+///   [`redelivered`](RemoteBackend::redelivered);
+/// - **a run ends visibly**: once its parent has removed its channels, or
+///   died (a backend may find that out with a lease), `find_run` no
+///   longer returns it.
+pub trait RemoteBackend: Backend {
+    /// The channels (tasks, results) of the pool's run going on now, as
+    /// [`Backend::open`] takes them; `None` if no parent runs the pool now.
+    /// A backend may remove here what a dead parent left behind.
+    fn find_run(&self) -> Result<Option<[String; 2]>, BackendError>;
+
+    /// True if the message `guard` holds was delivered before, to a
+    /// receiver that died (or gave it up) before finishing it.
+    fn redelivered(&self, guard: &<Self::Channel as Channel>::Guard<'_>) -> bool;
+
+    /// Counts one more start of a redelivered task of `run` (by its pool
+    /// id); returns the count so far, this one included. Shared by every
+    /// worker of the run, so that a task that kills every worker that runs
+    /// it is found out and given up ([`Builder::max_attempts`](super::Builder::max_attempts)).
+    fn count_attempt(&self, run: &[String; 2], task: u64) -> Result<u32, BackendError>;
+
+    /// True if `error`, from a channel of a run, says that the channel is
+    /// gone (the run ended and its channels were removed).
+    fn is_gone(&self, error: &BackendError) -> bool;
+
+    /// Receives up to `max` more messages that wait now, holding each,
+    /// into `into`. The default takes them one [`try_recv_ref`](Channel::try_recv_ref)
+    /// at a time; a broker may take them in one round trip.
+    fn take_more<'c>(
+        &self,
+        channel: &'c Self::Channel,
+        max: usize,
+        into: &mut Vec<<Self::Channel as Channel>::Guard<'c>>,
+    ) -> Result<(), TryRecvError> {
+        for _ in 0..max {
+            match channel.try_recv_ref() {
+                Ok(g) => into.push(g),
+                Err(TryRecvError::Empty) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the hold of every guard of `guards` (their tasks are
+    /// finished). The default finishes them one at a time; a broker may
+    /// acknowledge them together. An error to end a hold (another
+    /// receiver took the message over meanwhile) is not reported: the
+    /// task then runs again there, and the parent keeps one result.
+    fn finish_all<'c>(&self, guards: Vec<<Self::Channel as Channel>::Guard<'c>>)
+    where
+        Self::Channel: 'c,
+    {
+        for g in guards {
+            let _ = g.finish();
+        }
+    }
 }
 
 /// The default backend: a shared-memory [`Queue`] per channel, named by

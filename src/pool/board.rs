@@ -89,7 +89,14 @@ impl Board {
                 b.word(W_SLOTS).store(slots as u64, Ordering::Relaxed);
                 // Release: the header above is visible with the magic.
                 b.word(W_MAGIC).store(MAGIC, Ordering::Release);
-                b.remove = Some(p);
+                if slots == 0 {
+                    // No worker will open it (every worker of the pool is
+                    // remote): its name goes now, so that a parent killed
+                    // with no worker to clean up leaves nothing behind.
+                    let _ = std::fs::remove_file(&p);
+                } else {
+                    b.remove = Some(p);
+                }
                 Ok((b, name))
             }
             Err(e) => {

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backend::RemoteBackend;
+use super::remote::{self, Served};
 #[cfg(feature = "serde")]
 use super::SerdeCodec;
 use super::{board, worker};
@@ -251,9 +253,10 @@ impl<C: Codec, B: Backend> Builder<C, B> {
 
     fn config<In: Wire<C>, Out: Wire<C>>(&self) -> Result<FullConfig, PoolError> {
         let bad = |m: String| Err(PoolError::Config(m));
-        if self.workers == 0 || self.workers > board::MAX_SLOTS {
+        let least = if self.backend.remote() { 0 } else { 1 };
+        if self.workers < least || self.workers > board::MAX_SLOTS {
             return bad(format!(
-                "workers must be 1 to {}, not {}",
+                "workers must be {least} to {}, not {}",
                 board::MAX_SLOTS,
                 self.workers
             ));
@@ -294,6 +297,65 @@ impl<C: Codec, B: Backend> Builder<C, B> {
             max_task,
             capacity,
         })
+    }
+}
+
+impl<C: Codec, B: RemoteBackend> Builder<C, B> {
+    /// Joins the pool from any machine as a remote worker, and returns
+    /// once the run it served has ended: the process is not a child of
+    /// the pool's parent, and finds the pool through the backend (for
+    /// Redis, `RedisBackend::new(url)?.pool(name)`: the same URL and pool
+    /// name as the parent's). Call it with the same builder settings as
+    /// the parent (codec, [`worker_batch`](Builder::worker_batch),
+    /// [`max_result_bytes`](Builder::max_result_bytes),
+    /// [`max_attempts`](Builder::max_attempts)) and a handler of the same
+    /// types; [`workers`](Builder::workers) does not matter here.
+    ///
+    /// - It waits (asleep, looking every 250 ms) until a parent runs the
+    ///   pool, then takes tasks from it like a local worker, holding each
+    ///   task in the channel until its result is sent: if this process or
+    ///   its machine dies, the backend delivers its tasks again to another
+    ///   worker (at least once), and the parent keeps one result per task.
+    /// - A task that was delivered again runs on its own, and each such
+    ///   start is counted in the backend: the start after `max_attempts`
+    ///   of them answers [`TaskError::Killed`] instead of running it (the
+    ///   death of the first worker, which may have held it in a batch
+    ///   without running it, is not counted).
+    /// - It returns [`Served`] when the run ends: the parent shut down or
+    ///   was dropped (its channels are removed), or it died and its lease
+    ///   ran out (the backend then removes what it left). Call `serve`
+    ///   again (in a loop) to serve the pool's next run.
+    ///
+    /// Errors are the backend's (server unreachable, credentials refused,
+    /// keys of another shape) or [`PoolError::Config`] for settings out of
+    /// range; never the end of a run.
+    pub fn serve<In, Out, F>(&self, mut handler: F) -> Result<Served, PoolError>
+    where
+        In: Wire<C>,
+        Out: Wire<C>,
+        F: FnMut(In) -> Out,
+    {
+        self.serve_fallible(move |x| Ok::<Out, std::convert::Infallible>(handler(x)))
+    }
+
+    /// [`serve`](Builder::serve) with a handler that can fail: an `Err`
+    /// gives its task [`TaskError::Failed`] with the error's message.
+    pub fn serve_fallible<In, Out, E, F>(&self, handler: F) -> Result<Served, PoolError>
+    where
+        In: Wire<C>,
+        Out: Wire<C>,
+        E: fmt::Display,
+        F: FnMut(In) -> Result<Out, E>,
+    {
+        if !self.backend.remote() {
+            return Err(PoolError::Config(
+                "this backend does not carry pools that remote workers can join \
+                 (for Redis: RedisBackend::pool(name))"
+                    .into(),
+            ));
+        }
+        let cfg = self.config::<In, Out>()?;
+        remote::serve::<B, C, In, Out, E, F>(&self.backend, &cfg.shared, self.max_attempts, handler)
     }
 }
 

@@ -188,7 +188,6 @@ impl<B: Backend> Channels<B> {
                 Err(e) => return Err(PoolError::TryRecv(e)),
             };
             n += got;
-            st.note_answered(got);
             if k < RECV_BATCH {
                 break;
             }

@@ -128,12 +128,14 @@ mod error;
 mod flights;
 mod iter;
 mod pack;
+mod remote;
 mod state;
 mod stats;
 mod wire;
 mod worker;
 
-pub use backend::{Backend, ChannelSpec, Purpose, ShmBackend};
+pub use backend::{Backend, ChannelSpec, Purpose, RemoteBackend, ShmBackend};
+pub use remote::Served;
 #[cfg(feature = "serde")]
 pub use wire::SerdeCodec;
 pub use wire::{BytesCodec, Codec, PodCodec, Wire, WireError};
@@ -168,9 +170,10 @@ const ROLE_PREFIX: &str = "mulproc-pool:";
 /// A task message: task id (8 bytes), the parent's record of it (4), then
 /// the input.
 pub(crate) const TASK_HEADER: usize = 12;
-/// A result message: task id (8 bytes), record (4), status (1), then the
-/// payload.
-pub(crate) const RESULT_HEADER: usize = 13;
+/// A result: task id (8 bytes), record (4), status (1), the handler's run
+/// time in nanoseconds (4, saturated; the parent sizes packs from it), then
+/// the payload.
+pub(crate) const RESULT_HEADER: usize = 17;
 /// Room for an error message in a result, at least.
 const MIN_MESSAGE_ROOM: usize = 243;
 /// How long a blocking wait of the parent goes before it checks workers.
@@ -199,6 +202,8 @@ pub(crate) mod status {
     pub(crate) const BAD_INPUT: u8 = 3;
     pub(crate) const BAD_OUTPUT: u8 = 4;
     pub(crate) const TOO_LARGE: u8 = 5;
+    /// Given up by a remote worker: the payload is the deaths counted.
+    pub(crate) const KILLED: u8 = 6;
 }
 
 /// The worker side of a pool whose workers are another program
@@ -347,10 +352,8 @@ where
                 counters: Counters::default(),
                 ticks: 0,
                 next_check: Instant::now(),
-                pack: 1,
+                run_time: pack::RunTime::default(),
                 max_pack: cfg.shared.worker_batch,
-                rate_since: Instant::now(),
-                rate_count: 0,
                 pack_buf: Vec::new(),
                 codec: PhantomData,
             },
@@ -626,8 +629,7 @@ where
             .recv_with(Filter::Any, Wait::timeout(wait.min(LIVENESS)))
         {
             Ok(g) => {
-                let n = self.st.on_results(g.data());
-                self.st.note_answered(n);
+                self.st.on_results(g.data());
                 true
             }
             Err(RecvTimeoutError::Timeout) => false,

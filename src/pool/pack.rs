@@ -12,8 +12,8 @@
 //! workers) each claim also steps over the slots the others hold or have
 //! just read. Short tasks packed a dozen to a message share all of that;
 //! the parent packs only as many as keeps a pack's work short (see
-//! [`pack_size`]), so that no worker takes more than its share of long
-//! tasks.
+//! [`pack_size`], from the run times the workers report with each result),
+//! so that no worker takes more than its share of long tasks.
 
 use std::time::Duration;
 
@@ -90,16 +90,41 @@ impl<'a> Iterator for Items<'a> {
     }
 }
 
-/// How many tasks the parent packs together, from the time a task takes
-/// end to end: `workers` workers answered `answered` tasks in `elapsed`,
-/// so one took at most `elapsed × workers / answered`. Packs carry about
-/// [`PACK_BUDGET`] of work, 1 to [`MAX_PACK`] tasks.
-pub(crate) fn pack_size(elapsed: Duration, answered: u64, workers: usize) -> usize {
-    if answered == 0 {
-        return 1;
+/// How many tasks the parent packs together when a task runs for about
+/// `task_ns` nanoseconds: packs carry about [`PACK_BUDGET`] of work, 1 to
+/// [`MAX_PACK`] tasks.
+pub(crate) fn pack_size(task_ns: u64) -> usize {
+    (PACK_BUDGET.as_nanos() as u64 / task_ns.max(1)).clamp(1, MAX_PACK as u64) as usize
+}
+
+/// The run time the parent goes by: an average over the last few dozen
+/// results, each weighing 1/16, starting from [`PACK_BUDGET`] (one task to
+/// a pack until the first results say otherwise).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunTime {
+    /// 16 × the average, in nanoseconds.
+    sum16: u64,
+}
+
+impl Default for RunTime {
+    fn default() -> RunTime {
+        RunTime {
+            sum16: 16 * PACK_BUDGET.as_nanos() as u64,
+        }
     }
-    let per_task = elapsed.as_nanos() * workers.max(1) as u128 / u128::from(answered);
-    (PACK_BUDGET.as_nanos() / per_task.max(1)).clamp(1, MAX_PACK as u128) as usize
+}
+
+impl RunTime {
+    /// One more result's run time.
+    #[inline]
+    pub(crate) fn add(&mut self, ns: u32) {
+        self.sum16 = self.sum16 - self.sum16 / 16 + u64::from(ns);
+    }
+
+    /// The average now, in nanoseconds.
+    pub(crate) fn get(&self) -> u64 {
+        self.sum16 / 16
+    }
 }
 
 #[cfg(test)]
@@ -138,13 +163,24 @@ mod tests {
 
     #[test]
     fn pack_size_follows_the_time_a_task_takes() {
-        let ms = Duration::from_millis;
-        // 4 workers, 10 M tasks/s: 400 ns a task, the most there is.
-        assert_eq!(pack_size(ms(1000), 10_000_000, 4), MAX_PACK);
-        // 4 workers, 1,000 tasks/s: 4 ms a task, one at a time.
-        assert_eq!(pack_size(ms(1000), 1000, 4), 1);
-        // ~2 µs a task: ten to a pack.
-        assert_eq!(pack_size(ms(1000), 2_000_000, 4), 10);
-        assert_eq!(pack_size(ms(1000), 0, 4), 1);
+        assert_eq!(pack_size(50), MAX_PACK);
+        assert_eq!(pack_size(2_000), 10);
+        assert_eq!(pack_size(4_000_000), 1);
+        assert_eq!(pack_size(0), MAX_PACK);
+    }
+
+    #[test]
+    fn run_time_moves_to_what_the_results_say() {
+        let mut t = RunTime::default();
+        assert_eq!(pack_size(t.get()), 1, "one to a pack at first");
+        for _ in 0..200 {
+            t.add(100);
+        }
+        assert!(t.get() < 200, "{}", t.get());
+        // Tasks turning slow: a few results are enough to stop packing.
+        for _ in 0..40 {
+            t.add(1_000_000);
+        }
+        assert_eq!(pack_size(t.get()), 1);
     }
 }

@@ -3,15 +3,10 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::flights::Flights;
 use super::{pack, status, Codec, Completed, Counters, TaskError, Wire, RESULT_HEADER, SEND_BATCH};
-
-/// Answers counted between two settings of the pack size, at most...
-const RATE_EVERY: u64 = 1024;
-/// ... and the longest time between two.
-const RATE_AFTER: Duration = Duration::from_millis(2);
 
 /// Where the results of the running map go.
 pub(super) enum Sink<Out> {
@@ -44,13 +39,10 @@ pub(super) struct State<Out, C: Codec> {
     pub(super) counters: Counters,
     pub(super) ticks: u32,
     pub(super) next_check: Instant,
-    /// Tasks to a pack now (see [`pack::pack_size`]), from the answers
-    /// counted since `rate_since`.
-    pub(super) pack: usize,
+    /// The handlers' run time, from the results (see [`pack::pack_size`]).
+    pub(super) run_time: pack::RunTime,
     /// [`Builder::worker_batch`](super::Builder::worker_batch).
     pub(super) max_pack: usize,
-    pub(super) rate_since: Instant,
-    pub(super) rate_count: u64,
     /// The buffer packs of tasks are made in, reused.
     pub(super) pack_buf: Vec<u8>,
     pub(super) codec: PhantomData<C>,
@@ -67,26 +59,10 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
     /// Tasks to pack into one message now: as many as keeps a pack's work
     /// short, and no more than spreads what waits over every worker.
     pub(super) fn tasks_per_pack(&self) -> usize {
-        self.pack
+        pack::pack_size(self.run_time.get())
             .min(self.max_pack)
             .min(self.flights.unsent().div_ceil(self.workers.max(1)))
             .max(1)
-    }
-
-    /// `n` more tasks were answered: every [`RATE_EVERY`] answers or
-    /// [`RATE_AFTER`], the pack size is set again from the rate they came
-    /// at (so that tasks turning slow are soon sent one by one).
-    pub(super) fn note_answered(&mut self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        self.rate_count += n as u64;
-        let now = Instant::now();
-        let elapsed = now - self.rate_since;
-        if self.rate_count >= RATE_EVERY || elapsed >= RATE_AFTER {
-            self.pack = pack::pack_size(elapsed, self.rate_count, self.workers);
-            (self.rate_since, self.rate_count) = (now, 0);
-        }
     }
 
     /// Encodes a task and queues it to be sent; its id.
@@ -116,6 +92,9 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
         }
         let id = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
         let idx = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+        self.run_time.add(u32::from_le_bytes(
+            data[13..17].try_into().expect("4 bytes"),
+        ));
         let Some(tag) = self.flights.finish(idx, id) else {
             Counters::add(&self.counters.0.duplicates, 1);
             return;
@@ -132,6 +111,10 @@ impl<Out: Wire<C>, C: Codec> State<Out, C> {
                 what: "result",
                 len: text().parse().unwrap_or(0),
                 max: self.max_result - RESULT_HEADER,
+            }),
+            status::KILLED => Err(TaskError::Killed {
+                attempts: text().parse().unwrap_or(0),
+                last_exit: "a remote worker running it was lost".into(),
             }),
             _ => Err(TaskError::BadOutput { message: text() }),
         };

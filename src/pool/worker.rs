@@ -22,7 +22,7 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::backend::Backend;
 use super::board::{Board, MAX_HELD};
@@ -30,9 +30,11 @@ use super::pack;
 use super::wire::{Codec, Wire};
 use super::{status, Config, SLOT_VAR};
 use crate::process;
-use crate::{Channel, Message, Received, RecvTimeoutError, Request, TryRecvError, Wait};
+use crate::{
+    Channel, Message, Received, RecvTimeoutError, Request, TryRecvError, TrySendError, Wait,
+};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a blocking receive or send waits between liveness checks.
 const LIVENESS: Duration = Duration::from_millis(100);
@@ -198,41 +200,13 @@ where
             if board.is_poisoned(id) {
                 continue; // given up by the parent: finished unrun
             }
-            // The result, as an item of a pack: its length, then the
-            // id, the record, the status and the output.
-            let start = out.len();
-            out.extend_from_slice(&[0; pack::LEN]);
-            let body = out.len();
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&rec);
-            out.push(status::OK);
             board.set_running(slot, Some(id));
-            let outcome = match In::decode(data) {
-                Err(e) => Err((status::BAD_INPUT, e.to_string())),
-                Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
-                    Ok(Ok(v)) => match v.encode(&mut out) {
-                        Ok(()) if out.len() - body <= max_result => Ok(()),
-                        Ok(()) => {
-                            let len = out.len() - body - super::RESULT_HEADER;
-                            Err((status::TOO_LARGE, len.to_string()))
-                        }
-                        Err(e) => Err((status::BAD_OUTPUT, e.to_string())),
-                    },
-                    Ok(Err(e)) => Err((status::FAILED, e.to_string())),
-                    Err(p) => Err((status::PANICKED, panic_message(&*p))),
-                },
-            };
+            let span =
+                run_one::<C, In, Out, E, F>(&mut handler, id, rec, data, &mut out, max_result);
             board.set_running(slot, None);
-            if let Err((code, msg)) = outcome {
-                out.truncate(body + super::RESULT_HEADER);
-                out[body + 12] = code;
-                push_text(&mut out, &msg, max_result - super::RESULT_HEADER);
-            }
-            let len = (out.len() - body) as u32;
-            out[start..body].copy_from_slice(&len.to_le_bytes());
-            spans.push((start, out.len()));
+            spans.push(span);
         }
-        if !send_results(&results, &out, &spans, given.parent)? {
+        if !send_results(&results, &out, &spans, || parent_alive(given.parent))? {
             orphaned(&*backend, &given);
         }
         // Only now are the tasks finished.
@@ -299,10 +273,10 @@ impl Taken<'_> {
     }
 }
 
-/// The id and the parent's record of a task item, `None` if it is too
-/// short to be one.
+/// The id and the parent's record of a task item (of a pack), `None` if
+/// it is too short to be one.
 #[inline]
-fn task_id(data: &[u8]) -> Option<(u64, [u8; 4])> {
+pub(super) fn task_id(data: &[u8]) -> Option<(u64, [u8; 4])> {
     if data.len() < super::TASK_HEADER {
         return None;
     }
@@ -312,17 +286,89 @@ fn task_id(data: &[u8]) -> Option<(u64, [u8; 4])> {
     ))
 }
 
+/// Runs one task (catching a panic) and appends its result to `out`, as an
+/// item of a pack (see [`begin_result`]): the encoded value or the error's
+/// message (cut to fit `max_result`). Returns its span in `out`.
+pub(super) fn run_one<C, In, Out, E, F>(
+    handler: &mut F,
+    id: u64,
+    rec: [u8; 4],
+    data: &[u8],
+    out: &mut Vec<u8>,
+    max_result: usize,
+) -> (usize, usize)
+where
+    C: Codec,
+    In: Wire<C>,
+    Out: Wire<C>,
+    E: std::fmt::Display,
+    F: FnMut(In) -> Result<Out, E>,
+{
+    let (start, body) = begin_result(out, id, rec);
+    let began = Instant::now();
+    let outcome = match In::decode(data) {
+        Err(e) => Err((status::BAD_INPUT, e.to_string())),
+        Ok(input) => match catch_unwind(AssertUnwindSafe(|| handler(input))) {
+            Ok(Ok(v)) => match v.encode(out) {
+                Ok(()) if out.len() - body <= max_result => Ok(()),
+                Ok(()) => {
+                    let len = out.len() - body - super::RESULT_HEADER;
+                    Err((status::TOO_LARGE, len.to_string()))
+                }
+                Err(e) => Err((status::BAD_OUTPUT, e.to_string())),
+            },
+            Ok(Err(e)) => Err((status::FAILED, e.to_string())),
+            Err(p) => Err((status::PANICKED, panic_message(&*p))),
+        },
+    };
+    let took = u32::try_from(began.elapsed().as_nanos()).unwrap_or(u32::MAX);
+    out[body + 13..body + 17].copy_from_slice(&took.to_le_bytes());
+    if let Err((code, msg)) = outcome {
+        out.truncate(body + super::RESULT_HEADER);
+        push_status(out, body, code, &msg, max_result);
+    }
+    end_result(out, start, body)
+}
+
+/// Starts a result item in `out`: room for its length, then the task's id
+/// and record, the status OK and a zero run time. Returns where the item
+/// starts and where its body (after the length) does.
+pub(super) fn begin_result(out: &mut Vec<u8>, id: u64, rec: [u8; 4]) -> (usize, usize) {
+    let start = out.len();
+    out.extend_from_slice(&[0; pack::LEN]);
+    let body = out.len();
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&rec);
+    out.push(status::OK);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    (start, body)
+}
+
+/// Ends the result item begun at `start`: writes its length. Its span.
+pub(super) fn end_result(out: &mut [u8], start: usize, body: usize) -> (usize, usize) {
+    let len = (out.len() - body) as u32;
+    out[start..body].copy_from_slice(&len.to_le_bytes());
+    (start, out.len())
+}
+
+/// Sets the status of the result whose body starts at `body` (its header
+/// written) to `code`, with `msg` as its text, cut to fit `max_result`.
+pub(super) fn push_status(out: &mut Vec<u8>, body: usize, code: u8, msg: &str, max_result: usize) {
+    out[body + 12] = code;
+    push_text(out, msg, max_result - super::RESULT_HEADER);
+}
+
 /// Sends every result, packed (consecutive items of `out`, at most
 /// [`pack::RESULT_PACK_BYTES`] to a message unless one alone is bigger), a
 /// batch at a time, waiting for room (asleep) while the channel is full
-/// and checking on the parent between waits; false if the parent died
-/// meanwhile.
-fn send_results<Ch: Channel>(
+/// and checking `alive` (the parent, the run) between waits; false if it
+/// said no meanwhile.
+pub(super) fn send_results<Ch: Channel>(
     results: &Ch,
     out: &[u8],
     spans: &[(usize, usize)],
-    parent: u32,
-) -> Result<bool, Error> {
+    mut alive: impl FnMut() -> bool,
+) -> Result<bool, TrySendError<()>> {
     let mut msgs: Vec<Message<&[u8]>> = Vec::new();
     let mut i = 0;
     while i < spans.len() {
@@ -344,16 +390,16 @@ fn send_results<Ch: Channel>(
             }
             Ok(_) => {}
             Err(e) if e.is_full() => {}
-            Err(e) => return Err(e.to_string().into()),
+            Err(e) => return Err(e),
         }
         match results.send_with(msgs[i].clone(), Wait::timeout(LIVENESS)) {
             Ok(()) => i += 1,
             Err(e) if e.is_full() => {
-                if !parent_alive(parent) {
+                if !alive() {
                     return Ok(false);
                 }
             }
-            Err(e) => return Err(e.to_string().into()),
+            Err(e) => return Err(e.map(|_| ())),
         }
     }
     Ok(true)
