@@ -103,9 +103,11 @@ where
     let builder = Pool::builder()
         .workers(args.workers.into())
         .backend(AnyBackend::from_url(&args.backend)?);
-    while args.serve {
-        let served = builder.serve(work::<N>)?;
-        eprintln!("served {} tasks; waiting for the next run", served.tasks);
+    if args.serve {
+        loop {
+            let served = builder.serve(work::<N>)?;
+            eprintln!("served {} tasks; waiting for the next run", served.tasks);
+        }
     }
     // In a worker process this runs the handler loop and never returns.
     let mut pool = builder.start(work::<N>)?;
