@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use mulproc::pool::Pool;
 use mulproc_redis::AnyBackend;
 
@@ -112,9 +112,12 @@ where
     // In a worker process this runs the handler loop and never returns.
     let mut pool = builder.start(work::<N>)?;
 
-    let bar = ProgressBar::new(args.tasks).with_style(ProgressStyle::with_template(
-        "[{bar:30}] {human_pos}/{human_len}  {per_sec}  eta {eta}  {msg}",
-    )?);
+    let style =
+        ProgressStyle::with_template("[{bar:30}] {human_pos}/{human_len}  {rate}  eta {eta}")?
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2} M tasks/s", s.per_sec() / 1e6);
+            });
+    let bar = ProgressBar::new(args.tasks).with_style(style);
     // The checksum of each task, computed as it is made.
     let expected = RefCell::new(Vec::with_capacity(args.tasks as usize));
     let tasks = (0..args.tasks).map(|id| {
