@@ -752,7 +752,7 @@ mod tests {
         let mut expect = 0u32;
         for round in 0..50 {
             let sent = child.try_send_batch(&msgs(next, 3)).unwrap();
-            assert!(sent >= 1 && sent <= 3, "round {round}: sent {sent}");
+            assert!((1..=3).contains(&sent), "round {round}: sent {sent}");
             next += sent as u32;
             let got = numbers(&parent, 2 + round % 3).unwrap();
             for g in got {
