@@ -257,6 +257,8 @@ def define_rows(ex, bench, peer, args):
     # API, not the tuned criterion loops.
     natural_batch = lambda: Side("stream --batch 64", [stream, "--batch", "64"], "msgs_per_sec")
     pipe_st = lambda: Side("stream --pipe", [stream, "--pipe"], "msgs_per_sec")
+    pipe_batch = lambda: Side("stream --pipe --batch 64", [stream, "--pipe", "--batch", "64"],
+                              "msgs_per_sec")
     batch = lambda: bench_side("bench stream --batch", "stream", "--size", "64", "--batch",
                                key="msgs_per_sec")
     def stream_row(rid, what, side, system, target):
@@ -308,6 +310,8 @@ def define_rows(ex, bench, peer, args):
                    "arrayqueue", 1.0),
         stream_row("pipe-stream-cloudtoid", "pipe stream", pipe_st(), "cloudtoid", 5.0),
         stream_row("pipe-stream-aq", "pipe stream", pipe_st(), "arrayqueue", 1.0),
+        Row("pipe-batch-natural-single", "natural batch loop (64), pipe: vs the pipe's single-message stream",
+            pipe_batch(), pipe_st(), ">=", 3.0, "≥ 3 × single messages", "msg/s"),
         Row("stream64k-memcpy", "stream, 64 KiB, copying: bytes/s vs memcpy bandwidth",
             Side("stream --size 65536", [stream, "--size", "65536"], "msgs_per_sec",
                  scale=65536.0),
@@ -477,7 +481,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="A B rounds per scenario (default 3)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-batch-iox2 stream64-batch-ipmpsc stream64-batch-aq stream64k-memcpy mpsc-ipmpsc)")
+                    help="run only scenarios whose id contains this (repeatable; ids: pp-queue-iox2 pp-queue-cloudtoid pp-queue-aq pp-pipe-raw pp-block-uds wake-futex idle-cpu stream64-iox2 stream64-ipmpsc stream64-aq stream64-cloudtoid stream64-batch-cloudtoid stream64-batch-iox2 stream64-batch-ipmpsc stream64-batch-aq batch-natural-single batch-natural-aq pipe-stream-cloudtoid pipe-stream-aq pipe-batch-natural-single stream64k-memcpy mpsc-ipmpsc mpsc-cloudtoid)")
     ap.add_argument("--idle-secs", type=float, default=10.0,
                     help="how long the idle receiver is watched (default 10)")
     ap.add_argument("--idle-example", "--idle-tool", action="store_true",

@@ -79,26 +79,51 @@ impl Sender {
     }
 
     /// Claims the next send ticket if the direction has room.
+    #[inline]
     pub(crate) fn claim(&self, d: Direction<'_>) -> Claimed {
+        match self.claim_many(d, 1) {
+            Ok((t, _)) => Claimed::Slot(t),
+            Err(c) => c,
+        }
+    }
+
+    /// Claims up to `max` (at least 1) consecutive send tickets: the first
+    /// and how many. Reads `head` only if the cached copy leaves fewer than
+    /// `max` free, and then once.
+    #[inline]
+    pub(crate) fn claim_many(&self, d: Direction<'_>, max: u64) -> Result<(u64, u64), Claimed> {
         let t = self.next.get();
         let cap = d.capacity();
-        if t.wrapping_sub(self.cached_head.get()) >= cap {
+        let max = max.clamp(1, cap);
+        let mut free = cap.saturating_sub(t.wrapping_sub(self.cached_head.get()));
+        if free < max {
             // Acquire: pairs with the receiver's Release store of `head`.
             let head = d.seg.head(d.dir).load(Ordering::Acquire);
             if head > t || t - head > cap {
-                return Claimed::Corrupt;
+                return Err(Claimed::Corrupt);
             }
             self.cached_head.set(head);
-            if t - head >= cap {
-                return Claimed::Unavailable;
+            free = cap - (t - head);
+            if free == 0 {
+                return Err(Claimed::Unavailable);
             }
         }
-        Claimed::Slot(t)
+        Ok((t, free.min(max)))
     }
 
     /// Writes and publishes the message of claimed ticket `t`, and wakes
     /// the receiver. `data.len()` must be at most max payload.
+    #[inline]
     pub(crate) fn publish(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
+        self.write(d, t, header, data);
+        self.publish_run(d, t, 1);
+    }
+
+    /// Writes the header and payload of claimed ticket `t`, unpublished.
+    /// `data.len()` must be at most max payload.
+    #[inline]
+    pub(crate) fn write(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
+        debug_assert!(t.wrapping_sub(self.next.get()) < d.capacity());
         let idx = d.index(t);
         let slot = d.seg.slot(d.dir, idx);
         slot.header.write(header, data.len() as u32);
@@ -113,11 +138,25 @@ impl Sender {
                 data.len(),
             );
         }
-        // SYNC POINT. Release: pairs with the receiver's Acquire load of
-        // `seq`; header and payload are visible to it.
-        slot.seq.store(t + 1, Ordering::Release);
-        d.seg.tail(d.dir).store(t + 1, Ordering::Relaxed);
-        self.next.set(t + 1);
+    }
+
+    /// Publishes the `n` written tickets from `first` (the next ones to
+    /// send), last first, and wakes the receiver once. The receiver stops
+    /// at the first unpublished ticket, so it sees the run together, in
+    /// order, and while the run is written polls only its first line.
+    #[inline]
+    pub(crate) fn publish_run(&self, d: Direction<'_>, first: u64, n: u64) {
+        debug_assert!(first == self.next.get() && n >= 1);
+        for t in (first..first + n).rev() {
+            // SYNC POINT. Release: pairs with the receiver's Acquire load
+            // of `seq`; header and payload are visible to it.
+            d.seg
+                .slot(d.dir, d.index(t))
+                .seq
+                .store(t + 1, Ordering::Release);
+        }
+        d.seg.tail(d.dir).store(first + n, Ordering::Relaxed);
+        self.next.set(first + n);
         d.seg.not_empty(d.dir).notify(Wake::One);
     }
 }
@@ -211,6 +250,83 @@ impl Receiver {
             i += 1;
         }
         Ok(None)
+    }
+
+    /// Takes up to `max` (at most [`HOLD_WINDOW`]) published messages in
+    /// order from `head`, handing each to `f` in place, and frees them
+    /// together: one store of `head` and one wake of the sender for the
+    /// run. Only while this side holds nothing (`None` otherwise: the
+    /// caller goes message by message). A message longer than `max_len`
+    /// ends the run: it is freed with the rest and reported, after `f` saw
+    /// the ones before it.
+    ///
+    /// Each message counts as taken while `f` looks at it, so a receive
+    /// that `f` itself makes on this end passes it by (and ends the run).
+    pub(crate) fn take_run(
+        &self,
+        d: Direction<'_>,
+        max_len: u32,
+        max: usize,
+        mut f: impl FnMut(&Header, &[u8]),
+    ) -> Option<Result<usize, CorruptError>> {
+        if self.taken.get() != 0 {
+            return None;
+        }
+        let head = self.head.get();
+        let max = (max as u64).min(HOLD_WINDOW).min(d.capacity());
+        let mut n = 0u64;
+        let mut bad = None;
+        while n < max {
+            let t = head + n;
+            let idx = d.index(t);
+            let slot: &PipeSlotHeader = d.seg.slot(d.dir, idx);
+            // SYNC POINT. Acquire: pairs with the sender's Release store.
+            if slot.seq.load(Ordering::Acquire) != t + 1 {
+                break;
+            }
+            let (header, len) = slot.header.read();
+            // Taken: bits 0..=n (a receive inside `f` passes them by).
+            let mine = u64::MAX >> (63 - n);
+            self.taken.set(mine);
+            n += 1;
+            if len > max_len {
+                bad = Some(CorruptKind::Length { len, max: max_len }.into());
+                break;
+            }
+            // SAFETY: ticket `t` is published and taken by us, and we are
+            // its direction's only receiver: the sender does not rewrite
+            // the slot before `head` passes it, which happens only once we
+            // free it below, after `f`; `len <= max_payload` keeps the
+            // bytes inside the slot's payload area.
+            let data = unsafe {
+                std::slice::from_raw_parts(
+                    d.seg.slot_ptr(d.dir, idx).add(PIPE_SLOT_HEADER_SIZE),
+                    len as usize,
+                )
+            };
+            f(&header, data);
+            if self.taken.get() != mine || self.freed.get() != 0 {
+                break; // `f` received on this end: go on message by message
+            }
+        }
+        if n > 0 {
+            // Free our run, with whatever `f` freed past it.
+            let freed = self.freed.get() | (u64::MAX >> (64 - n));
+            let k = freed.trailing_ones();
+            let shift = |m: u64| m.checked_shr(k).unwrap_or(0);
+            self.freed.set(shift(freed));
+            self.taken.set(shift(self.taken.get()));
+            let head = head + u64::from(k);
+            self.head.set(head);
+            // SYNC POINT. Release: pairs with the sender's Acquire load of
+            // `head`; our reads of the run are done before it reuses them.
+            d.seg.head(d.dir).store(head, Ordering::Release);
+            d.seg.not_full(d.dir).notify(Wake::One);
+        }
+        Some(match bad {
+            Some(e) => Err(e),
+            None => Ok(n as usize),
+        })
     }
 
     /// Frees ticket `t`, one this side took; moves `head` over the freed
