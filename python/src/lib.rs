@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod errors;
+mod fastpickle;
 mod fork;
 mod names;
 mod pipe;
@@ -44,6 +45,8 @@ fn _mulproc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pipe::pipe, m)?)?;
     m.add_function(wrap_pyfunction!(pipe::open_connection, m)?)?;
     m.add_function(wrap_pyfunction!(names::remove_owned, m)?)?;
+    m.add_function(wrap_pyfunction!(serial::py_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(serial::py_loads, m)?)?;
     m.add("MAX_CAPACITY", mulproc::MAX_CAPACITY)?;
     m.add("MIN_CAPACITY", mulproc::MIN_CAPACITY)?;
     m.add("MAX_PAYLOAD", mulproc::MAX_PAYLOAD_LIMIT)?;

@@ -99,7 +99,7 @@ impl PyQueue {
 
     /// Sends `data` as one message, waiting for space if `block`.
     #[allow(clippy::too_many_arguments)]
-    fn send_payload(
+    pub(crate) fn send_payload(
         &self,
         py: Python<'_>,
         data: &[u8],
@@ -344,8 +344,9 @@ impl PyQueue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let data = self.serializer.encode(obj)?;
-        self.send_payload(py, data.as_bytes(), Request::DO, None, None, block, timeout)
+        self.serializer.encode_with(obj, |data| {
+            self.send_payload(py, data, Request::DO, None, None, block, timeout)
+        })
     }
 
     /// `put(obj, False)`.
@@ -404,9 +405,10 @@ impl PyQueue {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let held = self.take(py, block, timeout)?;
-        let bytes = PyBytes::new(py, held.data());
+        // Decoded in place; the slot is freed whatever the outcome.
+        let obj = self.serializer.decode_slice(py, held.data());
         held.finish().map_err(|e| self.corrupt(e))?;
-        self.serializer.decode(py, bytes)
+        obj
     }
 
     /// `get(False)`.
