@@ -173,6 +173,7 @@ class _PoolCore:
         max_task_bytes: int,
         max_result_bytes: int,
         name: str,
+        backend: Optional[str] = None,
     ) -> None: ...
     def submit(self, data: bytes) -> int: ...
     def take(self, timeout: Optional[float] = None) -> Optional[Tuple[int, int, Union[bytes, str]]]: ...
@@ -185,4 +186,15 @@ class _PoolCore:
     @property
     def closed(self) -> bool: ...
 
-def _serve_pool_worker(handler: Callable[[bytes], bytes]) -> None: ...
+def _serve_pool_worker(
+    handler: Callable[[bytes], bytes],
+    *,
+    backend: Optional[str] = None,
+    name: Optional[str] = None,
+    max_task_bytes: int = 0,
+    max_result_bytes: int = 0,
+) -> None: ...
+def _dumps(obj: Any) -> bytes:
+    """``pickle.dumps(obj, 5)``, written in Rust for built-in types."""
+def _loads(data: bytes) -> Any:
+    """``pickle.loads(data)``, read in Rust when it holds built-in types."""

@@ -16,6 +16,7 @@ for the failed ones; or ``("error", message)`` when the task itself
 cannot be read.
 """
 
+import os
 import pickle
 import signal
 import sys
@@ -109,4 +110,15 @@ def main(config):
     if init:
         func, args = pickle.loads(bytes.fromhex(init))
         func(*args)
-    _serve_pool_worker(_run)
+    key = config.get("backend_env")
+    if key is None:
+        _serve_pool_worker(_run)
+    else:
+        pool = config["pool"]
+        _serve_pool_worker(
+            _run,
+            backend=os.environ[key],
+            name=pool["name"],
+            max_task_bytes=pool["max_task_bytes"],
+            max_result_bytes=pool["max_result_bytes"],
+        )
