@@ -393,14 +393,14 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
                 if marks.last().is_some_and(|&m| m > from) {
                     return None;
                 }
-                let items = stack.split_off(from);
-                stack.push(PyTuple::new(py, items).ok()?.into_any());
+                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
+                stack.push(t.into_any());
             }
             op::MARK => marks.push(stack.len()),
             op::TUPLE => {
                 let from = marks.pop()?;
-                let items = stack.split_off(from);
-                stack.push(PyTuple::new(py, items).ok()?.into_any());
+                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
+                stack.push(t.into_any());
             }
             op::EMPTY_LIST => stack.push(PyList::empty(py).into_any()),
             op::APPEND => {
@@ -410,9 +410,12 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
             }
             op::APPENDS => {
                 let from = marks.pop()?;
-                let items = stack.split_off(from);
-                let list = stack.last()?.cast::<PyList>().ok()?;
-                for v in items {
+                let list = stack
+                    .get(from.checked_sub(1)?)?
+                    .cast::<PyList>()
+                    .ok()?
+                    .clone();
+                for v in stack.drain(from..) {
                     list.append(v).ok()?;
                 }
             }
@@ -425,12 +428,15 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
             }
             op::SETITEMS => {
                 let from = marks.pop()?;
-                let items = stack.split_off(from);
-                if items.len() % 2 != 0 {
+                if !(stack.len().checked_sub(from)?).is_multiple_of(2) {
                     return None;
                 }
-                let dict = stack.last()?.cast::<PyDict>().ok()?;
-                let mut it = items.into_iter();
+                let dict = stack
+                    .get(from.checked_sub(1)?)?
+                    .cast::<PyDict>()
+                    .ok()?
+                    .clone();
+                let mut it = stack.drain(from..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     dict.set_item(k, v).ok()?;
                 }

@@ -28,6 +28,7 @@ mod fork;
 mod names;
 mod pipe;
 mod pool;
+mod pymulproc;
 mod queue;
 mod serial;
 mod wait;
@@ -40,6 +41,8 @@ fn _mulproc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pipe::Connection>()?;
     m.add_class::<buffer::BufferBase>()?;
     m.add_class::<pool::PoolCore>()?;
+    m.add_class::<pymulproc::MessageQueue>()?;
+    m.add_class::<pymulproc::QueueEnd>()?;
     m.add_function(wrap_pyfunction!(pool::serve_pool_worker, m)?)?;
     m.add("Buffer", buffer::buffer_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(pipe::pipe, m)?)?;

@@ -143,8 +143,25 @@ impl PyQueue {
         sent.ok_or_else(|| Full::new_err(()))
     }
 
+    /// The serializer of this handle.
+    pub(crate) fn serializer_of(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// The number of slots.
+    pub(crate) fn capacity_of(&self) -> usize {
+        self.capacity
+    }
+
+    /// `task_done()`, for Rust callers.
+    pub(crate) fn task_done_impl(&self) -> PyResult<()> {
+        self.handle()?
+            .task_done()
+            .map_err(|_| PyValueError::new_err("task_done() called too many times"))
+    }
+
     /// Takes the next message in place, waiting if `block`.
-    fn take(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Held> {
+    pub(crate) fn take(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Held> {
         let q = self.handle()?;
         // SAFETY: the reference points into the Arc's allocation, which
         // does not move; every guard made from it is put in a `Held`
@@ -239,6 +256,11 @@ impl PyQueue {
 
     fn corrupt(&self, e: mulproc::CorruptError) -> PyErr {
         errors::corrupt(&self.name, e)
+    }
+
+    /// The error for a slot found taken over while held.
+    pub(crate) fn corrupt_of(&self, e: mulproc::CorruptError) -> PyErr {
+        self.corrupt(e)
     }
 }
 
@@ -472,9 +494,7 @@ impl PyQueue {
 
     /// Marks one message received through this handle as processed.
     fn task_done(&self) -> PyResult<()> {
-        self.handle()?
-            .task_done()
-            .map_err(|_| PyValueError::new_err("task_done() called too many times"))
+        self.task_done_impl()
     }
 
     /// Waits until every message put into the queue has been received
