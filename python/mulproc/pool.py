@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from multiprocessing.pool import RemoteTraceback
 
-from ._mulproc import _PoolCore
+from ._mulproc import _dumps, _PoolCore
 
 __all__ = ["Pool", "WorkerLost", "PoolFuture"]
 
@@ -321,7 +321,9 @@ class Pool:
 
     def _submit(self, task):
         """Pickles and submits one task (splitting a chunk too large)."""
-        data = pickle.dumps((task.fblob, task.kind, task.items), _PROTOCOL)
+        # Written in Rust for built-in types (about twice pickle.dumps's
+        # speed on a chunk of small tuples); the pickle module otherwise.
+        data = _dumps((task.fblob, task.kind, task.items))
         if len(data) > self._max_task and len(task.items) > 1:
             half = len(task.items) // 2
             self._submit(task.part(0, half))
