@@ -93,8 +93,12 @@ fn prefixed(raw: &[u8]) -> Vec<u8> {
 
 /// `request` for a received code.
 fn request_object<'py>(py: Python<'py>, code: u32) -> PyResult<Bound<'py, PyAny>> {
-    match BUILT_IN.iter().find(|(_, c)| *c == code) {
-        Some((name, _)) => Ok(PyString::intern(py, name).into_any()),
+    static NAMES: PyOnceLock<[Py<PyString>; 3]> = PyOnceLock::new();
+    let names = NAMES.get_or_init(py, || {
+        BUILT_IN.map(|(name, _)| PyString::intern(py, name).unbind())
+    });
+    match BUILT_IN.iter().position(|(_, c)| *c == code) {
+        Some(i) => Ok(names[i].bind(py).clone().into_any()),
         None => Ok(code.into_pyobject(py)?.into_any()),
     }
 }
@@ -494,21 +498,22 @@ impl QueueEnd {
     /// processes (pymulproc re-queues them at the back). `block=True`
     /// waits until there is such a message. The message taken is marked
     /// done (`task_done`) for `queue_join`.
-    #[pyo3(signature = (**kwargs))]
+    #[pyo3(signature = (*, func=None, block=None, **_ignored))]
     fn receive<'py>(
         slf: &Bound<'py, Self>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        func: Option<Bound<'py, PyAny>>,
+        block: Option<Bound<'py, PyAny>>,
+        _ignored: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // pymulproc reads `kwargs.get("func")` and `kwargs.get("block",
+        // False)` and ignores the rest; so do these named parameters,
+        // without a dict per call.
         let py = slf.py();
-        let (mut func, mut block) = (None, false);
-        if let Some(kw) = kwargs {
-            if let Some(f) = kw.get_item(intern!(py, "func"))? {
-                func = (!f.is_none()).then_some(f);
-            }
-            if let Some(b) = kw.get_item(intern!(py, "block"))? {
-                block = b.is_truthy()?;
-            }
-        }
+        let func = func.filter(|f| !f.is_none());
+        let block = match block {
+            Some(b) => b.is_truthy()?,
+            None => false,
+        };
         let conn = slf.borrow().conn.bind(py).clone();
         let ours = ours(py)?;
         let got = match &func {
