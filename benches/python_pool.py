@@ -31,6 +31,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -123,8 +124,25 @@ def pymulproc_run(compat, n):
     script = os.path.join(ROOT, "benches", "pool_pymulproc.py")
     args = ["--workers", str(WORKERS), "--tasks", str(n)]
     cmd = [sys.executable, "-c", SHIM, script, *args] if compat else [sys.executable, script, *args]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return float(out.strip().splitlines()[-1].split("=", 1)[1])
+    # Its own session, so that a failed run's children (blocked in
+    # pymulproc's receive, which has no timeout) are killed with it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        out, err = "", "timed out after 300 s"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("tasks_per_sec="):
+        which = "mulproc.pymulproc" if compat else "pymulproc"
+        raise SystemExit(f"error: the {which} run failed (exit {proc.returncode}):\n{err[-2000:]}")
+    return float(lines[-1].split("=", 1)[1])
 
 
 def pymulproc_scenario(rounds, n_compat, n_orig):
