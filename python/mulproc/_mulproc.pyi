@@ -198,3 +198,36 @@ def _dumps(obj: Any) -> bytes:
     """``pickle.dumps(obj, 5)``, written in Rust for built-in types."""
 def _loads(data: bytes) -> Any:
     """``pickle.loads(data)``, read in Rust when it holds built-in types."""
+
+class _MessageQueue:
+    """The base of ``mulproc.pymulproc.queuepi.MessageQueue``: pymulproc
+    message lists over a ``Queue``, encoded and decoded in Rust."""
+
+    def __init__(self, queue_: Queue, max_size: int = 0) -> None: ...
+    @property
+    def queue(self) -> Queue: ...
+    @property
+    def max_size(self) -> int: ...
+    def put(self, message: List[Any], block: bool = True, timeout: Optional[float] = None) -> None: ...
+    def put_nowait(self, message: List[Any]) -> None: ...
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> List[Any]: ...
+    def get_nowait(self) -> List[Any]: ...
+    def task_done(self) -> None: ...
+
+class _QueueEnd:
+    """The base of ``mulproc.pymulproc.queuepi.QueueCommunicationApi``:
+    pymulproc's ``send`` and ``receive`` in Rust."""
+
+    conn: Any
+    pid: Any
+    timeout: Optional[float]
+    loops: int
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def send(
+        self,
+        request: Any,
+        sender_pid: Optional[int] = None,
+        recipient_pid: Optional[int] = None,
+        data: Any = None,
+    ) -> List[Any]: ...
+    def receive(self, *, func: Optional[Callable[[List[Any]], bool]] = None, block: bool = False, **ignored: Any) -> Union[List[Any], bool]: ...
