@@ -293,6 +293,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Payloads up to this size are read here; longer ones by `pickle.loads`,
+/// whose setup is then amortised and whose per-object work is cheaper
+/// (it builds objects with CPython's internal calls).
+pub const SMALL: usize = 1024;
+
+/// [`loads`] for a payload of at most [`SMALL`] bytes, else `None` (for
+/// the `pickle` module).
+pub fn loads_small<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+    if data.len() <= SMALL {
+        loads(py, data)
+    } else {
+        None
+    }
+}
+
 /// Reads a pickle of the types above; `None` when the `pickle` module
 /// must (another opcode, or input this reader finds wrong: `pickle.loads`
 /// then says what is wrong with it).

@@ -121,7 +121,7 @@ impl Serializer {
         data: Bound<'py, PyBytes>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Serializer::Pickle => match fastpickle::loads(py, data.as_bytes()) {
+            Serializer::Pickle => match fastpickle::loads_small(py, data.as_bytes()) {
                 Some(v) => Ok(v),
                 None => funcs(py)?.pickle_loads.bind(py).call1((data,)),
             },
@@ -134,7 +134,7 @@ impl Serializer {
     /// made only for the `pickle` and `json` modules, or for `'bytes'`).
     pub fn decode_slice<'py>(self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         if self == Serializer::Pickle {
-            if let Some(v) = fastpickle::loads(py, data) {
+            if let Some(v) = fastpickle::loads_small(py, data) {
                 return Ok(v);
             }
         }
