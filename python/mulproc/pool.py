@@ -298,7 +298,10 @@ class Pool:
         """Removes the backend URL from the environment (the pool is done)."""
         key, self._backend_env = getattr(self, "_backend_env", None), None
         if key is not None:
-            os.environ.pop(key, None)
+            try:
+                os.environ.pop(key, None)
+            except Exception:  # noqa: BLE001 - at interpreter exit, from __del__
+                pass
 
     @staticmethod
     def _dumps(obj, func):
