@@ -84,9 +84,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start_redis(binary, workdir):
-    """A redis-server on a free port of 127.0.0.1 in ``workdir``, ready
-    (its log said so); returns ``(process, port)``."""
+def _start_redis(binary, workdir, extra=()):
+    """A redis-server on a free port of 127.0.0.1 in ``workdir`` (more
+    arguments: ``extra``), ready (its log said so); returns ``(process,
+    port)``."""
     import subprocess
     import threading
 
@@ -96,7 +97,7 @@ def _start_redis(binary, workdir):
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
              "--daemonize", "no", "--protected-mode", "no", "--logfile", "",
-             "--save", "", "--appendonly", "no"],
+             "--save", "", "--appendonly", "no", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         ready = threading.Event()
@@ -121,18 +122,14 @@ def _start_redis(binary, workdir):
     raise RuntimeError(f"could not start redis-server: {last}")
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    """``redis://127.0.0.1:<port>/0`` of a real redis-server of its own, in
-    a temporary directory, stopped at the end (also when the test fails).
-    Skipped, saying why, when redis-server is not installed."""
+def _redis_fixture(tmp_path, extra=()):
     binary = _redis_binary()
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server, "
                     "or point $MULPROC_REDIS_SERVER at the binary)")
-    proc, port = _start_redis(binary, tmp_path)
+    proc, port = _start_redis(binary, tmp_path, extra)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port
     finally:
         proc.terminate()
         try:
@@ -140,6 +137,25 @@ def redis_url(tmp_path):
         except Exception:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """``redis://127.0.0.1:<port>/0`` of a real redis-server of its own, in
+    a temporary directory, stopped at the end (also when the test fails).
+    Skipped, saying why, when redis-server is not installed."""
+    for port in _redis_fixture(tmp_path):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+REDIS_PASSWORD = "s3cret-for-tests"
+
+
+@pytest.fixture
+def redis_port_with_password(tmp_path):
+    """The port of a real redis-server of its own that wants
+    ``REDIS_PASSWORD`` (as ``redis_url``)."""
+    yield from _redis_fixture(tmp_path, ("--requirepass", REDIS_PASSWORD))
 
 
 def redis_command(url, *args):

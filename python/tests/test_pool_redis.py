@@ -9,7 +9,7 @@ import time
 import pytest
 
 import mulproc
-from conftest import redis_command
+from conftest import REDIS_PASSWORD, redis_command
 from workers import pool_slow_pid, pool_square
 
 
@@ -63,3 +63,19 @@ def test_unreachable_server_is_a_connection_error():
         with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
             mulproc.Pool(1, backend=f"redis://127.0.0.1:{port}/0")
         assert time.monotonic() - start < 10
+
+
+def test_wrong_password_is_a_permission_error_and_the_right_one_works(redis_port_with_password):
+    port = redis_port_with_password
+    start = time.monotonic()
+    with pytest.raises(PermissionError) as e:
+        mulproc.Pool(1, backend=f"redis://:not-the-password@127.0.0.1:{port}/0")
+    assert time.monotonic() - start < 10
+    assert "not-the-password" not in str(e.value)
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
+    with mulproc.Pool(2, backend=url) as pool:
+        assert pool.map(pool_square, range(20)) == [x * x for x in range(20)]
+        # The password reaches the workers through their environment only.
+        for pid in pool.worker_pids():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert REDIS_PASSWORD.encode() not in f.read()
