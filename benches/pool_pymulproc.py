@@ -95,7 +95,7 @@ def watchdog(processes, done):
     """pymulproc's blocking receive has no timeout: fail loudly, not hang, if a worker dies."""
     while not done.wait(0.5):
         for p in processes:
-            if p.exitcode is not None:
+            if p.exitcode is not None and not done.is_set():
                 print(f"error: worker {p.pid} exited early with code {p.exitcode}",
                       file=sys.stderr, flush=True)
                 os._exit(1)
@@ -177,11 +177,13 @@ def main():
 
     if seen.count(1) != n:
         raise SystemExit("error: some tasks got no result")
+    # The watchdog is for deaths during the run: stop it before the poison
+    # pills, or it may see a worker that exited after its pill as early.
+    done.set()
     for _ in processes:
         tasks.send(mpq_protocol.REQ_DIE)
     for p in processes:
         p.join()
-    done.set()
     for p in processes:
         if p.exitcode != 0:
             raise SystemExit(f"error: worker {p.pid} exited with code {p.exitcode}")

@@ -31,6 +31,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -123,19 +124,96 @@ def pymulproc_run(compat, n):
     script = os.path.join(ROOT, "benches", "pool_pymulproc.py")
     args = ["--workers", str(WORKERS), "--tasks", str(n)]
     cmd = [sys.executable, "-c", SHIM, script, *args] if compat else [sys.executable, script, *args]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return float(out.strip().splitlines()[-1].split("=", 1)[1])
+    # Its own session, so that a failed run's children (blocked in
+    # pymulproc's receive, which has no timeout) are killed with it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        out, err = "", "timed out after 300 s"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("tasks_per_sec="):
+        which = "mulproc.pymulproc" if compat else "pymulproc"
+        raise SystemExit(f"error: the {which} run failed (exit {proc.returncode}):\n{err[-2000:]}")
+    return float(lines[-1].split("=", 1)[1])
+
+
+def script_floor(n=200_000):
+    """Tasks/s the parent loop of benches/pool_pymulproc.py reaches with
+    send and receive as no-op Python calls (no transport at all): the
+    script's own Python per task, which bounds any pymulproc
+    implementation under it (the parent is one process)."""
+    import importlib.util
+
+    # The script's own checksum and payloads (it imports pymulproc 0.1.2,
+    # installed here).
+    path = os.path.join(ROOT, "benches", "pool_pymulproc.py")
+    spec = importlib.util.spec_from_file_location("pool_pymulproc", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    checksum, payloads = script.checksum, script.make_payloads(n)
+    finished, parent_pid = "FINISHED", 1
+    messages = [[finished, 2, parent_pid, (i, checksum(i, payloads[i]))] for i in range(n)]
+
+    class End:  # what the parent calls, doing nothing
+        def send(self, request, sender_pid=None, recipient_pid=None, data=None):
+            return None
+
+        def receive(self, **kwargs):
+            return self.message
+
+    tasks = results = End()
+    seen = bytearray(n)
+    state = {"received": 0}
+
+    def check(message):  # as the script's check()
+        if message[0] != finished or message[2] != parent_pid:
+            raise SystemExit("floor: unexpected message")
+        index, value = message[3]
+        if not 0 <= index < n or seen[index]:
+            raise SystemExit("floor: twice")
+        if value != checksum(index, payloads[index]):
+            raise SystemExit("floor: checksum")
+        seen[index] = 1
+        state["received"] += 1
+
+    def get(block):
+        return results.receive(block=block)
+
+    sent = 0
+    start = time.perf_counter()
+    while state["received"] < n:
+        while sent < n and sent - state["received"] < 1024:
+            tasks.send("DO", data=payloads[sent])
+            sent += 1
+        results.message = messages[state["received"]]
+        message = get(True)
+        if message:
+            check(message)
+    return n / (time.perf_counter() - start)
 
 
 def pymulproc_scenario(rounds, n_compat, n_orig):
-    ratios = []
+    ratios, peers = [], []
     for _ in range(rounds):
         ra = pymulproc_run(True, n_compat)
         rb = pymulproc_run(False, n_orig)
         ratios.append(ra / rb)
+        peers.append(rb)
     print(f"{'pymulproc':<14} mulproc.pymulproc {ra:>11,.0f}/s   pymulproc 0.1.2 {rb:>9,.0f}/s   "
           f"median ratio {statistics.median(ratios):6.1f}x  "
           f"(rounds: {', '.join(f'{r:.1f}' for r in ratios)})", flush=True)
+    floor = script_floor()
+    print(f"{'':<14} the script's parent loop alone (send/receive as no-op calls): {floor:,.0f}/s, "
+          f"{floor / statistics.median(peers):.1f}x pymulproc's median round: the most any "
+          "transport could reach", flush=True)
 
 
 def main():

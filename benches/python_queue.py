@@ -11,7 +11,7 @@ prints one line: both rates of the last round and the median of the
 per-round ratios A/B (this machine's figures move 2-4x between minutes;
 ratios taken seconds apart much less).
 
-    python3 benches/python_queue.py [--tasks N] [--rounds R]
+    python3 benches/python_queue.py [--tasks N] [--rounds R] [--only ff,mp,bytes]
 
 Run with any python3: it makes a throwaway virtual environment under
 target/bench-pyvenv (faster-fifo, and mulproc built by maturin) and
@@ -114,9 +114,9 @@ def run(kind, tasks):
 
 
 SCENARIOS = [
-    ("pickled (int, 64 B) tuples, 1 -> 4 workers: mulproc.Queue vs faster-fifo", "mulproc", "faster-fifo"),
-    ("pickled (int, 64 B) tuples, 1 -> 4 workers: mulproc.Queue vs multiprocessing.Queue", "mulproc", "mp"),
-    ("raw 72-byte messages, 1 -> 4 workers: mulproc put_bytes/get_bytes vs multiprocessing.Queue", "mulproc-bytes", "mp-bytes"),
+    ("ff", "pickled (int, 64 B) tuples, 1 -> 4 workers: mulproc.Queue vs faster-fifo", "mulproc", "faster-fifo"),
+    ("mp", "pickled (int, 64 B) tuples, 1 -> 4 workers: mulproc.Queue vs multiprocessing.Queue", "mulproc", "mp"),
+    ("bytes", "raw 72-byte messages, 1 -> 4 workers: mulproc put_bytes/get_bytes vs multiprocessing.Queue", "mulproc-bytes", "mp-bytes"),
 ]
 
 
@@ -124,10 +124,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="ff,mp,bytes", help="comma-separated scenarios: ff, mp, bytes")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     ensure_venv()
     print(f"{args.tasks} tasks per run, {WORKERS} workers, {args.rounds} rounds A B A B ...")
-    for title, a, b in SCENARIOS:
+    for key, title, a, b in SCENARIOS:
+        if key not in only:
+            continue
         ratios = []
         for _ in range(args.rounds):
             ra = run(a, args.tasks)

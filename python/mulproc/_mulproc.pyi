@@ -173,6 +173,7 @@ class _PoolCore:
         max_task_bytes: int,
         max_result_bytes: int,
         name: str,
+        backend: Optional[str] = None,
     ) -> None: ...
     def submit(self, data: bytes) -> int: ...
     def take(self, timeout: Optional[float] = None) -> Optional[Tuple[int, int, Union[bytes, str]]]: ...
@@ -185,4 +186,48 @@ class _PoolCore:
     @property
     def closed(self) -> bool: ...
 
-def _serve_pool_worker(handler: Callable[[bytes], bytes]) -> None: ...
+def _serve_pool_worker(
+    handler: Callable[[bytes], bytes],
+    *,
+    backend: Optional[str] = None,
+    name: Optional[str] = None,
+    max_task_bytes: int = 0,
+    max_result_bytes: int = 0,
+) -> None: ...
+def _dumps(obj: Any) -> bytes:
+    """``pickle.dumps(obj, 5)``, written in Rust for built-in types."""
+def _loads(data: bytes) -> Any:
+    """``pickle.loads(data)``, read in Rust when it holds built-in types."""
+
+class _MessageQueue:
+    """The base of ``mulproc.pymulproc.queuepi.MessageQueue``: pymulproc
+    message lists over a ``Queue``, encoded and decoded in Rust."""
+
+    def __init__(self, queue_: Queue, max_size: int = 0) -> None: ...
+    @property
+    def queue(self) -> Queue: ...
+    @property
+    def max_size(self) -> int: ...
+    def put(self, message: List[Any], block: bool = True, timeout: Optional[float] = None) -> None: ...
+    def put_nowait(self, message: List[Any]) -> None: ...
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> List[Any]: ...
+    def get_nowait(self) -> List[Any]: ...
+    def task_done(self) -> None: ...
+
+class _QueueEnd:
+    """The base of ``mulproc.pymulproc.queuepi.QueueCommunicationApi``:
+    pymulproc's ``send`` and ``receive`` in Rust."""
+
+    conn: Any
+    pid: Any
+    timeout: Optional[float]
+    loops: int
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def send(
+        self,
+        request: Any,
+        sender_pid: Optional[int] = None,
+        recipient_pid: Optional[int] = None,
+        data: Any = None,
+    ) -> List[Any]: ...
+    def receive(self, *, func: Optional[Callable[[List[Any]], bool]] = None, block: bool = False, **ignored: Any) -> Union[List[Any], bool]: ...

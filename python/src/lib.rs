@@ -23,10 +23,12 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod errors;
+mod fastpickle;
 mod fork;
 mod names;
 mod pipe;
 mod pool;
+mod pymulproc;
 mod queue;
 mod serial;
 mod wait;
@@ -39,11 +41,15 @@ fn _mulproc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pipe::Connection>()?;
     m.add_class::<buffer::BufferBase>()?;
     m.add_class::<pool::PoolCore>()?;
+    m.add_class::<pymulproc::MessageQueue>()?;
+    m.add_class::<pymulproc::QueueEnd>()?;
     m.add_function(wrap_pyfunction!(pool::serve_pool_worker, m)?)?;
     m.add("Buffer", buffer::buffer_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(pipe::pipe, m)?)?;
     m.add_function(wrap_pyfunction!(pipe::open_connection, m)?)?;
     m.add_function(wrap_pyfunction!(names::remove_owned, m)?)?;
+    m.add_function(wrap_pyfunction!(serial::py_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(serial::py_loads, m)?)?;
     m.add("MAX_CAPACITY", mulproc::MAX_CAPACITY)?;
     m.add("MIN_CAPACITY", mulproc::MIN_CAPACITY)?;
     m.add("MAX_PAYLOAD", mulproc::MAX_PAYLOAD_LIMIT)?;

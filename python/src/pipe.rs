@@ -265,8 +265,9 @@ impl Connection {
     /// Sends `obj`, encoded by the connection's serializer.
     fn send(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_writable()?;
-        let data = self.serializer.encode(obj)?;
-        self.send_payload(py, data.as_bytes(), Request::DO, None, None)
+        self.serializer.encode_with(obj, |data| {
+            self.send_payload(py, data, Request::DO, None, None)
+        })
     }
 
     /// Sends the bytes of a bytes-like object (from `offset`, `size` of
@@ -324,7 +325,7 @@ impl Connection {
     /// once the other end is gone and nothing is left.
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let m = self.recv_message(py)?;
-        self.serializer.decode(py, PyBytes::new(py, &m.data))
+        self.serializer.decode_slice(py, &m.data)
     }
 
     /// Receives the next message's bytes. OSError if it is longer than

@@ -10,14 +10,133 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mulproc::pool::{BytesCodec, Completed, Pool, PoolError, TaskError};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use mulproc::pool::{Backend, Builder, BytesCodec, Completed, Pool, PoolError, Stats, TaskError};
+use mulproc::BackendError;
+use mulproc_redis::{RedisBackend, RedisQueueError, RedisSetupError};
+use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::wait::{wait_loop, Deadline, SLICE};
 
-type Core = Pool<Vec<u8>, Vec<u8>, BytesCodec>;
+/// The Rust pool over one of its backends.
+enum Core {
+    /// Shared memory (the default).
+    Shm(Box<Pool<Vec<u8>, Vec<u8>, BytesCodec>>),
+    /// Redis Streams (`backend="redis://..."`).
+    Redis(Box<Pool<Vec<u8>, Vec<u8>, BytesCodec, RedisBackend>>),
+}
+
+/// `$body` with `$p` bound to the pool, whichever its backend.
+macro_rules! on_pool {
+    ($core:expr, $p:ident => $body:expr) => {
+        match $core {
+            Core::Shm($p) => $body,
+            Core::Redis($p) => $body,
+        }
+    };
+}
+
+impl Core {
+    fn in_flight(&self) -> usize {
+        on_pool!(self, p => p.in_flight())
+    }
+    fn window(&self) -> usize {
+        on_pool!(self, p => p.window())
+    }
+    fn pending_results(&self) -> usize {
+        on_pool!(self, p => p.pending_results())
+    }
+    fn submit(&mut self, data: Vec<u8>) -> Result<u64, PoolError> {
+        on_pool!(self, p => p.submit(data))
+    }
+    fn try_next_result(&mut self) -> Result<Option<Completed<Vec<u8>>>, PoolError> {
+        on_pool!(self, p => p.try_next_result())
+    }
+    fn next_result_timeout(
+        &mut self,
+        d: Duration,
+    ) -> Result<Option<Completed<Vec<u8>>>, PoolError> {
+        on_pool!(self, p => p.next_result_timeout(d))
+    }
+    fn worker_pids(&self) -> Vec<u32> {
+        on_pool!(self, p => p.worker_pids())
+    }
+    fn stats(&self) -> Stats {
+        on_pool!(self, p => p.stats())
+    }
+    fn shutdown(self) -> Result<Stats, PoolError> {
+        match self {
+            Core::Shm(p) => p.shutdown(),
+            Core::Redis(p) => p.shutdown(),
+        }
+    }
+    fn kill(self) -> Stats {
+        match self {
+            Core::Shm(p) => p.kill(),
+            Core::Redis(p) => p.kill(),
+        }
+    }
+}
+
+/// Which backend a `mulproc.Pool` runs over, from its `backend` argument.
+enum BackendChoice {
+    Shm,
+    Redis(RedisBackend),
+}
+
+/// `None` or `"shm"`: shared memory; `redis://...` or `rediss://...`: a
+/// Redis server. Anything else, or a URL the Redis client cannot read,
+/// is a ValueError (nothing is contacted here).
+fn parse_backend(backend: Option<&str>) -> PyResult<BackendChoice> {
+    let url = match backend {
+        None | Some("shm") => return Ok(BackendChoice::Shm),
+        Some(u) => u,
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(PyValueError::new_err(format!(
+            "backend must be 'shm' or a Redis URL such as 'redis://host:6379/0', not {url:?}"
+        )));
+    }
+    RedisBackend::new(url)
+        .map(BackendChoice::Redis)
+        .map_err(|e| PyValueError::new_err(format!("backend {}: {e}", redact(url))))
+}
+
+/// A URL with its password (if any) replaced, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_start].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The builder both the parent and a Redis pool's workers use: the same
+/// settings give the same channel sizes on both sides.
+fn builder(
+    name: String,
+    processes: usize,
+    window: usize,
+    max_task_bytes: usize,
+    max_result_bytes: usize,
+) -> Builder<BytesCodec> {
+    Pool::builder()
+        .bytes()
+        .name(name)
+        .workers(processes)
+        .window(window)
+        .max_task_bytes(max_task_bytes)
+        .max_result_bytes(max_result_bytes)
+}
+
+/// Whether `e` is (or wraps) a backend error whose source is `T`.
+fn backend_source<T: std::error::Error + 'static>(e: &BackendError) -> Option<&T> {
+    e.source_error().downcast_ref::<T>()
+}
 
 /// Result kinds handed to Python with each result.
 const OK: u8 = 0;
@@ -32,6 +151,27 @@ const TOO_LARGE: u8 = 3;
 const OTHER: u8 = 4;
 
 fn pool_error(e: PoolError) -> PyErr {
+    let backend = match &e {
+        PoolError::Backend(b) => Some(b),
+        PoolError::Send(mulproc::TrySendError::Backend(_, b)) => Some(b),
+        PoolError::Recv(mulproc::RecvTimeoutError::Backend(b)) => Some(b),
+        PoolError::TryRecv(mulproc::TryRecvError::Backend(b)) => Some(b),
+        _ => None,
+    };
+    if let Some(b) = backend {
+        match backend_source::<RedisSetupError>(b) {
+            Some(RedisSetupError::Unreachable { .. } | RedisSetupError::NotRedis { .. }) => {
+                return PyConnectionError::new_err(e.to_string())
+            }
+            Some(RedisSetupError::Authentication { .. }) => {
+                return PyPermissionError::new_err(e.to_string())
+            }
+            _ => {}
+        }
+        if let Some(RedisQueueError::Connection(_)) = backend_source::<RedisQueueError>(b) {
+            return PyConnectionError::new_err(e.to_string());
+        }
+    }
     match e {
         PoolError::Config(_) => PyValueError::new_err(e.to_string()),
         PoolError::Task(TaskError::TooLarge { .. }) => PyValueError::new_err(format!(
@@ -112,9 +252,11 @@ fn result_tuple(py: Python<'_>, c: Completed<Vec<u8>>) -> (u64, u8, Py<PyAny>) {
 #[pymethods]
 impl PoolCore {
     /// Starts `processes` workers running `program` with `args` and waits
-    /// until each is ready (GIL released).
+    /// until each is ready (GIL released). `backend`: `None`/`"shm"`, or a
+    /// Redis URL (ValueError if malformed; ConnectionError if no server
+    /// answers).
     #[new]
-    #[pyo3(signature = (processes, program, args, *, window, max_attempts, max_task_bytes, max_result_bytes, name))]
+    #[pyo3(signature = (processes, program, args, *, window, max_attempts, max_task_bytes, max_result_bytes, name, backend=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -126,20 +268,22 @@ impl PoolCore {
         max_task_bytes: usize,
         max_result_bytes: usize,
         name: String,
+        backend: Option<&str>,
     ) -> PyResult<Self> {
+        let choice = parse_backend(backend)?;
+        let b = builder(name, processes, window, max_task_bytes, max_result_bytes)
+            .max_attempts(max_attempts)
+            .worker_command(program, args)
+            .start_timeout(Duration::from_secs(60));
+        fn start<B: Backend>(
+            b: Builder<BytesCodec, B>,
+        ) -> Result<Pool<Vec<u8>, Vec<u8>, BytesCodec, B>, PoolError> {
+            b.start_fallible(|_: Vec<u8>| Err::<Vec<u8>, &str>("not a worker"))
+        }
         let pool = py
-            .detach(|| {
-                Pool::builder()
-                    .bytes()
-                    .name(name)
-                    .workers(processes)
-                    .window(window)
-                    .max_attempts(max_attempts)
-                    .max_task_bytes(max_task_bytes)
-                    .max_result_bytes(max_result_bytes)
-                    .worker_command(program, args)
-                    .start_timeout(Duration::from_secs(60))
-                    .start_fallible(|_: Vec<u8>| Err::<Vec<u8>, &str>("not a worker"))
+            .detach(|| match choice {
+                BackendChoice::Shm => start(b).map(|p| Core::Shm(Box::new(p))),
+                BackendChoice::Redis(r) => start(b.backend(r)).map(|p| Core::Redis(Box::new(p))),
             })
             .map_err(pool_error)?;
         Ok(PoolCore {
@@ -275,21 +419,58 @@ impl PoolCore {
 /// (`bytes -> bytes`, called with the GIL held for each task; it should
 /// never raise: an exception becomes the task's failure message) and exits
 /// the process. Raises `RuntimeError` if this process is not a pool worker.
+///
+/// Over shared memory the worker finds everything in its environment;
+/// over Redis (`backend`), it builds the parent's pool settings (`name`,
+/// `max_task_bytes`, `max_result_bytes`: the same as the parent's) to
+/// open the same channels.
 #[pyfunction]
 #[pyo3(name = "_serve_pool_worker")]
-pub fn serve_pool_worker(py: Python<'_>, handler: Py<PyAny>) -> PyResult<()> {
-    let err = py.detach(move || {
-        mulproc::pool::serve_worker::<BytesCodec, Vec<u8>, Vec<u8>, String, _>(
-            move |data: Vec<u8>| {
-                Python::attach(|py| {
-                    let out = handler
-                        .bind(py)
-                        .call1((PyBytes::new(py, &data),))
-                        .and_then(|r| r.extract::<Vec<u8>>());
-                    out.map_err(|e| e.to_string())
-                })
-            },
-        )
-    });
+#[pyo3(signature = (handler, *, backend=None, name=None, max_task_bytes=0, max_result_bytes=0))]
+pub fn serve_pool_worker(
+    py: Python<'_>,
+    handler: Py<PyAny>,
+    backend: Option<&str>,
+    name: Option<String>,
+    max_task_bytes: usize,
+    max_result_bytes: usize,
+) -> PyResult<()> {
+    let choice = parse_backend(backend)?;
+    if !mulproc::pool::is_worker() {
+        return Err(PyRuntimeError::new_err(
+            "this process was not started as a pool worker",
+        ));
+    }
+    let run = move |data: Vec<u8>| {
+        Python::attach(|py| {
+            let out = handler
+                .bind(py)
+                .call1((PyBytes::new(py, &data),))
+                .and_then(|r| r.extract::<Vec<u8>>());
+            out.map_err(|e| e.to_string())
+        })
+    };
+    let err = match choice {
+        BackendChoice::Shm => py.detach(move || {
+            mulproc::pool::serve_worker::<BytesCodec, Vec<u8>, Vec<u8>, String, _>(run)
+        }),
+        BackendChoice::Redis(r) => {
+            let name = name.ok_or_else(|| {
+                PyValueError::new_err("a Redis pool worker needs the pool's name")
+            })?;
+            // In a worker of this pool (checked above: this process is a
+            // pool worker), `start_fallible` runs the worker loop and exits
+            // the process; it returns only with an error (a worker of
+            // another pool), never with a started pool.
+            let b = builder(name, 1, 1, max_task_bytes, max_result_bytes).backend(r);
+            match py.detach(move || b.start_fallible(run)) {
+                Ok(pool) => {
+                    let _ = pool.kill();
+                    PoolError::Config("this process was not started as a pool worker".into())
+                }
+                Err(e) => e,
+            }
+        }
+    };
     Err(PyRuntimeError::new_err(err.to_string()))
 }

@@ -99,7 +99,7 @@ impl PyQueue {
 
     /// Sends `data` as one message, waiting for space if `block`.
     #[allow(clippy::too_many_arguments)]
-    fn send_payload(
+    pub(crate) fn send_payload(
         &self,
         py: Python<'_>,
         data: &[u8],
@@ -143,8 +143,25 @@ impl PyQueue {
         sent.ok_or_else(|| Full::new_err(()))
     }
 
+    /// The serializer of this handle.
+    pub(crate) fn serializer_of(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// The number of slots.
+    pub(crate) fn capacity_of(&self) -> usize {
+        self.capacity
+    }
+
+    /// `task_done()`, for Rust callers.
+    pub(crate) fn task_done_impl(&self) -> PyResult<()> {
+        self.handle()?
+            .task_done()
+            .map_err(|_| PyValueError::new_err("task_done() called too many times"))
+    }
+
     /// Takes the next message in place, waiting if `block`.
-    fn take(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Held> {
+    pub(crate) fn take(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Held> {
         let q = self.handle()?;
         // SAFETY: the reference points into the Arc's allocation, which
         // does not move; every guard made from it is put in a `Held`
@@ -239,6 +256,11 @@ impl PyQueue {
 
     fn corrupt(&self, e: mulproc::CorruptError) -> PyErr {
         errors::corrupt(&self.name, e)
+    }
+
+    /// The error for a slot found taken over while held.
+    pub(crate) fn corrupt_of(&self, e: mulproc::CorruptError) -> PyErr {
+        self.corrupt(e)
     }
 }
 
@@ -344,8 +366,9 @@ impl PyQueue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let data = self.serializer.encode(obj)?;
-        self.send_payload(py, data.as_bytes(), Request::DO, None, None, block, timeout)
+        self.serializer.encode_with(obj, |data| {
+            self.send_payload(py, data, Request::DO, None, None, block, timeout)
+        })
     }
 
     /// `put(obj, False)`.
@@ -404,9 +427,10 @@ impl PyQueue {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let held = self.take(py, block, timeout)?;
-        let bytes = PyBytes::new(py, held.data());
+        // Decoded in place; the slot is freed whatever the outcome.
+        let obj = self.serializer.decode_slice(py, held.data());
         held.finish().map_err(|e| self.corrupt(e))?;
-        self.serializer.decode(py, bytes)
+        obj
     }
 
     /// `get(False)`.
@@ -470,9 +494,7 @@ impl PyQueue {
 
     /// Marks one message received through this handle as processed.
     fn task_done(&self) -> PyResult<()> {
-        self.handle()?
-            .task_done()
-            .map_err(|_| PyValueError::new_err("task_done() called too many times"))
+        self.task_done_impl()
     }
 
     /// Waits until every message put into the queue has been received

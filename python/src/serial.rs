@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes};
 
+use crate::fastpickle;
+
 /// A handle's payload format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serializer {
@@ -64,11 +66,34 @@ impl Serializer {
         }
     }
 
-    /// The payload for `obj`.
+    /// Calls `f` with the payload for `obj`. Pickles of built-in types
+    /// are written in Rust into a reusable buffer ([`fastpickle`]); other
+    /// objects go through `pickle.dumps`.
+    pub fn encode_with<R>(
+        self,
+        obj: &Bound<'_, PyAny>,
+        f: impl FnOnce(&[u8]) -> PyResult<R>,
+    ) -> PyResult<R> {
+        if self == Serializer::Pickle {
+            let mut f = Some(f);
+            if let Some(r) = fastpickle::with_dumps(obj, |b| (f.take().expect("once"))(b)) {
+                return r;
+            }
+            let bytes = self.encode(obj)?;
+            return (f.take().expect("not called"))(bytes.as_bytes());
+        }
+        let bytes = self.encode(obj)?;
+        f(bytes.as_bytes())
+    }
+
+    /// The payload for `obj`, as a `bytes` object.
     pub fn encode<'py>(self, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let py = obj.py();
         match self {
             Serializer::Pickle => {
+                if let Some(b) = fastpickle::with_dumps(obj, |b| PyBytes::new(py, b)) {
+                    return Ok(b);
+                }
                 let f = funcs(py)?;
                 Ok(f.pickle_dumps
                     .bind(py)
@@ -96,9 +121,27 @@ impl Serializer {
         data: Bound<'py, PyBytes>,
     ) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Serializer::Pickle => funcs(py)?.pickle_loads.bind(py).call1((data,)),
+            Serializer::Pickle => match fastpickle::loads_small(py, data.as_bytes()) {
+                Some(v) => Ok(v),
+                None => funcs(py)?.pickle_loads.bind(py).call1((data,)),
+            },
             Serializer::Json => funcs(py)?.json_loads.bind(py).call1((data,)),
             Serializer::Bytes => Ok(data.into_any()),
+        }
+    }
+
+    /// The object a payload encodes, read in place (a `bytes` copy is
+    /// made only for the `pickle` and `json` modules, or for `'bytes'`).
+    pub fn decode_slice<'py>(self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if self == Serializer::Pickle {
+            if let Some(v) = fastpickle::loads_small(py, data) {
+                return Ok(v);
+            }
+        }
+        let bytes = PyBytes::new(py, data);
+        match self {
+            Serializer::Pickle => funcs(py)?.pickle_loads.bind(py).call1((bytes,)),
+            _ => self.decode(py, bytes),
         }
     }
 }
@@ -129,4 +172,20 @@ pub fn bytes_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let bytes = view.call_method0("tobytes")?;
     view.call_method0("release")?;
     Ok(bytes.cast_into::<PyBytes>()?)
+}
+
+/// `pickle.dumps(obj, 5)`, written in Rust for built-in types
+/// (`mulproc._mulproc._dumps`; the pool pickles its chunks with it).
+#[pyfunction]
+#[pyo3(name = "_dumps")]
+pub fn py_dumps<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    Serializer::Pickle.encode(obj)
+}
+
+/// `pickle.loads(data)` for a `bytes` object, read in Rust when it holds
+/// only built-in types (`mulproc._mulproc._loads`).
+#[pyfunction]
+#[pyo3(name = "_loads")]
+pub fn py_loads<'py>(data: Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+    Serializer::Pickle.decode(data.py(), data)
 }

@@ -140,3 +140,105 @@ def test_handle_attributes():
     assert comm.peer == mpq_protocol.CHILD_COMM_INTERFACE
     assert isinstance(comm.conn.queue, mulproc.Queue)
     assert comm.conn.empty()
+
+
+CODEC_CASES = [
+    (mpq_protocol.REQ_DO, None, None, None),
+    (mpq_protocol.REQ_FINISHED, 12, 34, (7, b"x" * 64)),
+    (mpq_protocol.REQ_DIE, None, 5, {"a": [1, 2.5, "é"]}),
+    (mpq_protocol.REQ_TEST_PARENT, 1, None, "named request"),
+    (42, None, None, b"an int request is its code"),
+    (("a", "tuple", "request"), 3, None, [None, True]),
+]
+
+
+def _jsonable(obj):
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("latin-1")
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "json"])
+@pytest.mark.parametrize("message", CODEC_CASES, ids=lambda m: repr(m[0])[:12])
+def test_rust_codec_is_the_python_codec(unique_name, serializer, message):
+    """The Rust put/get of the queue ends read and write exactly what
+    _codec.py describes (a Rust or older peer reads the same bytes)."""
+    message = list(message)
+    if serializer == "json":  # what JSON can carry: lists, no bytes
+        message = _jsonable(message)
+    qf = factory.QueueCommunication(name=unique_name, serializer=serializer)
+    try:
+        conn, raw = qf.queue, qf.queue.queue
+        # A message without a sender gets this process's pid, both ways.
+        expected = [message[0], message[1] or os.getpid(), *message[2:]]
+        conn.put(message)  # Rust encoder
+        code, sender, recipient, payload = raw.get_message(timeout=5)
+        assert _codec.decode(code, sender, recipient, payload, serializer) == expected
+        raw.task_done()
+        code, sender, recipient, payload = _codec.encode(message, serializer)
+        raw.put_message(payload, code, recipient, sender)  # Python encoder
+        assert conn.get(timeout=5) == expected  # Rust decoder
+        conn.task_done()
+        conn.join()
+    finally:
+        qf.queue.close()
+        qf.queue.queue.unlink()
+
+
+def test_send_checks_what_pymulproc_checks(unique_name):
+    qf = factory.QueueCommunication(name=unique_name)
+    try:
+        parent = qf.parent(timeout=0.01, loops=3)
+        with pytest.raises(TypeError, match="recipient_pid must be an int pid or None, not str"):
+            parent.send(mpq_protocol.REQ_DO, recipient_pid="me")
+        with pytest.raises(ValueError, match="list of 4"):
+            qf.queue.put([1, 2, 3])
+        with pytest.raises(ValueError, match="between 1 and 2\\*\\*32-1"):
+            parent.send(mpq_protocol.REQ_DO, recipient_pid=-5)
+        assert parent.receive() is False
+        sent = parent.send(mpq_protocol.REQ_DO, data=b"x")
+        assert sent == [mpq_protocol.REQ_DO, parent.pid, None, b"x"]
+        assert parent.receive(block=True) == sent
+        assert parent.receive(func=lambda m: True) is False
+        parent.queue_join()
+    finally:
+        qf.queue.close()
+        qf.queue.queue.unlink()
+
+
+def test_bounded_queue_send_gives_up_after_its_loops(unique_name):
+    qf = factory.QueueCommunication(name=unique_name, max_size=2)
+    try:
+        parent = qf.parent(timeout=0.01, loops=3)
+        parent.send(mpq_protocol.REQ_DO)
+        parent.send(mpq_protocol.REQ_DO)
+        with pytest.raises(errors.QueuesCommunicationError, match="tried unsuccessfully") as e:
+            parent.send(mpq_protocol.REQ_DO, data=1)
+        assert isinstance(e.value.__cause__, __import__("queue").Full)
+        assert parent.receive() and parent.receive()
+        parent.queue_join()
+    finally:
+        qf.queue.close()
+        qf.queue.queue.unlink()
+
+
+def test_queue_ends_pickle(unique_name):
+    import pickle
+
+    qf = factory.QueueCommunication(name=unique_name)
+    try:
+        parent = qf.parent(timeout=0.5, loops=4)
+        parent.peer_note = "kept"
+        copy = pickle.loads(pickle.dumps(parent))
+        assert (type(copy), copy.pid, copy.timeout, copy.loops, copy.peer_note) == (
+            type(parent), parent.pid, 0.5, 4, "kept")
+        copy.send(mpq_protocol.REQ_DO, data="via the copy")
+        assert parent.receive(block=True)[3] == "via the copy"
+        copy.conn.close()
+    finally:
+        qf.queue.close()
+        qf.queue.queue.unlink()
