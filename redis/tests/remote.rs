@@ -184,6 +184,17 @@ impl Remote {
         }
     }
 
+    /// Waits for its `served` line (its `serve` returned: `what` says
+    /// when that should be) and for it to exit 0; the line's counts.
+    fn served(&mut self, what: &str) -> (u64, u64, u64) {
+        let line = self
+            .line("served", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no `served` line: {what}"));
+        let status = self.wait(Duration::from_secs(10)).expect("exits");
+        assert!(status.success(), "{status}");
+        counts(&line)
+    }
+
     fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -250,13 +261,9 @@ fn remote_workers_serve_a_pool_that_has_no_local_worker() {
     // The run ended: each worker's serve returned, and it exited.
     let mut total = 0;
     for r in &mut remotes {
-        let line = r
-            .line("served", Duration::from_secs(10))
-            .expect("the worker returns when the run ends");
-        let (tasks, redelivered, _) = counts(&line);
+        let (tasks, redelivered, _) = r.served("the worker returns when the run ends");
         assert_eq!(redelivered, 0, "nobody died");
         total += tasks;
-        assert!(r.wait(Duration::from_secs(10)).expect("exits").success());
     }
     // Nobody died, so nothing ran twice.
     assert_eq!(total, 2000, "every task ran once");
@@ -302,20 +309,13 @@ fn a_remote_worker_killed_mid_task_has_its_tasks_reclaimed() {
     let stats = pool.shutdown().expect("shutdown");
     // Every result once to the caller (a second copy would be dropped).
     assert_eq!(stats.succeeded, 400);
-    let line = survivor
-        .line("served", Duration::from_secs(10))
-        .expect("the survivor returns when the run ends");
-    let (tasks, redelivered, given_up) = counts(&line);
+    let (tasks, redelivered, given_up) = survivor.served("the survivor returns when the run ends");
     assert!(
         redelivered >= 1,
-        "the task the victim held was taken over: {line}"
+        "the task the victim held was taken over: {redelivered} redelivered"
     );
     assert_eq!(given_up, 0);
     assert!(tasks >= redelivered);
-    assert!(survivor
-        .wait(Duration::from_secs(10))
-        .expect("exits")
-        .success());
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
 
@@ -404,14 +404,7 @@ fn a_remote_worker_serves_one_run_after_another() {
             assert!(remote.alive(), "it waits for the next run");
         }
     }
-    let line = remote
-        .line("served", Duration::from_secs(10))
-        .expect("served both runs");
-    assert_eq!(counts(&line).0, 600);
-    assert!(remote
-        .wait(Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    assert_eq!(remote.served("served both runs").0, 600);
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
 
@@ -490,14 +483,8 @@ fn a_pool_with_a_remote_worker_rides_out_a_redis_restart_with_aof_always() {
     // acknowledgement the restart interrupted may run twice; its second
     // result is dropped.)
     assert_eq!(stats.succeeded, 500);
-    let line = worker
-        .line("served", Duration::from_secs(10))
-        .expect("the worker returns when the run ends");
-    assert!(counts(&line).0 >= 500, "{line}");
-    assert!(worker
-        .wait(Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    let (tasks, _, _) = worker.served("the worker returns when the run ends");
+    assert!(tasks >= 500, "{tasks} tasks");
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
 
@@ -550,14 +537,7 @@ fn a_parent_with_no_worker_waits_asleep_until_one_joins() {
     answered.sort_unstable();
     assert_eq!(answered, ids);
     pool.shutdown().expect("shutdown");
-    let line = worker
-        .line("served", Duration::from_secs(10))
-        .expect("returns");
-    assert_eq!(counts(&line).0, 10);
-    assert!(worker
-        .wait(Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    assert_eq!(worker.served("returns").0, 10);
     assert_eq!(keys_left(&server), 0, "keys left behind");
 }
 
