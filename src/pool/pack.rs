@@ -4,7 +4,7 @@
 //! its length (`u32`, little-endian) and that many bytes. A task item is
 //! the task's id, the parent's record of it and its input
 //! ([`TASK_HEADER`](super::TASK_HEADER) + input); a result item is the id,
-//! the record, a status byte and the output
+//! the record, a status byte, the handler's run time and the output
 //! ([`RESULT_HEADER`](super::RESULT_HEADER) + output).
 //!
 //! Why: a message costs a claim, a publication and, now and then, a
