@@ -385,24 +385,11 @@ pub trait Channel {
     /// Receives up to `max` messages that are waiting right now, in order,
     /// handing each to `f` in place and ending its hold after `f` returns;
     /// returns how many (0 when none waits: not an error).
-    fn try_recv_batch<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
+    fn try_recv_batch<F>(&self, max: usize, f: F) -> Result<usize, TryRecvError>
     where
         F: FnMut(&Header, &[u8]),
     {
-        let mut n = 0;
-        while n < max {
-            match self.recv_with(Filter::Any, Wait::Never) {
-                Ok(g) => {
-                    f(g.header(), g.data());
-                    n += 1;
-                    g.finish()?;
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(e) if n == 0 => return Err(e.into_try()),
-                Err(_) => break,
-            }
-        }
-        Ok(n)
+        recv_each(self, max, f)
     }
 
     /// Receives the next message if there is one.
@@ -776,4 +763,29 @@ pub trait Joinable: Channel {
     fn join_deadline(&self, deadline: Instant) -> Result<(), JoinTimeoutError> {
         self.join_with(Wait::Until(deadline))
     }
+}
+
+/// [`Channel::try_recv_batch`] one message at a time: up to `max` that are
+/// waiting, each handed to `f` and then finished; an error only if it
+/// comes before the first. The trait's default, and what a channel with a
+/// faster batch of its own falls back to when it cannot take one.
+pub(crate) fn recv_each<C, F>(ch: &C, max: usize, mut f: F) -> Result<usize, TryRecvError>
+where
+    C: Channel + ?Sized,
+    F: FnMut(&Header, &[u8]),
+{
+    let mut n = 0;
+    while n < max {
+        match ch.recv_with(Filter::Any, Wait::Never) {
+            Ok(g) => {
+                f(g.header(), g.data());
+                n += 1;
+                g.finish()?;
+            }
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(e) if n == 0 => return Err(e.into_try()),
+            Err(_) => break,
+        }
+    }
+    Ok(n)
 }

@@ -481,24 +481,11 @@ impl Pipe {
 
     /// [`recv_batch_now`](Self::recv_batch_now) while this end holds
     /// guards: message by message, past the held ones.
-    fn recv_batch_held<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
+    fn recv_batch_held<F>(&self, max: usize, f: F) -> Result<usize, TryRecvError>
     where
         F: FnMut(&Header, &[u8]),
     {
-        let mut n = 0;
-        while n < max {
-            match self.recv_guard(Filter::Any, Wait::Never) {
-                Ok(g) => {
-                    f(g.header(), g.data());
-                    n += 1;
-                    g.finish()?;
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(e) if n == 0 => return Err(e.into_try()),
-                Err(_) => break,
-            }
-        }
-        Ok(n)
+        crate::channel::recv_each(self, max, f)
     }
 
     /// Takes the oldest published message `want` accepts among the first
