@@ -31,13 +31,12 @@ redis.call('XGROUP', 'CREATE', KEYS[2], 'g', '0', 'MKSTREAM')
 return 'ok'
 "#;
 
-/// Sends a batch: `KEYS[1]` meta, `KEYS[2..]` the target streams;
-/// `ARGV[1]` consumer, `ARGV[2]` operation sequence number, then five
-/// values per message: index into `KEYS`, request, sender, recipient,
-/// payload. Adds as many of the messages, in order, as the capacity has
-/// room for and returns how many. A retry of the same sequence number
-/// returns the first call's count without adding anything.
-pub(crate) const SEND: &str = r#"
+// The pieces the two send scripts share: the queue and idempotence check
+// (a retried operation returns its first result), the capacity read, the
+// cut of a batch to the room left, and the counters at the end.
+macro_rules! send_prelude {
+    () => {
+        r#"
 local meta = KEYS[1]
 if redis.call('TYPE', meta)['ok'] ~= 'hash' then
   return redis.error_reply('NOQUEUE no mulproc queue at ' .. meta)
@@ -48,33 +47,69 @@ if last then
   local s, c = string.match(last, '^(%d+):(%d+)$')
   if s == ARGV[2] then return tonumber(c) end
 end
+"#
+    };
+}
+macro_rules! send_capacity {
+    () => {
+        r#"local vals = redis.call('HMGET', meta, 'capacity', 'live')
+local cap = tonumber(vals[1])
+if not cap then
+  return redis.error_reply('NOQUEUE ' .. meta .. ' has no capacity field')
+end
+local live = tonumber(vals[2]) or 0
+"#
+    };
+}
+macro_rules! send_cut_to_room {
+    () => {
+        r#"local room = cap - live
+if room < n then n = math.max(room, 0) end
+"#
+    };
+}
+macro_rules! send_epilogue {
+    () => {
+        r#"if n > 0 then
+  redis.call('HINCRBY', meta, 'live', n)
+  redis.call('HINCRBY', meta, 'sent', n)
+  redis.call('HSET', meta, tag, ARGV[2] .. ':' .. n)
+end
+return n
+"#
+    };
+}
+
+/// Sends a batch: `KEYS[1]` meta, `KEYS[2..]` the target streams;
+/// `ARGV[1]` consumer, `ARGV[2]` operation sequence number, then five
+/// values per message: index into `KEYS`, request, sender, recipient,
+/// payload. Adds as many of the messages, in order, as the capacity has
+/// room for and returns how many. A retry of the same sequence number
+/// returns the first call's count without adding anything.
+pub(crate) const SEND: &str = concat!(
+    send_prelude!(),
+    r#"
 for i = 2, #KEYS do
   local kt = redis.call('TYPE', KEYS[i])['ok']
   if kt ~= 'stream' and kt ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kt .. ', not a stream')
   end
 end
-local vals = redis.call('HMGET', meta, 'capacity', 'live')
-local cap = tonumber(vals[1])
-if not cap then
-  return redis.error_reply('NOQUEUE ' .. meta .. ' has no capacity field')
-end
-local live = tonumber(vals[2]) or 0
+"#,
+    send_capacity!(),
+    r#"
 local n = (#ARGV - 2) / 5
-local room = cap - live
-if room < n then n = math.max(room, 0) end
+"#,
+    send_cut_to_room!(),
+    r#"
 for i = 0, n - 1 do
   local b = 3 + 5 * i
   redis.call('XADD', KEYS[tonumber(ARGV[b])], '*',
     'r', ARGV[b + 1], 's', ARGV[b + 2], 't', ARGV[b + 3], 'd', ARGV[b + 4])
 end
-if n > 0 then
-  redis.call('HINCRBY', meta, 'live', n)
-  redis.call('HINCRBY', meta, 'sent', n)
-  redis.call('HSET', meta, tag, ARGV[2] .. ':' .. n)
-end
-return n
-"#;
+"#,
+    send_epilogue!(),
+);
 
 /// [`SEND`] for a batch whose messages share one header and one stream
 /// (a pool's tasks, a worker's results: the usual batch), with one
@@ -83,41 +118,27 @@ return n
 /// `ARGV[1]` consumer, `ARGV[2]` operation sequence number, `ARGV[3..5]`
 /// request, sender, recipient, then one payload per message. The entries
 /// are the same as [`SEND`]'s.
-pub(crate) const SEND_SAME: &str = r#"
-local meta = KEYS[1]
-if redis.call('TYPE', meta)['ok'] ~= 'hash' then
-  return redis.error_reply('NOQUEUE no mulproc queue at ' .. meta)
-end
-local tag = 'op:' .. ARGV[1]
-local last = redis.call('HGET', meta, tag)
-if last then
-  local s, c = string.match(last, '^(%d+):(%d+)$')
-  if s == ARGV[2] then return tonumber(c) end
-end
+pub(crate) const SEND_SAME: &str = concat!(
+    send_prelude!(),
+    r#"
 local kt = redis.call('TYPE', KEYS[2])['ok']
 if kt ~= 'stream' and kt ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kt .. ', not a stream')
 end
-local vals = redis.call('HMGET', meta, 'capacity', 'live')
-local cap = tonumber(vals[1])
-if not cap then
-  return redis.error_reply('NOQUEUE ' .. meta .. ' has no capacity field')
-end
-local live = tonumber(vals[2]) or 0
+"#,
+    send_capacity!(),
+    r#"
 local n = #ARGV - 5
-local room = cap - live
-if room < n then n = math.max(room, 0) end
+"#,
+    send_cut_to_room!(),
+    r#"
 local key, r, s, t = KEYS[2], ARGV[3], ARGV[4], ARGV[5]
 for i = 6, 5 + n do
   redis.call('XADD', key, '*', 'r', r, 's', s, 't', t, 'd', ARGV[i])
 end
-if n > 0 then
-  redis.call('HINCRBY', meta, 'live', n)
-  redis.call('HINCRBY', meta, 'sent', n)
-  redis.call('HSET', meta, tag, ARGV[2] .. ':' .. n)
-end
-return n
-"#;
+"#,
+    send_epilogue!(),
+);
 
 /// Acknowledges entries this consumer holds: `KEYS[1]` meta, `KEYS[2]`
 /// the stream; `ARGV[1]` consumer, `ARGV[2..]` entry ids in ascending
