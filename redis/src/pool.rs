@@ -348,6 +348,8 @@ fn start_lease(
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
+                // Acquire: pairs with the Release store once the run is
+                // published, so a renewal that says so follows it.
                 let flag = if published.load(Ordering::Acquire) {
                     "1"
                 } else {
@@ -417,6 +419,8 @@ impl Backend for RedisBackend {
                     name: format!("pool {:?} (its lease ran out while starting)", n.pool),
                 }));
             }
+            // Release: pairs with the lease thread's Acquire load; its
+            // renewals say "published" only after the publish above.
             st.published.store(true, Ordering::Release);
         }
         Ok(q)
