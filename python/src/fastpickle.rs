@@ -408,14 +408,14 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
                 if marks.last().is_some_and(|&m| m > from) {
                     return None;
                 }
-                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
-                stack.push(t.into_any());
+                let t = tuple(py, &mut stack, from)?;
+                stack.push(t);
             }
             op::MARK => marks.push(stack.len()),
             op::TUPLE => {
                 let from = marks.pop()?;
-                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
-                stack.push(t.into_any());
+                let t = tuple(py, &mut stack, from)?;
+                stack.push(t);
             }
             op::EMPTY_LIST => stack.push(PyList::empty(py).into_any()),
             op::APPEND => {
@@ -482,6 +482,49 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
             _ => return None,
         }
     }
+}
+
+/// Whether `obj`, an object this reader built, may hold references to
+/// tracked objects now or later, the test of CPython's own
+/// `_PyTuple_MaybeUntrack`: false for numbers, strings, bytes, `None`
+/// and untracked tuples; true for lists (always tracked) and dicts (an
+/// empty or atomic dict is untracked, but it becomes tracked when a
+/// container is stored in it, which nothing would tell a tuple holding
+/// it).
+fn may_be_tracked(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object and the GIL is held (the `Bound`);
+    // `PyObject_GC_IsTracked` reads its type and GC header only (0 for an
+    // object of a type without GC support).
+    let tracked = unsafe { pyo3::ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 };
+    tracked || obj.is_exact_instance_of::<PyDict>()
+}
+
+/// The tuple of `stack[from..]` (taken off the stack), untracked from the
+/// cyclic garbage collector when none of its items may be tracked (see
+/// [`may_be_tracked`]): such a tuple cannot be part of a reference cycle,
+/// and CPython untracks it itself, but only lazily, when a collection
+/// first examines it (`_PyTuple_MaybeUntrack`). Untracked at creation, the tuples of a
+/// message (the `(id, value)` results of a pool's chunk, say) cost the
+/// collections that run while they live nothing.
+fn tuple<'py>(
+    py: Python<'py>,
+    stack: &mut Vec<Bound<'py, PyAny>>,
+    from: usize,
+) -> Option<Bound<'py, PyAny>> {
+    // A mark above the stack's top (items popped below it since): wrong input.
+    let items = stack.get(from..)?;
+    let atomic = !items.is_empty() && !items.iter().any(may_be_tracked);
+    let t = PyTuple::new(py, stack.drain(from..)).ok()?;
+    if atomic {
+        // SAFETY: `t` is a tuple this function just made (tracked by
+        // `PyTuple_New`) and holds the GIL; untracking an object only
+        // takes it off the collector's list (`PyObject_GC_UnTrack` is a
+        // no-op for one not tracked). Its items are all untracked, so no
+        // cycle can run through it: the collector would never have freed
+        // it, and reference counting frees it as before.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(t.as_ptr().cast()) };
+    }
+    Some(t.into_any())
 }
 
 /// A `str` from pickle's UTF-8 (pickle writes lone surrogates with

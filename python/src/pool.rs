@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyV
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::serial;
 use crate::wait::{wait_loop, Deadline, SLICE};
 
 /// The Rust pool over one of its backends.
@@ -149,6 +150,10 @@ const KILLED: u8 = 2;
 const TOO_LARGE: u8 = 3;
 /// Anything else (undecodable, or the pool failed).
 const OTHER: u8 = 4;
+/// The worker's answer arrived but does not unpickle in the parent (a
+/// value of a class the parent cannot import, say): the payload is the
+/// exception `pickle.loads` raised.
+const UNREADABLE: u8 = 5;
 
 fn pool_error(e: PoolError) -> PyErr {
     let backend = match &e {
@@ -232,9 +237,15 @@ impl PoolCore {
     }
 }
 
+/// A result as `take` hands it over: `(id, kind, payload)`, the payload
+/// of an answer (kind [`OK`]) unpickled here, in Rust for built-in types
+/// (see [`serial::unpickle`]).
 fn result_tuple(py: Python<'_>, c: Completed<Vec<u8>>) -> (u64, u8, Py<PyAny>) {
     let (kind, payload): (u8, Py<PyAny>) = match c.result {
-        Ok(bytes) => (OK, PyBytes::new(py, &bytes).into_any().unbind()),
+        Ok(bytes) => match serial::unpickle(py, &bytes) {
+            Ok(answer) => (OK, answer.unbind()),
+            Err(e) => (UNREADABLE, e.into_value(py).into_any()),
+        },
         Err(e) => {
             let kind = match &e {
                 TaskError::Failed { .. } | TaskError::Panicked { .. } => FAILED,
@@ -304,7 +315,8 @@ impl PoolCore {
     }
 
     /// The next result as `(id, kind, payload)` (kind 0: payload is the
-    /// result's bytes; otherwise a message), waiting up to `timeout`
+    /// worker's answer, unpickled; kind 5: the exception unpickling it
+    /// raised; otherwise a message), waiting up to `timeout`
     /// seconds (`None`: forever) with the GIL released; `None` on timeout
     /// or when no result is pending.
     #[pyo3(signature = (timeout=None))]
