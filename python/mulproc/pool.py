@@ -295,7 +295,6 @@ class Pool:
                 "workers load it as __mp_main__: keep its work under "
                 f'if __name__ == "__main__":) [{e}]'
             ) from None
-        self._max_task = max_task_bytes
 
     # ---------------------------------------------------------- plumbing --
 
@@ -329,16 +328,20 @@ class Pool:
 
     def _submit(self, task):
         """Pickles and submits one task (splitting a chunk too large)."""
-        # Written in Rust for built-in types (about twice pickle.dumps's
-        # speed on a chunk of small tuples); the pickle module otherwise.
-        data = _dumps((task.fblob, task.kind, task.items))
-        if len(data) > self._max_task and len(task.items) > 1:
-            half = len(task.items) // 2
-            self._submit(task.part(0, half))
-            self._submit(task.part(half, len(task.items)))
-            return
+        # Pickled in Rust for built-in types (about twice pickle.dumps's
+        # speed on a chunk of small tuples), the pickle module otherwise,
+        # straight into the task's buffer.
+        message = (task.fblob, task.kind, task.items)
         with self._lock:
-            tid = self._core.submit(data)
+            tid = self._core.submit_pickled(message)
+            if tid is None:
+                if len(task.items) > 1:
+                    half = len(task.items) // 2
+                    self._submit(task.part(0, half))
+                    self._submit(task.part(half, len(task.items)))
+                    return
+                # One item too large: submit raises the pool's error.
+                tid = self._core.submit(_dumps(message))
             self._tasks[tid] = task
 
     def _drive(self, timeout, items=None):
@@ -407,10 +410,10 @@ class Pool:
         # The items are handed out by chain's C loop over each chunk's
         # list; the generator runs once per chunk, not once per item.
         return itertools.chain.from_iterable(
-            self._imap_chunks(func, fblob, iter(iterable), chunksize, ordered, kind)
+            self._imap_chunks(func, fblob, _chunks(iterable, chunksize), chunksize, ordered, kind)
         )
 
-    def _imap_chunks(self, func, fblob, it, chunksize, ordered, kind):
+    def _imap_chunks(self, func, fblob, items, chunksize, ordered, kind):
         """The map's results, chunk after chunk (lists); raises a failed
         item's exception after yielding the items before it."""
         sink = _Sink(ordered)
@@ -420,8 +423,8 @@ class Pool:
         try:
             while True:
                 while more and sink.outstanding < limit:
-                    chunk = list(itertools.islice(it, chunksize))
-                    if not chunk:
+                    chunk = next(items, None)
+                    if chunk is None:
                         more = False
                         break
                     self._submit(_Task(func, fblob, kind, chunk, sink, index))
@@ -590,6 +593,26 @@ class Pool:
 
     def __repr__(self):
         return f"<mulproc.Pool state={self._state} processes={self._processes}>"
+
+
+def _chunks(iterable, n):
+    """The items of ``iterable``, ``n`` at a time (lists, or slices of a
+    list or tuple: read as the map goes, so that changes to it made
+    before a chunk is read show in it, as with an iterator)."""
+    if type(iterable) in (list, tuple):
+        i = 0
+        while True:
+            chunk = iterable[i : i + n]
+            if not chunk:
+                return
+            yield chunk
+            i += n
+    it = iter(iterable)
+    while True:
+        chunk = list(itertools.islice(it, n))
+        if not chunk:
+            return
+        yield chunk
 
 
 def _describe(task):

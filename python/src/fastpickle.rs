@@ -131,34 +131,13 @@ impl Writer<'_> {
         if depth > MAX_DEPTH {
             return Err(Unsupported);
         }
-        if obj.is_none() {
-            self.out.push(op::NONE);
-        } else if obj.is_exact_instance_of::<PyBool>() {
-            self.out.push(if obj.is_truthy().map_err(|_| Unsupported)? {
-                op::NEWTRUE
-            } else {
-                op::NEWFALSE
-            });
-        } else if obj.is_exact_instance_of::<PyInt>() {
-            // Beyond 64 bits: the pickle module (LONG1 of any length).
-            self.int(obj.extract::<i64>().map_err(|_| Unsupported)?);
-        } else if let Some(b) = exact::<PyBytes>(obj) {
-            self.sized(
-                op::SHORT_BINBYTES,
-                op::BINBYTES,
-                op::BINBYTES8,
-                b.as_bytes(),
-            );
-        } else if let Some(s) = exact::<PyString>(obj) {
-            // Lone surrogates (no UTF-8 form): the pickle module.
-            let s = s.to_cow().map_err(|_| Unsupported)?;
-            self.sized(
-                op::SHORT_BINUNICODE,
-                op::BINUNICODE,
-                op::BINUNICODE8,
-                s.as_bytes(),
-            );
-        } else if let Some(t) = exact::<PyTuple>(obj) {
+        // One read of the type, compared with the built-in types' (a
+        // subclass is never one of them: the `pickle` module writes it,
+        // with its class).
+        let ty = obj.get_type_ptr();
+        if ty == type_ptr::<PyTuple>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let t = unsafe { obj.cast_unchecked::<PyTuple>() };
             let n = t.len();
             if n == 0 {
                 self.out.push(op::EMPTY_TUPLE);
@@ -167,7 +146,9 @@ impl Writer<'_> {
             if n > 3 {
                 self.out.push(op::MARK);
             }
-            for item in t.iter() {
+            // Borrowed items: a tuple never changes, and `t` (held by the
+            // caller) holds them.
+            for item in t.iter_borrowed() {
                 self.write(&item, depth + 1)?;
             }
             self.out.push(match n {
@@ -176,7 +157,40 @@ impl Writer<'_> {
                 3 => op::TUPLE3,
                 _ => op::TUPLE,
             });
-        } else if let Some(l) = exact::<PyList>(obj) {
+        } else if ty == type_ptr::<PyInt>(obj.py()) {
+            // Beyond 64 bits: the pickle module (LONG1 of any length).
+            self.int(obj.extract::<i64>().map_err(|_| Unsupported)?);
+        } else if ty == type_ptr::<PyBytes>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let b = unsafe { obj.cast_unchecked::<PyBytes>() };
+            self.sized(
+                op::SHORT_BINBYTES,
+                op::BINBYTES,
+                op::BINBYTES8,
+                b.as_bytes(),
+            );
+        } else if ty == type_ptr::<PyString>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let s = unsafe { obj.cast_unchecked::<PyString>() };
+            // Lone surrogates (no UTF-8 form): the pickle module.
+            let s = s.to_cow().map_err(|_| Unsupported)?;
+            self.sized(
+                op::SHORT_BINUNICODE,
+                op::BINUNICODE,
+                op::BINUNICODE8,
+                s.as_bytes(),
+            );
+        } else if obj.is_none() {
+            self.out.push(op::NONE);
+        } else if ty == type_ptr::<PyBool>(obj.py()) {
+            self.out.push(if obj.is_truthy().map_err(|_| Unsupported)? {
+                op::NEWTRUE
+            } else {
+                op::NEWFALSE
+            });
+        } else if ty == type_ptr::<PyList>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let l = unsafe { obj.cast_unchecked::<PyList>() };
             self.container(obj)?;
             self.out.push(op::EMPTY_LIST);
             if !l.is_empty() {
@@ -186,7 +200,9 @@ impl Writer<'_> {
                 }
                 self.out.push(op::APPENDS);
             }
-        } else if let Some(d) = exact::<PyDict>(obj) {
+        } else if ty == type_ptr::<PyDict>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let d = unsafe { obj.cast_unchecked::<PyDict>() };
             self.container(obj)?;
             self.out.push(op::EMPTY_DICT);
             if !d.is_empty() {
@@ -197,7 +213,7 @@ impl Writer<'_> {
                 }
                 self.out.push(op::SETITEMS);
             }
-        } else if obj.is_exact_instance_of::<PyFloat>() {
+        } else if ty == type_ptr::<PyFloat>(obj.py()) {
             let v: f64 = obj.extract().map_err(|_| Unsupported)?;
             self.out.push(op::BINFLOAT);
             self.out.extend_from_slice(&v.to_be_bytes());
@@ -208,15 +224,11 @@ impl Writer<'_> {
     }
 }
 
-fn exact<'a, 'py, T: pyo3::type_object::PyTypeInfo>(
-    obj: &'a Bound<'py, PyAny>,
-) -> Option<&'a Bound<'py, T>> {
-    if obj.is_exact_instance_of::<T>() {
-        // The exact type was checked just above.
-        obj.cast::<T>().ok()
-    } else {
-        None
-    }
+/// The type object of the built-in type `T`, for comparing with an
+/// object's type.
+#[inline]
+fn type_ptr<T: pyo3::type_object::PyTypeInfo>(py: Python<'_>) -> *mut pyo3::ffi::PyTypeObject {
+    T::type_object_raw(py)
 }
 
 /// Writes the protocol-5 pickle of `obj` to `out` (cleared first), or

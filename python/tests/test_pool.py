@@ -52,6 +52,7 @@ def test_map_imap_imap_unordered_results_and_order():
         want = [x * x for x in xs]
         assert pool.map(pool_square, xs) == want
         assert pool.map(pool_square, xs, chunksize=1) == want
+        assert pool.map(pool_square, tuple(xs), chunksize=7) == want
         assert pool.map(pool_square, []) == []
         assert list(pool.imap(pool_square, iter(xs))) == want
         assert list(pool.imap(pool_square, xs, chunksize=7)) == want
