@@ -325,7 +325,9 @@ pub fn loads_small<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny
 /// then says what is wrong with it).
 pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
     let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Bound<'py, PyAny>> = Vec::with_capacity(8);
+    // About one stack entry per few bytes of a list's items (a pool's
+    // chunk): one allocation instead of a doubling per level.
+    let mut stack: Vec<Bound<'py, PyAny>> = Vec::with_capacity((data.len() / 8).clamp(8, 1024));
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: Vec<Option<Bound<'py, PyAny>>> = Vec::new();
     let put = |memo: &mut Vec<Option<Bound<'py, PyAny>>>, i: usize, v: Bound<'py, PyAny>| {
@@ -526,7 +528,7 @@ fn tuple<'py>(
     // A mark above the stack's top (items popped below it since): wrong input.
     let items = stack.get(from..)?;
     let atomic = !items.is_empty() && !items.iter().any(may_be_tracked);
-    let t = PyTuple::new(py, stack.drain(from..)).ok()?;
+    let t = new_tuple(py, stack.drain(from..))?;
     if atomic {
         // SAFETY: `t` is a tuple this function just made (tracked by
         // `PyTuple_New`) and holds the GIL; untracking an object only
@@ -537,6 +539,33 @@ fn tuple<'py>(
         unsafe { pyo3::ffi::PyObject_GC_UnTrack(t.as_ptr().cast()) };
     }
     Some(t.into_any())
+}
+
+/// A tuple of `items` (`PyTuple_New` and `PyTuple_SetItem`, without
+/// the length checks of a general iterator).
+fn new_tuple<'py>(
+    py: Python<'py>,
+    items: std::vec::Drain<'_, Bound<'py, PyAny>>,
+) -> Option<Bound<'py, PyTuple>> {
+    let n = items.len();
+    let n_ssize = pyo3::ffi::Py_ssize_t::try_from(n).ok()?;
+    // SAFETY: the GIL is held (`py`). `PyTuple_New` returns a new
+    // reference or NULL (a MemoryError set: taken and dropped here, the
+    // `pickle` module then fails the same way). Each `PyTuple_SetItem`
+    // steals the reference `into_ptr` hands over, at an index below the
+    // length the tuple was made with (the drain yields exactly `n`
+    // items), on a tuple nobody else has seen yet.
+    unsafe {
+        let t = pyo3::ffi::PyTuple_New(n_ssize);
+        if t.is_null() {
+            let _ = PyErr::take(py);
+            return None;
+        }
+        for (i, item) in items.enumerate() {
+            pyo3::ffi::PyTuple_SetItem(t, i as pyo3::ffi::Py_ssize_t, item.into_ptr());
+        }
+        Some(Bound::from_owned_ptr(py, t).cast_into_unchecked())
+    }
 }
 
 /// A `str` from pickle's UTF-8 (pickle writes lone surrogates with
