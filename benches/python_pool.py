@@ -18,7 +18,10 @@ task to the last result; the pools are started before). Scenarios:
 Each scenario runs its two sides in turn, A B A B A B (``--rounds``), and
 prints both rates of the last round and the median of the per-round ratios
 A/B (this shared machine's figures move 2-4x between minutes; ratios taken
-seconds apart move much less).
+seconds apart move much less), then each pool's CPU time per task (user +
+system, median of the rounds): the parent's (all its threads) and its
+workers' together (read from /proc). With more processes than cores,
+every microsecond a worker spends is taken from the parent too.
 
     python3 benches/python_pool.py [--rounds R] [--only auto,chunksize=1,...]
 

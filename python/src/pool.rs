@@ -345,15 +345,15 @@ impl PoolCore {
     #[pyo3(signature = (timeout=None))]
     fn take(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, u8, Py<PyAny>)>> {
         let deadline = Deadline::from_timeout(timeout)?;
-        self.with(|inner| {
+        let got = self.with(|inner| {
             if let Some(c) = inner.stash.pop_front() {
-                return Ok(Some(result_tuple(py, c)));
+                return Ok(Some(c));
             }
             if inner.pool.pending_results() == 0 {
                 return Ok(None);
             }
             if let Some(c) = inner.pool.try_next_result().map_err(pool_error)? {
-                return Ok(Some(result_tuple(py, c)));
+                return Ok(Some(c));
             }
             let pool = &mut inner.pool;
             let got = wait_loop(py, deadline, SLICE, |slice| {
@@ -365,8 +365,11 @@ impl PoolCore {
                     .map_err(pool_error)?
                     .map(Some))
             })?;
-            Ok(got.flatten().map(|c| result_tuple(py, c)))
-        })
+            Ok(got.flatten())
+        })?;
+        // Unpickled with the pool unlocked: the `pickle` module may run
+        // code of the result's classes, which may release the GIL.
+        Ok(got.map(|c| result_tuple(py, c)))
     }
 
     /// Results not taken yet (answered or in flight).
