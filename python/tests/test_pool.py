@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -60,6 +61,10 @@ def test_map_imap_imap_unordered_results_and_order():
         assert sorted(got) == want
         assert sorted(pool.imap_unordered(pool_square, xs)) == want
         assert pool.starmap(pool_add, [(1, 2), (3, 4)]) == [3, 7]
+        # Items and results of other types than the built-ins travel
+        # through the pickle module both ways.
+        halves = [Fraction(x, 2) for x in range(50)]
+        assert pool.map(pool_square, halves, chunksize=8) == [h * h for h in halves]
 
 
 def test_futures_submit_apply_async_callbacks():
