@@ -18,7 +18,10 @@ task to the last result; the pools are started before). Scenarios:
 Each scenario runs its two sides in turn, A B A B A B (``--rounds``), and
 prints both rates of the last round and the median of the per-round ratios
 A/B (this shared machine's figures move 2-4x between minutes; ratios taken
-seconds apart move much less).
+seconds apart move much less), then each pool's CPU time per task (user +
+system, median of the rounds): the parent's (all its threads) and its
+workers' together (read from /proc). With more processes than cores,
+every microsecond a worker spends is taken from the parent too.
 
     python3 benches/python_pool.py [--rounds R] [--only auto,chunksize=1,...]
 
@@ -77,15 +80,45 @@ def make_tasks(n):
     return [(i, blob[64 * i:64 * (i + 1)]) for i in range(n)]
 
 
-def run_map(pool, tasks, chunksize):
-    """Tasks/s of one imap_unordered over `tasks`, every result checked."""
+def worker_pids(pool):
+    """The pids of a pool's worker processes (either kind of pool)."""
+    if hasattr(pool, "worker_pids"):
+        return pool.worker_pids()
+    return [p.pid for p in pool._pool]
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system, seconds) of this process (all its threads)
+    and of the processes `pids` (from /proc; a pid gone counts 0)."""
+    t = os.times()
+    mine = t.user + t.system
+    tick = os.sysconf("SC_CLK_TCK")
+    theirs = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        theirs += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return mine, theirs
+
+
+def run_map(pool, tasks, chunksize, cpu=None):
+    """Tasks/s of one imap_unordered over `tasks`, every result checked.
+    `cpu`, a list, gets (parent, workers) CPU microseconds per task."""
     seen = bytearray(len(tasks))
+    pids = worker_pids(pool)
+    cpu0 = cpu_seconds(pids)
     start = time.perf_counter()
     for i, value in pool.imap_unordered(work, tasks, chunksize=chunksize):
         if seen[i] or value != (zlib.crc32(tasks[i][1]) + i) & 0xFFFFFFFF:
             raise SystemExit(f"error: task {i} answered twice or wrongly")
         seen[i] = 1
     elapsed = time.perf_counter() - start
+    cpu1 = cpu_seconds(pids)
+    if cpu is not None:
+        cpu.append(tuple((b - a) * 1e6 / len(tasks) for a, b in zip(cpu0, cpu1)))
     if seen.count(1) != len(tasks):
         raise SystemExit("error: some tasks got no result")
     return len(tasks) / elapsed
@@ -95,20 +128,28 @@ def pool_scenario(name, rounds, mp_chunk, mul_chunk, n_mp, n_mul):
     import mulproc
 
     tasks_mp, tasks_mul = make_tasks(n_mp), make_tasks(n_mul)
-    ratios = []
+    ratios, cpu_a, cpu_b = [], [], []
     with mulproc.Pool(WORKERS) as a, multiprocessing.Pool(WORKERS) as b:
         # One small warm-up map each (imports, first pages touched).
         run_map(a, tasks_mp[:2000], mul_chunk)
         run_map(b, tasks_mp[:2000], mp_chunk)
         for _ in range(rounds):
-            ra = run_map(a, tasks_mul, mul_chunk)
-            rb = run_map(b, tasks_mp, mp_chunk)
+            ra = run_map(a, tasks_mul, mul_chunk, cpu_a)
+            rb = run_map(b, tasks_mp, mp_chunk, cpu_b)
             ratios.append(ra / rb)
     shown = "auto" if mul_chunk is None else mul_chunk
     print(f"{name:<14} mulproc.Pool (chunksize={shown}) {ra:>11,.0f}/s   "
           f"multiprocessing.Pool (chunksize={mp_chunk}) {rb:>9,.0f}/s   "
           f"median ratio {statistics.median(ratios):6.1f}x  "
           f"(rounds: {', '.join(f'{r:.1f}' for r in ratios)})", flush=True)
+
+    def cpu(rounds):
+        parent = statistics.median(r[0] for r in rounds)
+        workers = statistics.median(r[1] for r in rounds)
+        return f"{parent + workers:5.1f} us (parent {parent:.1f}, workers {workers:.1f})"
+
+    print(f"{'':<14} CPU per task, median of rounds: mulproc.Pool {cpu(cpu_a)}   "
+          f"multiprocessing.Pool {cpu(cpu_b)}", flush=True)
 
 
 SHIM = (

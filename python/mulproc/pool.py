@@ -32,11 +32,16 @@ from ._mulproc import _dumps, _PoolCore
 __all__ = ["Pool", "WorkerLost", "PoolFuture"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_OK, _FAILED, _KILLED, _TOO_LARGE = 0, 1, 2, 3
+_OK, _FAILED, _KILLED, _TOO_LARGE, _UNREADABLE = 0, 1, 2, 3, 5
 # Items per task when the pool chooses (chunksize=None).
 _AUTO_MAX = 256
 _AUTO_UNSIZED = 64
 _SLICE = 0.05
+# Items a map takes from the pool at a time (results beyond stay in Rust,
+# as bytes, until the map needs them: unpickled in bulk, thousands of
+# results alive at once would make the garbage collector run, and scan
+# them, for nothing).
+_TAKE_ITEMS = 512
 _counter = itertools.count()
 
 _BOOTSTRAP = (
@@ -290,7 +295,6 @@ class Pool:
                 "workers load it as __mp_main__: keep its work under "
                 f'if __name__ == "__main__":) [{e}]'
             ) from None
-        self._max_task = max_task_bytes
 
     # ---------------------------------------------------------- plumbing --
 
@@ -324,55 +328,67 @@ class Pool:
 
     def _submit(self, task):
         """Pickles and submits one task (splitting a chunk too large)."""
-        # Written in Rust for built-in types (about twice pickle.dumps's
-        # speed on a chunk of small tuples); the pickle module otherwise.
-        data = _dumps((task.fblob, task.kind, task.items))
-        if len(data) > self._max_task and len(task.items) > 1:
-            half = len(task.items) // 2
-            self._submit(task.part(0, half))
-            self._submit(task.part(half, len(task.items)))
-            return
+        # Pickled in Rust for built-in types (about twice pickle.dumps's
+        # speed on a chunk of small tuples), the pickle module otherwise,
+        # straight into the task's buffer.
+        message = (task.fblob, task.kind, task.items)
         with self._lock:
-            tid = self._core.submit(data)
+            tid = self._core.submit_pickled(message)
+            if tid is None:
+                if len(task.items) > 1:
+                    half = len(task.items) // 2
+                    self._submit(task.part(0, half))
+                    self._submit(task.part(half, len(task.items)))
+                    return
+                # One item too large: submit raises the pool's error.
+                tid = self._core.submit(_dumps(message))
             self._tasks[tid] = task
 
-    def _drive(self, timeout):
+    def _drive(self, timeout, items=None):
         """Takes the results there (waiting up to ``timeout`` seconds for
-        the first) and hands them to their sinks."""
+        the first) and hands them to their sinks; with ``items``, stops
+        once results for that many items were taken."""
         with self._lock:
             if self._core.closed:
                 return
             got = self._core.take(timeout)
+            taken = 0
             while got is not None:
-                self._dispatch(*got)
+                taken += self._dispatch(*got)
+                if items is not None and taken >= items:
+                    return
                 got = self._core.take(0)
 
     def _dispatch(self, tid, kind, payload):
+        """Hands one result to its task's sink; returns the task's items."""
         task = self._tasks.pop(tid, None)
         if task is None:
-            return
+            return 0
+        n = len(task.items)
         if kind == _OK:
-            answer = pickle.loads(payload)
+            answer = payload  # unpickled by _PoolCore.take
             if answer[0] == "ok":
                 _, values, errors = answer
                 if errors:
                     errors = {j: _reraise(*e) for j, e in errors.items()}
                 task.sink.put(task.start, values, errors)
-                return
+                return n
             err = RuntimeError(answer[1])
-        elif kind in (_KILLED, _TOO_LARGE) and len(task.items) > 1:
+        elif kind in (_KILLED, _TOO_LARGE) and n > 1:
             # One item of the chunk may be the culprit: run each alone.
-            for i in range(len(task.items)):
+            for i in range(n):
                 self._submit(task.part(i, i + 1))
-            return
+            return 0
+        elif kind == _UNREADABLE:
+            err = payload
         elif kind == _KILLED:
             err = WorkerLost(f"{payload}; the task was {_describe(task)}")
         elif kind == _TOO_LARGE:
             err = ValueError(f"{payload} (raise the Pool's max_result_bytes)")
         else:
             err = RuntimeError(payload)
-        n = len(task.items)
         task.sink.put(task.start, [None] * n, dict.fromkeys(range(n), err))
+        return n
 
     # ---------------------------------------------------------------- maps --
 
@@ -391,9 +407,15 @@ class Pool:
             raise ValueError(f"chunksize must be a positive int, not {chunksize!r}")
         # Pickle the function now, so that a lambda fails at the call.
         fblob = self._dumps(func, func)
-        return self._imap_gen(func, fblob, iter(iterable), chunksize, ordered, kind)
+        # The items are handed out by chain's C loop over each chunk's
+        # list; the generator runs once per chunk, not once per item.
+        return itertools.chain.from_iterable(
+            self._imap_chunks(func, fblob, _chunks(iterable, chunksize), chunksize, ordered, kind)
+        )
 
-    def _imap_gen(self, func, fblob, it, chunksize, ordered, kind):
+    def _imap_chunks(self, func, fblob, items, chunksize, ordered, kind):
+        """The map's results, chunk after chunk (lists); raises a failed
+        item's exception after yielding the items before it."""
         sink = _Sink(ordered)
         limit = self._window * chunksize
         index = 0
@@ -401,8 +423,8 @@ class Pool:
         try:
             while True:
                 while more and sink.outstanding < limit:
-                    chunk = list(itertools.islice(it, chunksize))
-                    if not chunk:
+                    chunk = next(items, None)
+                    if chunk is None:
                         more = False
                         break
                     self._submit(_Task(func, fblob, kind, chunk, sink, index))
@@ -414,19 +436,16 @@ class Pool:
                 while r is not None:
                     values, errors = r
                     if errors:
-                        for j, v in enumerate(values):
-                            e = errors.get(j)
-                            if e is not None:
-                                raise e
-                            yield v
-                    else:
-                        yield from values
+                        first = min(errors)
+                        yield values[:first]
+                        raise errors[first]
+                    yield values
                     r = sink.pop()
                 if not more and sink.outstanding == 0:
                     return
                 if self._core.closed:
                     raise WorkerLost("the pool was terminated before the map finished")
-                self._drive(_SLICE)
+                self._drive(_SLICE, _TAKE_ITEMS)
         finally:
             # Results of this map still in flight are dropped when they come.
             for tid, t in list(self._tasks.items()):
@@ -574,6 +593,26 @@ class Pool:
 
     def __repr__(self):
         return f"<mulproc.Pool state={self._state} processes={self._processes}>"
+
+
+def _chunks(iterable, n):
+    """The items of ``iterable``, ``n`` at a time (lists, or slices of a
+    list or tuple: read as the map goes, so that changes to it made
+    before a chunk is read show in it, as with an iterator)."""
+    if type(iterable) in (list, tuple):
+        i = 0
+        while True:
+            chunk = iterable[i : i + n]
+            if not chunk:
+                return
+            yield chunk
+            i += n
+    it = iter(iterable)
+    while True:
+        chunk = list(itertools.islice(it, n))
+        if not chunk:
+            return
+        yield chunk
 
 
 def _describe(task):

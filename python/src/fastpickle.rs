@@ -131,34 +131,13 @@ impl Writer<'_> {
         if depth > MAX_DEPTH {
             return Err(Unsupported);
         }
-        if obj.is_none() {
-            self.out.push(op::NONE);
-        } else if obj.is_exact_instance_of::<PyBool>() {
-            self.out.push(if obj.is_truthy().map_err(|_| Unsupported)? {
-                op::NEWTRUE
-            } else {
-                op::NEWFALSE
-            });
-        } else if obj.is_exact_instance_of::<PyInt>() {
-            // Beyond 64 bits: the pickle module (LONG1 of any length).
-            self.int(obj.extract::<i64>().map_err(|_| Unsupported)?);
-        } else if let Some(b) = exact::<PyBytes>(obj) {
-            self.sized(
-                op::SHORT_BINBYTES,
-                op::BINBYTES,
-                op::BINBYTES8,
-                b.as_bytes(),
-            );
-        } else if let Some(s) = exact::<PyString>(obj) {
-            // Lone surrogates (no UTF-8 form): the pickle module.
-            let s = s.to_cow().map_err(|_| Unsupported)?;
-            self.sized(
-                op::SHORT_BINUNICODE,
-                op::BINUNICODE,
-                op::BINUNICODE8,
-                s.as_bytes(),
-            );
-        } else if let Some(t) = exact::<PyTuple>(obj) {
+        // One read of the type, compared with the built-in types' (a
+        // subclass is never one of them: the `pickle` module writes it,
+        // with its class).
+        let ty = obj.get_type_ptr();
+        if ty == type_ptr::<PyTuple>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let t = unsafe { obj.cast_unchecked::<PyTuple>() };
             let n = t.len();
             if n == 0 {
                 self.out.push(op::EMPTY_TUPLE);
@@ -167,7 +146,9 @@ impl Writer<'_> {
             if n > 3 {
                 self.out.push(op::MARK);
             }
-            for item in t.iter() {
+            // Borrowed items: a tuple never changes, and `t` (held by the
+            // caller) holds them.
+            for item in t.iter_borrowed() {
                 self.write(&item, depth + 1)?;
             }
             self.out.push(match n {
@@ -176,7 +157,40 @@ impl Writer<'_> {
                 3 => op::TUPLE3,
                 _ => op::TUPLE,
             });
-        } else if let Some(l) = exact::<PyList>(obj) {
+        } else if ty == type_ptr::<PyInt>(obj.py()) {
+            // Beyond 64 bits: the pickle module (LONG1 of any length).
+            self.int(obj.extract::<i64>().map_err(|_| Unsupported)?);
+        } else if ty == type_ptr::<PyBytes>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let b = unsafe { obj.cast_unchecked::<PyBytes>() };
+            self.sized(
+                op::SHORT_BINBYTES,
+                op::BINBYTES,
+                op::BINBYTES8,
+                b.as_bytes(),
+            );
+        } else if ty == type_ptr::<PyString>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let s = unsafe { obj.cast_unchecked::<PyString>() };
+            // Lone surrogates (no UTF-8 form): the pickle module.
+            let s = s.to_cow().map_err(|_| Unsupported)?;
+            self.sized(
+                op::SHORT_BINUNICODE,
+                op::BINUNICODE,
+                op::BINUNICODE8,
+                s.as_bytes(),
+            );
+        } else if obj.is_none() {
+            self.out.push(op::NONE);
+        } else if ty == type_ptr::<PyBool>(obj.py()) {
+            self.out.push(if obj.is_truthy().map_err(|_| Unsupported)? {
+                op::NEWTRUE
+            } else {
+                op::NEWFALSE
+            });
+        } else if ty == type_ptr::<PyList>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let l = unsafe { obj.cast_unchecked::<PyList>() };
             self.container(obj)?;
             self.out.push(op::EMPTY_LIST);
             if !l.is_empty() {
@@ -186,7 +200,9 @@ impl Writer<'_> {
                 }
                 self.out.push(op::APPENDS);
             }
-        } else if let Some(d) = exact::<PyDict>(obj) {
+        } else if ty == type_ptr::<PyDict>(obj.py()) {
+            // SAFETY: the type was checked just above.
+            let d = unsafe { obj.cast_unchecked::<PyDict>() };
             self.container(obj)?;
             self.out.push(op::EMPTY_DICT);
             if !d.is_empty() {
@@ -197,7 +213,7 @@ impl Writer<'_> {
                 }
                 self.out.push(op::SETITEMS);
             }
-        } else if obj.is_exact_instance_of::<PyFloat>() {
+        } else if ty == type_ptr::<PyFloat>(obj.py()) {
             let v: f64 = obj.extract().map_err(|_| Unsupported)?;
             self.out.push(op::BINFLOAT);
             self.out.extend_from_slice(&v.to_be_bytes());
@@ -208,15 +224,11 @@ impl Writer<'_> {
     }
 }
 
-fn exact<'a, 'py, T: pyo3::type_object::PyTypeInfo>(
-    obj: &'a Bound<'py, PyAny>,
-) -> Option<&'a Bound<'py, T>> {
-    if obj.is_exact_instance_of::<T>() {
-        // The exact type was checked just above.
-        obj.cast::<T>().ok()
-    } else {
-        None
-    }
+/// The type object of the built-in type `T`, for comparing with an
+/// object's type.
+#[inline]
+fn type_ptr<T: pyo3::type_object::PyTypeInfo>(py: Python<'_>) -> *mut pyo3::ffi::PyTypeObject {
+    T::type_object_raw(py)
 }
 
 /// Writes the protocol-5 pickle of `obj` to `out` (cleared first), or
@@ -313,7 +325,9 @@ pub fn loads_small<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny
 /// then says what is wrong with it).
 pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
     let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Bound<'py, PyAny>> = Vec::with_capacity(8);
+    // About one stack entry per few bytes of a list's items (a pool's
+    // chunk): one allocation instead of a doubling per level.
+    let mut stack: Vec<Bound<'py, PyAny>> = Vec::with_capacity((data.len() / 8).clamp(8, 1024));
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: Vec<Option<Bound<'py, PyAny>>> = Vec::new();
     let put = |memo: &mut Vec<Option<Bound<'py, PyAny>>>, i: usize, v: Bound<'py, PyAny>| {
@@ -408,14 +422,14 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
                 if marks.last().is_some_and(|&m| m > from) {
                     return None;
                 }
-                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
-                stack.push(t.into_any());
+                let t = tuple(py, &mut stack, from)?;
+                stack.push(t);
             }
             op::MARK => marks.push(stack.len()),
             op::TUPLE => {
                 let from = marks.pop()?;
-                let t = PyTuple::new(py, stack.drain(from..)).ok()?;
-                stack.push(t.into_any());
+                let t = tuple(py, &mut stack, from)?;
+                stack.push(t);
             }
             op::EMPTY_LIST => stack.push(PyList::empty(py).into_any()),
             op::APPEND => {
@@ -481,6 +495,76 @@ pub fn loads<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
             }
             _ => return None,
         }
+    }
+}
+
+/// Whether `obj`, an object this reader built, may hold references to
+/// tracked objects now or later, the test of CPython's own
+/// `_PyTuple_MaybeUntrack`: false for numbers, strings, bytes, `None`
+/// and untracked tuples; true for lists (always tracked) and dicts (an
+/// empty or atomic dict is untracked, but it becomes tracked when a
+/// container is stored in it, which nothing would tell a tuple holding
+/// it).
+fn may_be_tracked(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object and the GIL is held (the `Bound`);
+    // `PyObject_GC_IsTracked` reads its type and GC header only (0 for an
+    // object of a type without GC support).
+    let tracked = unsafe { pyo3::ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 };
+    tracked || obj.is_exact_instance_of::<PyDict>()
+}
+
+/// The tuple of `stack[from..]` (taken off the stack), untracked from the
+/// cyclic garbage collector when none of its items may be tracked (see
+/// [`may_be_tracked`]): such a tuple cannot be part of a reference cycle,
+/// and CPython untracks it itself, but only lazily, when a collection
+/// first examines it (`_PyTuple_MaybeUntrack`). Untracked at creation, the tuples of a
+/// message (the `(id, value)` results of a pool's chunk, say) cost the
+/// collections that run while they live nothing.
+fn tuple<'py>(
+    py: Python<'py>,
+    stack: &mut Vec<Bound<'py, PyAny>>,
+    from: usize,
+) -> Option<Bound<'py, PyAny>> {
+    // A mark above the stack's top (items popped below it since): wrong input.
+    let items = stack.get(from..)?;
+    let atomic = !items.is_empty() && !items.iter().any(may_be_tracked);
+    let t = new_tuple(py, stack.drain(from..))?;
+    if atomic {
+        // SAFETY: `t` is a tuple this function just made (tracked by
+        // `PyTuple_New`) and holds the GIL; untracking an object only
+        // takes it off the collector's list (`PyObject_GC_UnTrack` is a
+        // no-op for one not tracked). Its items are all untracked, so no
+        // cycle can run through it: the collector would never have freed
+        // it, and reference counting frees it as before.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(t.as_ptr().cast()) };
+    }
+    Some(t.into_any())
+}
+
+/// A tuple of `items` (`PyTuple_New` and `PyTuple_SetItem`, without
+/// the length checks of a general iterator).
+fn new_tuple<'py>(
+    py: Python<'py>,
+    items: std::vec::Drain<'_, Bound<'py, PyAny>>,
+) -> Option<Bound<'py, PyTuple>> {
+    let n = items.len();
+    let n_ssize = pyo3::ffi::Py_ssize_t::try_from(n).ok()?;
+    // SAFETY: the GIL is held (`py`). `PyTuple_New` returns a new
+    // reference or NULL (a MemoryError set: taken and dropped here, the
+    // `pickle` module then fails the same way). Each `PyTuple_SetItem`
+    // steals the reference `into_ptr` hands over, at an index below the
+    // length the tuple was made with (the drain yields exactly `n`
+    // items), on a tuple nobody else has seen yet.
+    unsafe {
+        let t = pyo3::ffi::PyTuple_New(n_ssize);
+        if t.is_null() {
+            let _ = PyErr::take(py);
+            return None;
+        }
+        for (i, item) in items.enumerate() {
+            pyo3::ffi::PyTuple_SetItem(t, i as pyo3::ffi::Py_ssize_t, item.into_ptr());
+        }
+        Some(Bound::from_owned_ptr(py, t).cast_into_unchecked())
     }
 }
 

@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyV
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::serial;
 use crate::wait::{wait_loop, Deadline, SLICE};
 
 /// The Rust pool over one of its backends.
@@ -149,6 +150,10 @@ const KILLED: u8 = 2;
 const TOO_LARGE: u8 = 3;
 /// Anything else (undecodable, or the pool failed).
 const OTHER: u8 = 4;
+/// The worker's answer arrived but does not unpickle in the parent (a
+/// value of a class the parent cannot import, say): the payload is the
+/// exception `pickle.loads` raised.
+const UNREADABLE: u8 = 5;
 
 fn pool_error(e: PoolError) -> PyErr {
     let backend = match &e {
@@ -186,6 +191,8 @@ fn pool_error(e: PoolError) -> PyErr {
 struct Inner {
     pool: Core,
     stash: VecDeque<Completed<Vec<u8>>>,
+    /// The pool's `max_task_bytes`.
+    max_task: usize,
 }
 
 impl Inner {
@@ -195,7 +202,7 @@ impl Inner {
         if self.pool.in_flight() < self.pool.window() {
             return Ok(());
         }
-        let Inner { pool, stash } = self;
+        let Inner { pool, stash, .. } = self;
         wait_loop(py, Deadline::from_timeout(None)?, SLICE, |slice| {
             if let Some(c) = pool.next_result_timeout(slice).map_err(pool_error)? {
                 stash.push_back(c);
@@ -232,9 +239,15 @@ impl PoolCore {
     }
 }
 
+/// A result as `take` hands it over: `(id, kind, payload)`, the payload
+/// of an answer (kind [`OK`]) unpickled here, in Rust for built-in types
+/// (see [`serial::unpickle`]).
 fn result_tuple(py: Python<'_>, c: Completed<Vec<u8>>) -> (u64, u8, Py<PyAny>) {
     let (kind, payload): (u8, Py<PyAny>) = match c.result {
-        Ok(bytes) => (OK, PyBytes::new(py, &bytes).into_any().unbind()),
+        Ok(bytes) => match serial::unpickle(py, &bytes) {
+            Ok(answer) => (OK, answer.unbind()),
+            Err(e) => (UNREADABLE, e.into_value(py).into_any()),
+        },
         Err(e) => {
             let kind = match &e {
                 TaskError::Failed { .. } | TaskError::Panicked { .. } => FAILED,
@@ -290,6 +303,7 @@ impl PoolCore {
             inner: Mutex::new(Some(Inner {
                 pool,
                 stash: VecDeque::new(),
+                max_task: max_task_bytes,
             })),
         })
     }
@@ -303,22 +317,43 @@ impl PoolCore {
         })
     }
 
+    /// Pickles `obj` (in Rust for built-in types, else with the `pickle`
+    /// module, whose errors propagate) and submits it as one task;
+    /// returns its id, or `None` when the pickle is larger than the
+    /// pool's `max_task_bytes` (nothing is submitted: the caller splits
+    /// the chunk, or submits the bytes to get the error). Waits for room
+    /// in the window first (GIL released, Ctrl-C works).
+    ///
+    /// The pickle goes straight into the task's buffer: no `bytes`
+    /// object, one copy less than `submit(_dumps(obj))`.
+    fn submit_pickled(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let data = serial::Serializer::Pickle.encode_with(obj, |b| Ok(b.to_vec()))?;
+        self.with(|inner| {
+            if data.len() > inner.max_task {
+                return Ok(None);
+            }
+            inner.make_room(py)?;
+            inner.pool.submit(data).map(Some).map_err(pool_error)
+        })
+    }
+
     /// The next result as `(id, kind, payload)` (kind 0: payload is the
-    /// result's bytes; otherwise a message), waiting up to `timeout`
+    /// worker's answer, unpickled; kind 5: the exception unpickling it
+    /// raised; otherwise a message), waiting up to `timeout`
     /// seconds (`None`: forever) with the GIL released; `None` on timeout
     /// or when no result is pending.
     #[pyo3(signature = (timeout=None))]
     fn take(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, u8, Py<PyAny>)>> {
         let deadline = Deadline::from_timeout(timeout)?;
-        self.with(|inner| {
+        let got = self.with(|inner| {
             if let Some(c) = inner.stash.pop_front() {
-                return Ok(Some(result_tuple(py, c)));
+                return Ok(Some(c));
             }
             if inner.pool.pending_results() == 0 {
                 return Ok(None);
             }
             if let Some(c) = inner.pool.try_next_result().map_err(pool_error)? {
-                return Ok(Some(result_tuple(py, c)));
+                return Ok(Some(c));
             }
             let pool = &mut inner.pool;
             let got = wait_loop(py, deadline, SLICE, |slice| {
@@ -330,8 +365,11 @@ impl PoolCore {
                     .map_err(pool_error)?
                     .map(Some))
             })?;
-            Ok(got.flatten().map(|c| result_tuple(py, c)))
-        })
+            Ok(got.flatten())
+        })?;
+        // Unpickled with the pool unlocked: the `pickle` module may run
+        // code of the result's classes, which may release the GIL.
+        Ok(got.map(|c| result_tuple(py, c)))
     }
 
     /// Results not taken yet (answered or in flight).

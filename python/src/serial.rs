@@ -146,6 +146,21 @@ impl Serializer {
     }
 }
 
+/// `pickle.loads(data)`, read in Rust whatever its size when it holds
+/// only built-in types (tuples of atomic objects then come untracked by
+/// the garbage collector: see [`fastpickle`]), by the `pickle` module
+/// otherwise. For the pool's answers, which a worker pickled with
+/// [`py_dumps`].
+pub fn unpickle<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    match fastpickle::loads(py, data) {
+        Some(v) => Ok(v),
+        None => funcs(py)?
+            .pickle_loads
+            .bind(py)
+            .call1((PyBytes::new(py, data),)),
+    }
+}
+
 /// `obj` as `bytes`: itself if it is one, else `bytes(obj)` for any other
 /// bytes-like object (bytearray, memoryview, array, numpy array, ...).
 pub fn bytes_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {

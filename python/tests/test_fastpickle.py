@@ -3,6 +3,7 @@
 the pipes and the pool) are pickle's: ``pickle.loads`` reads them, and they
 read ``pickle.dumps``'s; everything else goes through the pickle module."""
 
+import gc
 import math
 import pickle
 import random
@@ -105,7 +106,8 @@ def test_random_structures():
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x80\x05", b"\x80\x05K", b"\x80\x05K\x01K\x02.", b"\x80\x05h\x00.",
-                                 b"\x80\x05(K\x01.", b"\x80\x05\x86.", b"\x80\x05}K\x01u.", b"garbage"])
+                                 b"\x80\x05(K\x01.", b"\x80\x05\x86.", b"\x80\x05}K\x01u.", b"garbage",
+                                 b"\x80\x05]](at."])  # a mark above the stack's top
 def test_malformed_input_as_pickle_reads_it(bad):
     """What the Rust reader cannot make sense of goes to pickle.loads:
     the same error (or the same value) as pickle's own."""
@@ -117,6 +119,32 @@ def test_malformed_input_as_pickle_reads_it(bad):
             return ("error", type(e))
 
     assert outcome(_loads) == outcome(pickle.loads)
+
+
+def test_tuples_of_atomic_objects_come_untracked():
+    """A tuple read in Rust that holds only numbers, strings, bytes, None
+    and such tuples is untracked by the garbage collector at once, as
+    CPython's collector would untrack it at its first pass; one holding a
+    list or a dict (even an empty one, which may get a list later), or a
+    tuple holding one, stays tracked, so that cycles through it are still
+    collected."""
+    for payload in (_dumps((1, "a", b"b", 2.5, None, True)), pickle.dumps((1, (2, "x"), 2**40), 5)):
+        t = _loads(payload)
+        assert type(t) is tuple and not gc.is_tracked(t)
+    pairs = _loads(_dumps([(i, i * i) for i in range(100)]))
+    assert gc.is_tracked(pairs)  # a list, always
+    assert not any(gc.is_tracked(p) for p in pairs)
+    for obj in ((1, []), (1, {}), ((1, [2]),), (1, ((2, [3]),))):
+        back = _loads(_dumps(obj))
+        assert back == obj and gc.is_tracked(back)
+    # Still collected when part of a cycle through a list.
+    cyc = _loads(_dumps([(1, 2)]))
+    cyc.append((cyc,))
+    assert gc.is_tracked(cyc[1])
+    t = _loads(_dumps((1, {})))
+    t[1]["me"] = t  # a cycle through the dict: found by the collector
+    del t
+    assert gc.collect() >= 2
 
 
 def test_queue_carries_them(unique_name):

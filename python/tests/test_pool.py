@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -21,6 +22,7 @@ from workers import (
     pool_slow_pid,
     pool_sleep,
     pool_square,
+    pool_unloadable_result,
     pool_unpicklable_result,
 )
 
@@ -51,6 +53,7 @@ def test_map_imap_imap_unordered_results_and_order():
         want = [x * x for x in xs]
         assert pool.map(pool_square, xs) == want
         assert pool.map(pool_square, xs, chunksize=1) == want
+        assert pool.map(pool_square, tuple(xs), chunksize=7) == want
         assert pool.map(pool_square, []) == []
         assert list(pool.imap(pool_square, iter(xs))) == want
         assert list(pool.imap(pool_square, xs, chunksize=7)) == want
@@ -58,6 +61,10 @@ def test_map_imap_imap_unordered_results_and_order():
         assert sorted(got) == want
         assert sorted(pool.imap_unordered(pool_square, xs)) == want
         assert pool.starmap(pool_add, [(1, 2), (3, 4)]) == [3, 7]
+        # Items and results of other types than the built-ins travel
+        # through the pickle module both ways.
+        halves = [Fraction(x, 2) for x in range(50)]
+        assert pool.map(pool_square, halves, chunksize=8) == [h * h for h in halves]
 
 
 def test_futures_submit_apply_async_callbacks():
@@ -94,8 +101,28 @@ def test_exception_in_func_comes_back_with_its_traceback():
         assert [next(it) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(ValueError):
             next(it)
+        # Also inside a chunk: the items before the failed one first.
+        for ordered in (pool.imap, pool.imap_unordered):
+            it = ordered(pool_fail_on_3, range(6), chunksize=6)
+            assert [next(it) for _ in range(3)] == [0, 1, 2]
+            with pytest.raises(ValueError, match="no threes"):
+                next(it)
         with pytest.raises(pickle.PicklingError, match="cannot be pickled"):
             pool.submit(pool_unpicklable_result, 1).result(30)
+
+
+def test_result_that_does_not_unpickle_in_the_parent_fails_its_items():
+    """An answer that pickles in the worker but raises when the parent
+    unpickles it fails the items of its chunk with that exception; the
+    other chunks and the pool go on."""
+    with mulproc.Pool(2) as pool:
+        with pytest.raises(LookupError, match="does not unpickle here"):
+            pool.map(pool_unloadable_result, range(20), chunksize=4)
+        with pytest.raises(LookupError, match="does not unpickle here"):
+            pool.submit(pool_unloadable_result, 5).result(30)
+        got = list(pool.imap(pool_unloadable_result, range(5), chunksize=1))
+        assert got == [0, 1, 2, 3, 4]
+        assert pool.map(pool_square, range(100)) == [x * x for x in range(100)]
 
 
 def test_lambda_raises_pickling_error_at_submit():

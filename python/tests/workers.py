@@ -132,3 +132,20 @@ def pool_unpicklable_result(x):
     import threading
 
     return threading.Lock() if x == 1 else x
+
+
+def _refuse_to_load(text):
+    """Called by pickle.loads for an Unloadable: raises."""
+    raise LookupError(f"this value does not unpickle here ({text})")
+
+
+class Unloadable:
+    """A value that pickles, but raises when unpickled."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("by design",))
+
+
+def pool_unloadable_result(x):
+    """A result that pickles but does not unpickle (in the parent) for 5."""
+    return Unloadable() if x == 5 else x
