@@ -17,8 +17,8 @@
 //! | `t + capacity`    | freed (received and let go): free for `t + capacity` |
 //!
 //! Every word only grows (capacity is at least 2, so "freed" and
-//! "published" differ), and a ticket is freed iff its word is at least
-//! `t + capacity`.
+//! "published" differ). A ticket is freed iff it is below the stored
+//! `head` or its word is at least `t + capacity`.
 //!
 //! - sender of ticket `t`: free if `t` is below its `limit` (tickets it
 //!   already knows are free); else it loads `head` (Acquire, pairs with
@@ -35,7 +35,8 @@
 //!   **published lazily**: stored (Release) once it is
 //!   [`publish_every`] tickets past the last stored value, whenever a
 //!   look finds nothing more to take (so before any sleep), and when the
-//!   end is dropped.
+//!   end is dropped. A batch receive (`take_run`) frees its whole run
+//!   with one store of `head` past it instead of a mark per slot.
 //!
 //! No compare-and-swap and no shared write by both sides: each word has
 //! one writer at a time (a slot's word passes from sender to receiver on
@@ -292,12 +293,16 @@ impl Sender {
             }
             limit = limit.max(load_head()? + cap);
         }
-        // The truth, ticket by ticket: the slots' own words.
-        while limit - t < max {
-            match d.state(limit) {
-                SlotState::Free => limit += 1,
-                SlotState::Occupied => break,
-                _ => return Err(Claimed::Corrupt),
+        if limit == t {
+            // No room by `head`: the truth, ticket by ticket, in the slots'
+            // own words (only now: the last may be the line the receiver
+            // is freeing).
+            while limit - t < max {
+                match d.state(limit) {
+                    SlotState::Free => limit += 1,
+                    SlotState::Occupied => break,
+                    _ => return Err(Claimed::Corrupt),
+                }
             }
         }
         self.limit.set(limit);
@@ -569,19 +574,16 @@ impl Receiver {
             }
         }
         if n > 0 {
-            for t in head..head + n {
-                Self::mark_freed(d, t);
-            }
-            // Free our run, with whatever `f` freed past it.
+            // Free our run, with whatever `f` freed past it (marked), by
+            // one store of `head` past it: a run is freed as a whole, so
+            // it needs no marks of its own.
             let freed = self.freed.get() | (u64::MAX >> (64 - n));
             let k = freed.trailing_ones();
             let shift = |m: u64| m.checked_shr(k).unwrap_or(0);
             self.freed.set(shift(freed));
             self.taken.set(shift(self.taken.get()));
-            self.advance(d, head + u64::from(k));
-            if n < max {
-                self.publish(d); // ran out: the sender may be waiting
-            }
+            self.head.set(head + u64::from(k));
+            self.publish(d);
             d.seg.not_full(d.dir).notify(Wake::One);
         } else {
             self.publish(d);
