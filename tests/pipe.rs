@@ -62,6 +62,7 @@ fn child_entry() {
         "fill" => role_fill(),
         "holder" => role_holder(),
         "try_open" => role_try_open(),
+        "take_then_stop" => role_take_then_stop(),
         other => panic!("unknown role {other:?}"),
     });
 }
@@ -208,6 +209,110 @@ fn role_try_open() -> i32 {
         Err(e) => report("result", format!("other:{e:?}").replace('=', ":")),
     }
     0
+}
+
+/// Receives `TAKE` messages with `try_recv` (each freed at once); then, if
+/// `HOLD` is 1, takes the next two in place and lets go of the second
+/// only; reports what it got, ready, and stops receiving until killed.
+fn role_take_then_stop() -> i32 {
+    let p = open(&arg("PIPE"));
+    let take: usize = arg_parse("TAKE");
+    let mut got = Vec::new();
+    for _ in 0..take {
+        let m = p.recv_timeout(SHORT).expect("receive");
+        got.push(m.data[0].to_string());
+    }
+    let mut held = None;
+    if arg_parse::<u32>("HOLD") == 1 {
+        let first = p.recv_ref_timeout(SHORT).expect("receive in place");
+        let second = p.recv_ref_timeout(SHORT).expect("receive in place");
+        got.push(format!("held{}", first.data()[0]));
+        got.push(format!("freed{}", second.data()[0]));
+        drop(second);
+        held = Some(first);
+    }
+    report("got", got.join(","));
+    ready();
+    std::thread::sleep(Duration::from_secs(600));
+    drop(held);
+    3
+}
+
+/// Pins: a sender seeing slots its receiver freed as full (a receiver
+/// that publishes its position only once per burst, then stops): the
+/// child receives 5 of a full ring's 64 messages and stops; the parent's
+/// `try_send` must then find exactly those 5 slots, and no more.
+#[test]
+fn sender_gets_every_slot_a_stopped_receiver_freed() {
+    let shm = ShmGuard::new("pipe-freed");
+    let p = Pipe::create(shm.name(), PipeConfig::new(64, 8)).unwrap();
+    let msg = |i: u8| Message::new(Request::DO, vec![i]);
+    for i in 0..64u8 {
+        p.try_send(msg(i)).unwrap();
+    }
+    assert!(p.try_send(msg(0)).unwrap_err().is_full());
+    let mut child = ChildProc::spawn(
+        "take_then_stop",
+        &[
+            ("PIPE", shm.name().to_owned()),
+            ("TAKE", "5".into()),
+            ("HOLD", "0".into()),
+        ],
+    );
+    child.wait_ready(SHORT);
+    for i in 0..5u8 {
+        p.try_send(msg(100 + i))
+            .unwrap_or_else(|e| panic!("slot {i} the receiver freed seen full: {e}"));
+    }
+    assert!(p.try_send(msg(0)).unwrap_err().is_full());
+    let f = child.kill();
+    assert_eq!(f.get::<String>("got"), "0,1,2,3,4");
+}
+
+/// Pins: a new holder of a receiving end reading again messages its
+/// predecessor received and let go of (one that was killed before it
+/// published its position, which it does once per burst), or losing the
+/// one it held. The child receives 0-4, holds 5, lets go of 6 and is
+/// SIGKILLed; inspection then shows 5 and 7-19 waiting, and the next
+/// holder receives exactly those, in order.
+#[test]
+fn new_receiver_skips_what_a_killed_one_freed() {
+    let shm = ShmGuard::new("pipe-successor");
+    let p = Pipe::create(shm.name(), PipeConfig::new(64, 8)).unwrap();
+    for i in 0..20u8 {
+        p.try_send(Message::new(Request::DO, vec![i])).unwrap();
+    }
+    let mut child = ChildProc::spawn(
+        "take_then_stop",
+        &[
+            ("PIPE", shm.name().to_owned()),
+            ("TAKE", "5".into()),
+            ("HOLD", "1".into()),
+        ],
+    );
+    child.wait_ready(SHORT);
+    let f = child.kill();
+    assert_eq!(f.get::<String>("got"), "0,1,2,3,4,held5,freed6");
+    let expected: Vec<u8> = std::iter::once(5).chain(7..20).collect();
+
+    let snap = mulproc::inspect::snapshot(shm.name()).unwrap();
+    let dir = snap.pipe().expect("a pipe").directions[0];
+    assert_eq!((dir.head, dir.tail, dir.waiting), (5, 20, 14), "{dir:?}");
+    let peek = mulproc::inspect::peek(shm.name(), 64, 8).unwrap();
+    let peeked: Vec<u8> = peek.messages.iter().map(|m| m.data[0]).collect();
+    assert_eq!(peeked, expected);
+
+    let next = open(shm.name());
+    let mut got = Vec::new();
+    while let Ok(m) = next.try_recv() {
+        got.push(m.data[0]);
+    }
+    assert_eq!(got, expected);
+    // Every slot is free again for the sender.
+    for i in 0..64u8 {
+        p.try_send(Message::new(Request::DO, vec![i]))
+            .unwrap_or_else(|e| panic!("message {i}: {e}"));
+    }
 }
 
 // ------------------------------------------- receiving and streaming ---

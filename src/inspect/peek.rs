@@ -4,6 +4,7 @@ use super::read::{self, View};
 use super::{Anomaly, InspectError, SCAN_LIMIT};
 use crate::layout::ChannelKind;
 use crate::message::{decode_recipient, Header, Request};
+use crate::spsc::SlotState;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// A copy of one waiting message.
@@ -121,8 +122,9 @@ impl<'a> SlotView<'a> {
 }
 
 /// Copies the message of `slot` if its sequence word says published
-/// before and after the copy (a seqlock read: receivers never write a
-/// slot, and a producer changes the word before it rewrites one).
+/// before and after the copy (a seqlock read: receivers write no more than
+/// the word, a pipe's to mark the slot freed, and a producer changes the
+/// word before it rewrites one).
 fn copy_checked(
     slot: &SlotView<'_>,
     max_payload: u32,
@@ -195,16 +197,22 @@ fn peek_queue(view: &View, max_messages: usize, max_bytes: usize, peek: &mut Pee
 }
 
 fn peek_pipe(view: &View, dir: usize, max_messages: usize, max_bytes: usize, peek: &mut Peek) {
-    let (head, _tail) = view.pipe_positions(dir);
+    let (published, _tail) = view.pipe_positions(dir);
+    let head = view.pipe_exact_head(dir, published);
     let cap = u64::from(view.geo.capacity);
     let mut found = 0;
-    // The receiver takes messages in order from `head`; the first slot not
-    // published for its ticket ends what is waiting.
+    // The receiver takes messages in order from `head` (passing those it
+    // holds and freed out of order); the first slot neither published nor
+    // freed for its ticket ends what is waiting.
     for t in head..head.saturating_add(cap) {
         if found >= max_messages {
             break;
         }
         let slot = SlotView::of_pipe(view, dir, t);
+        let word = slot.seq.load(Ordering::Relaxed);
+        if SlotState::of(word, t, cap) == SlotState::Freed {
+            continue;
+        }
         match copy_checked(&slot, view.geo.max_payload, max_bytes, peek) {
             Some(m) => {
                 found += 1;

@@ -22,6 +22,7 @@ use crate::layout::{
 use crate::queue::RecoveryStats;
 use crate::recovery::{self, Repair, Role, FENCED_MARK, GEN_MASK};
 use crate::ring::{HELD, QUARANTINED, TAKEN};
+use crate::spsc::SlotState;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, ofd, ReadMapping};
 
@@ -523,7 +524,8 @@ impl View {
             }
         });
         let directions = [0usize, 1].map(|d| {
-            let (head, tail) = self.pipe_positions(d);
+            let (published, tail) = self.pipe_positions(d);
+            let head = self.pipe_exact_head(d, published);
             let mut state = PipeDirectionState {
                 head,
                 tail,
@@ -546,11 +548,13 @@ impl View {
                 return state;
             }
             // What the receiver would take next, in order: published
-            // messages from `head` on.
+            // messages from `head` on (past any it holds freed ones too).
             for t in head..head + cap {
                 let slot = self.pipe_slot(d, (t & (cap - 1)) as usize);
-                if ld64(&slot.seq) != t + 1 {
-                    break;
+                match SlotState::of(ld64(&slot.seq), t, cap) {
+                    SlotState::Published => {}
+                    SlotState::Freed => continue,
+                    _ => break,
                 }
                 fence(Ordering::Acquire);
                 let len = ld32(&slot.header.len);
@@ -575,7 +579,28 @@ impl View {
         }
     }
 
-    /// A pipe direction's `head` and `tail` (each written by one side).
+    /// Direction `d`'s oldest ticket not freed: `published` (the `head`
+    /// the receiver stored last, lazily) and past it every ticket whose
+    /// slot is marked freed (see `spsc`), at most a lap and a window.
+    pub(super) fn pipe_exact_head(&self, d: usize, published: u64) -> u64 {
+        let cap = u64::from(self.geo.capacity);
+        let mut head = published;
+        if head >= PIPE_POSITION_LIMIT {
+            return head;
+        }
+        for _ in 0..cap + crate::spsc::HOLD_WINDOW {
+            let slot = self.pipe_slot(d, (head & (cap - 1)) as usize);
+            if SlotState::of(ld64(&slot.seq), head, cap) != SlotState::Freed {
+                break;
+            }
+            head += 1;
+        }
+        head
+    }
+
+    /// A pipe direction's `head` (as last published: see
+    /// [`pipe_exact_head`](Self::pipe_exact_head)) and `tail` (each
+    /// written by one side).
     pub(super) fn pipe_positions(&self, d: usize) -> (u64, u64) {
         let dir = &self.pipe_header().dirs[d & 1];
         let mut head = ld64(&dir.head.0);

@@ -33,8 +33,9 @@ pub(crate) struct PipeInit {
 pub(crate) struct PipeDirection {
     /// Messages published so far; written by the sender only (for `len`).
     pub tail: CachePadded<AtomicU64>,
-    /// Messages received and released so far; written by the receiver
-    /// only, read by the sender when its cached copy says "full".
+    /// Oldest ticket not yet freed, as the receiver (its only writer) last
+    /// stored it: once per burst, so it may lag the slots' freed marks
+    /// (see `spsc`); read by the sender when its cached copy says "full".
     pub head: CachePadded<AtomicU64>,
 }
 
@@ -50,9 +51,10 @@ pub(crate) struct PipeEvents {
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct PipeSlotHeader {
-    /// `t + 1` once the message of ticket `t` is published (Release);
-    /// anything else means "not yet" for the receiver of `t`. The slot's
-    /// previous lap left `t + 1 - capacity` here (0 before the first).
+    /// For ticket `t` of this slot: `t` (0 on the first lap) free, `t +
+    /// 1` published (Release, by the sender), `t + capacity` freed
+    /// (Release, by the receiver: free for the next lap). The table is in
+    /// `spsc`'s docs.
     pub seq: AtomicU64,
     /// The message header (see [`StoredHeader`]).
     pub header: StoredHeader,

@@ -157,44 +157,39 @@ impl Pipe {
             let v = p.load(Ordering::Acquire);
             (v < POSITION_LIMIT).then_some(v)
         };
-        let cached_head = position(seg.head(send_dir)).ok_or_else(corrupt)?;
+        let sent_head = position(seg.head(send_dir)).ok_or_else(corrupt)?;
         let sent = position(seg.tail(send_dir)).ok_or_else(corrupt)?;
-        let next_recv = position(seg.head(recv_dir)).ok_or_else(corrupt)?;
-        // A previous holder of this end may have died between publishing a
-        // message and storing `tail`: continue after whatever it published
-        // (and after whatever the receiver already took), never over it.
-        let cap = u64::from(seg.geometry().capacity);
-        let mut next_send = sent.max(cached_head);
-        for _ in 0..cap {
-            let idx = (next_send & (cap - 1)) as usize;
-            if seg.slot(send_dir, idx).seq.load(Ordering::Acquire) != next_send + 1 {
-                break;
-            }
-            next_send += 1;
-        }
-        // A batch is published last first (`spsc::Sender::publish_run`):
-        // a holder that died publishing one may have left published
-        // tickets past the first unpublished one, which the receiver has
-        // not read (it stops at the gap) and which we are about to
-        // rewrite. Unpublish them first (to what the slot's previous lap
-        // left), so the receiver never reads one while we write it: these
-        // stores come before our first publish (Release), after which the
-        // receiver looks past the gap.
-        for t in next_send + 1..next_send + cap {
-            let slot = seg.slot(send_dir, (t & (cap - 1)) as usize);
-            if slot.seq.load(Ordering::Relaxed) == t + 1 {
-                slot.seq
-                    .store((t + 1).saturating_sub(cap), Ordering::Relaxed);
-            }
-        }
+        let recv_head = position(seg.head(recv_dir)).ok_or_else(corrupt)?;
+        // A previous holder of this end may have died anywhere: the
+        // sending side continues after whatever it published, the
+        // receiving side after whatever it freed (see `spsc`).
+        let tx = Sender::resume(
+            Direction {
+                seg: &seg,
+                dir: send_dir,
+            },
+            sent,
+            sent_head,
+        );
+        let rx = Receiver::resume(
+            Direction {
+                seg: &seg,
+                dir: recv_dir,
+            },
+            recv_head,
+        )
+        .map_err(|source| SetupError::Corrupt {
+            name: seg.name().to_owned(),
+            source,
+        })?;
         Ok(Pipe {
             geo: seg.geometry(),
             seg,
             pid: std::process::id(),
             end,
             retry: SendRetry::default(),
-            tx: Sender::new(next_send, cached_head),
-            rx: Receiver::new(next_recv),
+            tx,
+            rx,
             next_probe_ms: Cell::new(0),
             polls: Cell::new(0),
         })
@@ -693,6 +688,9 @@ fn take_end(seg: &PipeSegment, end: PipeEnd) -> Result<(), SetupError> {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
+        // What we freed is marked in the slots; the position too, for
+        // `len`, inspection and the end's next holder.
+        self.rx.publish(self.receiving());
         // Closed: the peer's receives drain, then say Disconnected. AcqRel:
         // the Release pairs with the Acquire in the peer's `peer_gone`, so
         // every message we published is visible to it once it sees this.
@@ -823,6 +821,59 @@ mod tests {
             parent.try_send_batch(&msgs(0, 1)),
             Err(TrySendError::Disconnected(()))
         ));
+    }
+
+    /// Pins: a sender seeing slots the receiver freed as full while the
+    /// receiver's stored position lags (it stores it once per burst): in a
+    /// full ring, every slot freed by one receive is found by the next
+    /// `try_send`, over many laps, with guards held and let go of out of
+    /// order too; and the position is stored when the end is dropped.
+    #[test]
+    fn every_freed_slot_is_found_at_once() {
+        let parent = Pipe::create_unique(PipeConfig::new(64, 8)).unwrap();
+        let child = Pipe::open(parent.name()).unwrap();
+        let mut next = 0u32;
+        let mut expect = 0u32;
+        let send = |i: u32| child.try_send(Message::new(Request::DO, i.to_le_bytes().to_vec()));
+        while send(next).is_ok() {
+            next += 1;
+        }
+        assert_eq!(next, 64);
+        let number = |m: &[u8]| u32::from_le_bytes(m.try_into().unwrap());
+        for round in 0..500u32 {
+            if round % 7 == 0 {
+                // Two held, the second let go of first: room only once
+                // both are.
+                let a = parent.try_recv_ref().unwrap();
+                let b = parent.try_recv_ref().unwrap();
+                assert_eq!((number(a.data()), number(b.data())), (expect, expect + 1));
+                drop(b);
+                assert!(send(next).unwrap_err().is_full(), "round {round}");
+                drop(a);
+                expect += 2;
+                for _ in 0..2 {
+                    send(next).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    next += 1;
+                }
+            } else {
+                assert_eq!(number(&parent.try_recv().unwrap().data), expect);
+                expect += 1;
+                send(next).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                next += 1;
+            }
+            assert!(send(next).unwrap_err().is_full(), "round {round}");
+        }
+        let head = |p: &Pipe| p.seg.head(1).load(Ordering::Relaxed);
+        assert!(head(&parent) <= u64::from(expect));
+        assert!(u64::from(expect) - head(&parent) < crate::spsc::publish_every(64) + 2);
+        let name = parent.name().to_owned();
+        let mut parent = parent;
+        parent.set_remove_on_drop(false);
+        drop(parent);
+        let seg = PipeSegment::open(&name).unwrap();
+        assert_eq!(seg.head(1).load(Ordering::Relaxed), u64::from(expect));
+        drop(child);
+        Pipe::remove(&name).unwrap();
     }
 
     /// Pins: a sender end that stopped half-way through publishing a batch
