@@ -264,7 +264,7 @@ fn reading_shows_queue_and_pipe_and_changes_nothing() {
     let i = out.json();
     assert_eq!((i["head"].as_u64(), i["tail"].as_u64()), (Some(0), Some(3)));
     assert_eq!(i["slots"]["waiting"], 3);
-    assert_eq!(i["layout"]["version"], 3);
+    assert_eq!(i["layout"]["version"], 4);
     assert_eq!(i["layout"]["creator_pid"], me);
     let handles = i["handles"].as_array().unwrap();
     assert_eq!(handles.len(), 2);

@@ -53,7 +53,7 @@ pub(crate) use queue::{HandleEntry, RecoveryCounters, SegmentHeader, HANDLE_FREE
 /// "MULPROC\0" as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MULPROC\0");
 /// Bumped on every change to the segment's shape or protocol.
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// Value of the init word once the creator has finished initialising.
 pub(crate) const INIT_DONE: u32 = 0x1A17_D04E;
 /// Cache line size assumed for padding.

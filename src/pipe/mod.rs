@@ -70,6 +70,15 @@ impl PipeEnd {
 /// not `Sync`: one thread at a time uses an end, which is what lets a
 /// direction run without any compare-and-swap.
 ///
+/// A receiver publishes its position once per burst (the slots it freed
+/// say so in their own words meanwhile), so a `try_send` that finds no
+/// room right after a send that found some, a sender at its receiver's
+/// heels, spins up to a few microseconds (256 `pause`s) for the next
+/// position before it looks at the slot and answers
+/// [`Full`](crate::TrySendError::Full): it then gets runs of free slots
+/// instead of one at a time over the line the receiver is freeing. It
+/// never answers `Full` while a slot is free.
+///
 /// ```
 /// use mulproc::{Message, Pipe, PipeConfig, Request};
 /// # let name = format!("doc-pipe-{}", std::process::id());
