@@ -195,9 +195,16 @@ impl Queue {
             len: 1,
         };
         // The next slots' lines, for the claims that will write them: they
-        // travel while we read this one (see `PREFETCH_AHEAD`).
-        for k in 1..=RUN_PREFETCH.min(max - 1) {
-            crate::sync::prefetch_write(ring.slot(first + k));
+        // travel while we read this one (see `PREFETCH_AHEAD`). Not when
+        // the last look found the queue empty: the next slots may be the
+        // ones a sender is writing, and the run may be this one message.
+        let waited = self.found_empty.load(StdOrdering::Relaxed);
+        if waited {
+            self.found_empty.store(false, StdOrdering::Relaxed);
+        } else {
+            for k in 1..=RUN_PREFETCH.min(max - 1) {
+                crate::sync::prefetch_write(ring.slot(first + k));
+            }
         }
         let limit = self.geo.max_payload;
         let mut t = first;
@@ -208,7 +215,7 @@ impl Queue {
             fault::point("in-claim");
             slot.owner
                 .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);
-            if t + RUN_PREFETCH < first + max {
+            if (t > first || !waited) && t + RUN_PREFETCH < first + max {
                 crate::sync::prefetch_write(ring.slot(t + RUN_PREFETCH));
             }
             // Read once into locals; only the checked copy is used.
