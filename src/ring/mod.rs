@@ -483,14 +483,34 @@ impl<'a> Ring<'a> {
     }
 
     /// Ends a run `first..first + n` (`n` in `1..=capacity`), every slot of
-    /// it held since [`try_claim_head`](Self::try_claim_head) returned
+    /// it claimed since [`try_claim_head`](Self::try_claim_head) returned
     /// `first`: moves `head` past the run with one CAS, then frees each
     /// slot for the next lap, then advances. Err if a slot was not held
-    /// any more (a recoverer reclaimed it, or the segment was scribbled
-    /// on); the others are released all the same.
+    /// any more (a recoverer took it back, or the segment was scribbled
+    /// on); `head` stops short of it, and the slots after it that are
+    /// still ours are released one by one, as out of order.
     #[inline]
     pub fn release_run(&self, first: u64, n: u64) -> Result<(), Fenced> {
         debug_assert!((1..=self.capacity()).contains(&n));
+        // Only past slots still ours (lines we hold: the loads are cheap).
+        // A slot taken back (a receiver frozen past the unblock timeout
+        // before it signed, see `recovery`) may be a message again, which
+        // `head` must not pass.
+        let held = (first..first + n)
+            .take_while(|&t| self.slot(t).seq.load(Ordering::Relaxed) == (t + 1) | HELD)
+            .count() as u64;
+        if held < n {
+            // Reported as Fenced whatever the releases below say.
+            if held > 0 {
+                let _ = self.release_run(first, held);
+            }
+            for t in first + held + 1..first + n {
+                if self.slot(t).seq.load(Ordering::Relaxed) == (t + 1) | HELD {
+                    let _ = self.release(t);
+                }
+            }
+            return Err(Fenced);
+        }
         // Invariant 2: we hold the slot at `head` and the run behind it, so
         // this CAS fails only on a corrupt segment. AcqRel, invariant 5, as
         // in `release`: `advance_from` below sees a mark on `first + n`.
