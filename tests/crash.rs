@@ -93,6 +93,27 @@ fn poller_dies_at(name: &str, fault: &str) {
     );
 }
 
+/// As `poller_dies_at`, for a poller that takes batches (`try_recv_batch`).
+#[cfg(feature = "fault-injection")]
+fn batch_poller_dies_at(name: &str, fault: &str) {
+    let mut poller = ChildProc::spawn(
+        "batch_poll",
+        &[
+            ("QUEUE", name.to_owned()),
+            ("MS", "5000".to_owned()),
+            ("FAULT", fault.to_owned()),
+        ],
+    );
+    let f = poller
+        .wait(SHORT)
+        .unwrap_or_else(|e| panic!("the batch poller must kill itself at {fault}: {e}"));
+    assert!(
+        !f.status.success(),
+        "the batch poller finished instead of dying at {fault}\n{}",
+        f.describe()
+    );
+}
+
 fn stop(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we spawned and a valid signal number.
     let rc = unsafe { libc::kill(pid as i32, signal) };
@@ -113,6 +134,7 @@ fn child_entry() {
             "hold_guard" => role_hold_guard(),
             "recv_no_done" => role_recv_no_done(),
             "poll" => role_poll(),
+            "batch_poll" => role_batch_poll(),
             "late_commit" => role_late_commit(),
             "idle" => role_idle(),
             "stale_maker" => role_stale_maker(),
@@ -171,6 +193,21 @@ fn role_poll() -> i32 {
         if q.try_recv().is_ok() {
             got += 1;
         }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    report("got", got);
+    0
+}
+
+/// Polls the queue with `try_recv_batch` (up to 8 at a time) for up to MS
+/// milliseconds, reporting how many messages it got.
+fn role_batch_poll() -> i32 {
+    let q = open(&arg("QUEUE"));
+    ready();
+    let until = Instant::now() + Duration::from_millis(arg_parse("MS"));
+    let mut got = 0;
+    while Instant::now() < until {
+        got += q.try_recv_batch(8, |_, _| {}).unwrap_or(0);
         std::thread::sleep(Duration::from_millis(1));
     }
     report("got", got);
@@ -448,6 +485,49 @@ fn consumer_killed_while_freeing_its_slot() {
         q.try_send(msg(10 + i)).unwrap();
     }
     assert_eq!(recv_values(&q, 4, RECOVERY_BOUND), [10, 11, 12, 13]);
+}
+
+/// Issue 12, fault 3 for a batch receive: a consumer killed after it moved
+/// `head` past a run of three messages (one CAS for the run) and before it
+/// freed any of their slots. The first sender that finds the ring full on
+/// the run has all of it freed at once (`finished_releases` 3 after that
+/// one send, not one slot per detection); the messages, which were read,
+/// are not delivered again, and `join` counts them done as abandoned.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn batch_consumer_killed_while_freeing_its_run() {
+    let shm = ShmGuard::new("killed-run-release");
+    let q = Queue::create(shm.name(), QueueConfig::new(8, 16)).unwrap();
+    for i in 1..4 {
+        q.send(msg(i)).unwrap();
+    }
+    batch_poller_dies_at(shm.name(), "in-release");
+    // Five slots are free; the other three are the dead consumer's run.
+    for i in 4..9 {
+        q.try_send(msg(i)).unwrap();
+    }
+    let t = Instant::now();
+    q.send(msg(9))
+        .expect("send onto the run the dead consumer was freeing");
+    assert!(t.elapsed() < RECOVERY_BOUND, "{:?}", t.elapsed());
+    let stats = q.recovery_stats();
+    assert_eq!(
+        (
+            stats.finished_releases,
+            stats.redelivered,
+            stats.abandoned_tasks
+        ),
+        (3, 0, 3),
+        "{stats:?}"
+    );
+    // The rest of the run is free already.
+    q.try_send(msg(10)).unwrap();
+    q.try_send(msg(11)).unwrap();
+    assert_eq!(
+        recv_values(&q, 8, RECOVERY_BOUND),
+        [4, 5, 6, 7, 8, 9, 10, 11]
+    );
+    assert_joins_exactly(&q, 8);
 }
 
 /// Fault 4: a process killed while holding the control lock in the middle

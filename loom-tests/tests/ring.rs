@@ -131,6 +131,30 @@ impl Model {
         }
     }
 
+    /// Takes a run of up to `max` messages from `head`, as the queue's
+    /// batch receive does: the head claimed, then each next slot while it
+    /// is published, then one release of the whole run. Empty if the slot
+    /// at `head` was not there to take.
+    fn recv_run(&self, max: u64) -> Vec<u64> {
+        let ring = self.ring();
+        let Some(first) = ring.try_claim_head(|_| {}) else {
+            return Vec::new();
+        };
+        let mut got = Vec::new();
+        let mut t = first;
+        loop {
+            // SAFETY: we hold ticket `t`'s slot (loom checks this claim).
+            got.push(self.cell(t).with(|p| unsafe { *p }));
+            if got.len() as u64 == max || !ring.try_claim_next(t + 1, |_| {}) {
+                break;
+            }
+            t += 1;
+        }
+        ring.release_run(first, got.len() as u64)
+            .expect("an honest release is never fenced");
+        got
+    }
+
     /// Blocks in the event count until a message comes.
     fn recv_blocking(&self) -> u64 {
         self.not_empty
@@ -331,6 +355,69 @@ fn batch_published_last_first_keeps_order() {
         let mut got = consumer.join().unwrap();
         got.extend(m.drain());
         assert_eq!(got, [10, 11, 12]);
+    });
+}
+
+/// Issue 12: a batch receive takes a run from `head` (claims slot by slot,
+/// one move of `head` past the run, then the frees) while a producer wraps
+/// around a 2-slot ring and a plain receiver races for the same messages:
+/// each message is taken exactly once, each receiver gets them in the
+/// order sent, no slot is reused while its run still holds it (loom's cell
+/// checks), and every slot is free after.
+#[test]
+fn run_receive_against_producer_and_receiver() {
+    loom::model(|| {
+        let m = Model::new(2);
+        m.send(1);
+        let batch = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let mut got = m.recv_run(2);
+                got.extend(m.recv_run(2));
+                got
+            })
+        };
+        let (sent, plain) = m.send_each(&[2, 3], true);
+        let batch = batch.join().unwrap();
+        assert!(batch.windows(2).all(|w| w[0] < w[1]), "{batch:?}");
+        assert!(plain.windows(2).all(|w| w[0] < w[1]), "{plain:?}");
+        let mut all: Vec<u64> = batch.into_iter().chain(plain).chain(m.drain()).collect();
+        all.sort();
+        let mut expected = vec![1];
+        expected.extend(sent);
+        assert_eq!(all, expected);
+        m.send(4);
+        m.send(5);
+        assert_eq!(m.drain(), vec![4, 5]);
+    });
+}
+
+/// Issue 12, invariant 5 with a run: while a batch receive moves `head`
+/// past its run in one CAS, a selective receiver takes the message right
+/// behind the run out of order (marks it read). Whichever comes later in
+/// `head`'s order advances over the read slot: it is never stranded at
+/// `head`, so all four slots are free after.
+#[test]
+fn run_release_advances_over_a_slot_read_behind_it() {
+    loom::model(|| {
+        let m = Model::new(4);
+        for v in [1, 2, 3] {
+            m.send(v);
+        }
+        let picky = {
+            let m = m.clone();
+            thread::spawn(move || m.try_recv_where(|v| v == 3))
+        };
+        // The selective receiver only looks at 1 and 2 (it holds neither),
+        // so the run takes both.
+        assert_eq!(m.recv_run(2), [1, 2]);
+        assert_eq!(picky.join().unwrap(), Some(3));
+        // Before any other receive, which would advance over it itself.
+        assert!(m.ring().is_empty(), "a read slot stranded at head");
+        for v in 10..14 {
+            m.send(v);
+        }
+        assert_eq!(m.drain(), vec![10, 11, 12, 13]);
     });
 }
 

@@ -2,6 +2,42 @@
 
 use super::*;
 
+/// The most messages a batch receive holds before it frees their slots
+/// (`recv_batch_now`): the run of free slots a batch send waits for
+/// (`SEND_RUN`), so that each release lets a waiting sender go.
+const RUN_MAX: u64 = super::send::SEND_RUN;
+
+/// How far ahead of the message it reads a batch receive fetches slot
+/// lines for its next claims (see `PREFETCH_AHEAD`): within a run the
+/// messages are known to be waiting.
+const RUN_PREFETCH: u64 = 4;
+
+/// A run of slots held by a batch receive, released on drop if it was not
+/// released before (a panic in the caller's `f`).
+struct HeldRun<'q> {
+    queue: &'q Queue,
+    first: u64,
+    /// Slots held; 0 once released.
+    len: u64,
+}
+
+impl HeldRun<'_> {
+    fn release(&mut self) -> Result<(), crate::ring::Fenced> {
+        let len = std::mem::take(&mut self.len);
+        if len == 0 {
+            return Ok(());
+        }
+        self.queue.ring().release_run(self.first, len)
+    }
+}
+
+impl Drop for HeldRun<'_> {
+    fn drop(&mut self) {
+        // Reclaimed under us: nothing to report to while unwinding.
+        let _ = self.release();
+    }
+}
+
 impl Queue {
     /// [`Channel::try_send_batch`]: claims the slots with one
     /// compare-and-swap; receivers are woken once for the batch, and see
@@ -80,6 +116,18 @@ impl Queue {
     /// [`Channel::try_recv_batch`]: in place (no copy, no allocation),
     /// waking senders once for the batch. On an error, `f` has already
     /// seen the messages received before it.
+    ///
+    /// Messages waiting at the head of the queue are taken in runs of up
+    /// to `RUN_MAX`: each claimed as a single receive claims it (announced,
+    /// signed, counted for `join`), handed to `f`, and the run's slots are
+    /// freed together after the last, with one move of the queue's head
+    /// (see `Ring::release_run`). Where the head is not a message to take
+    /// (another receiver holds it, or it was read out of order), one
+    /// message is taken as `try_recv` takes it, and the next run starts
+    /// from there. A receiver that dies in the middle of a run has the
+    /// run's messages, read or not, offered again (at least once, as any
+    /// message held by a receiver that dies); one that dies while freeing
+    /// the run has it freed for it.
     pub(super) fn recv_batch_now<F>(&self, max: usize, mut f: F) -> Result<usize, TryRecvError>
     where
         F: FnMut(&Header, &[u8]),
@@ -90,6 +138,12 @@ impl Queue {
             if n == max {
                 break Ok(n);
             }
+            match self.recv_run((max - n) as u64, &mut f, &mut n, &mut stolen) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => break Err(e.into()),
+            }
+            // No run at the head: one message wherever it waits.
             match self.claim_recv(&mut Filter::Any, false) {
                 Ok(Some(g)) => {
                     f(g.header(), g.data());
@@ -109,6 +163,95 @@ impl Queue {
             return Err(CorruptError::from(CorruptKind::SlotStolen).into());
         }
         result
+    }
+
+    /// Takes a run of up to `max` messages from the head of the queue
+    /// into `f` (see [`recv_batch_now`](Self::recv_batch_now)), counting
+    /// them into `got`; false if the message at the head was not there to
+    /// take. `stolen`: a slot of the run was reclaimed under us.
+    fn recv_run<F>(
+        &self,
+        max: u64,
+        f: &mut F,
+        got: &mut usize,
+        stolen: &mut bool,
+    ) -> Result<bool, CorruptError>
+    where
+        F: FnMut(&Header, &[u8]),
+    {
+        let ring = self.ring();
+        let entry = self.entry();
+        // Announced before each claiming CAS (which releases it), as in
+        // `claim_recv`: if we die before the owner word, recovery knows.
+        let announce = |t: u64| entry.claiming.store(t, Ordering::Relaxed);
+        let Some(first) = ring.try_claim_head(announce) else {
+            return Ok(false);
+        };
+        let max = max.clamp(1, RUN_MAX.min(u64::from(self.geo.capacity)));
+        // Released on every way out, a panic of `f` included.
+        let mut run = HeldRun {
+            queue: self,
+            first,
+            len: 1,
+        };
+        // The next slots' lines, for the claims that will write them: they
+        // travel while we read this one (see `PREFETCH_AHEAD`). Not when
+        // the last look found the queue empty: the next slots may be the
+        // ones a sender is writing, and the run may be this one message.
+        let waited = self.found_empty.load(StdOrdering::Relaxed);
+        if waited {
+            self.found_empty.store(false, StdOrdering::Relaxed);
+        } else {
+            for k in 1..=RUN_PREFETCH.min(max - 1) {
+                crate::sync::prefetch_write(ring.slot(first + k));
+            }
+        }
+        let limit = self.geo.max_payload;
+        let mut t = first;
+        let bad = loop {
+            let slot = ring.slot(t);
+            // As in `claim_recv`: a receiver dying here leaves its claim
+            // named only by its announcement.
+            fault::point("in-claim");
+            slot.owner
+                .store(owner_word(self.id, Role::Recv, t), Ordering::Relaxed);
+            if (t > first || !waited) && t + RUN_PREFETCH < first + max {
+                crate::sync::prefetch_write(ring.slot(t + RUN_PREFETCH));
+            }
+            // Read once into locals; only the checked copy is used.
+            let (header, len) = slot.header.read();
+            if len > limit {
+                break Some(len);
+            }
+            // Counted in shared memory right after the owner word, as in
+            // `claim_recv` (recovery's accounting for a dead receiver
+            // relies on the two going together).
+            entry.outstanding.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: we hold ticket `t` until `run` is released, so no
+            // honest process writes its slot meanwhile; `len <=
+            // max_payload`, so the bytes lie inside the slot's payload area,
+            // in the mapping `self` keeps alive; the slice is dropped
+            // before the run is released.
+            let data = unsafe {
+                std::slice::from_raw_parts(self.seg.payload_ptr(self.slot_index(t)), len as usize)
+            };
+            f(&header, data);
+            *got += 1;
+            if run.len == max || !ring.try_claim_next(t + 1, announce) {
+                break None;
+            }
+            t += 1;
+            run.len += 1;
+        };
+        *stolen |= run.release().is_err();
+        if let Some(len) = bad {
+            // Not a message we can deliver: released with the run (so the
+            // queue goes on), never counted outstanding, counted done for
+            // `join`, and reported.
+            self.mark_done();
+            return Err(CorruptKind::Length { len, max: limit }.into());
+        }
+        Ok(true)
     }
 
     /// Reserves a slot to fill in place (zero-copy send) if one is free.

@@ -4,8 +4,9 @@
 use super::*;
 
 /// The run of free slots a blocking send waits for while it spins, and a
-/// batch send before it claims (a quarter of the ring at most).
-const SEND_RUN: u64 = 32;
+/// batch send before it claims (a quarter of the ring at most); also the
+/// longest run a batch receive holds before it frees it.
+pub(super) const SEND_RUN: u64 = 32;
 
 impl Queue {
     /// The run of free slots worth waiting for before claiming `want`:

@@ -112,13 +112,18 @@ impl Recovery<'_> {
     }
 
     /// Frees the slot of ticket `t`, held behind `head` by a receiver that
-    /// died (caller holds the control lock). One CAS: nothing to hand over.
+    /// died, with the rest of its run held there (caller holds the control
+    /// lock). A CAS per slot: nothing to hand over.
     pub(super) fn finish_release(&self, t: u64) -> bool {
-        let ok = self.ring.finish_release(t).is_ok();
-        if ok {
+        let word = |u: u64| self.ring.slot(u).owner.load(Ordering::Relaxed);
+        let holder = named(word(t), &[Role::Recv], t);
+        let same = |u: u64| holder.is_some() && named(word(u), &[Role::Recv], u) == holder;
+        let freed = self.ring.finish_release(t, same);
+        let ok = freed.is_ok();
+        if let Ok(n) = freed {
             self.stats()
                 .finished_releases
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(n, Ordering::Relaxed);
             self.seg.not_full().notify(Wake::All);
         }
         ok

@@ -40,6 +40,11 @@
 //!   distance from `head`. Reading done: if `head == t` it sets
 //!   `head = t+1` and releases HELD -> FREE(t+capacity); otherwise it marks
 //!   HELD -> TAKEN. Either way it then *advances* if `head` is its to move.
+//! - receiver, a run (`try_claim_head`, `try_claim_next`, `release_run`):
+//!   CAS PUBLISHED -> HELD of the slot at `head`, then of each next slot
+//!   while it reads PUBLISHED; reading done, one CAS of `head`
+//!   `h -> h+n` past the whole run, then each slot HELD ->
+//!   FREE(t+capacity) by a checked store, then it advances.
 //! - advance: while the slot at `head` is TAKEN, CAS `head` `h -> h+1`
 //!   and release TAKEN(h) -> FREE(h+capacity).
 //! - recovery (`recovery` decides when): fence FREE(t) -> TAKEN |
@@ -62,7 +67,13 @@
 //!    about to be by the mover.
 //! 2. While the slot of `head` is HELD, only its holder moves `head`
 //!    (an advancer needs TAKEN at `head`), so the holder's CAS of `head`
-//!    `t -> t+1` cannot fail.
+//!    `t -> t+1` cannot fail. Nor can the CAS `h -> h+n` of a receiver
+//!    that holds every slot of `h..h+n`: it moves `head` past slots only
+//!    it will free. A PUBLISHED slot is never behind `head` (`head` passes
+//!    a slot only when it is HELD by the mover or TAKEN), so a receiver
+//!    that read `head == h` and then claimed the slot of `h` from
+//!    PUBLISHED(h) holds the slot at `head`: `head` was `h` and cannot
+//!    move on without it.
 //! 3. PUBLISHED(t) occurs once in the slot's history except when recovery
 //!    returns a dead receiver's HELD(t) to it, and receivers never write a
 //!    slot: so a CAS from PUBLISHED(t) that succeeds proves the slot holds
@@ -84,7 +95,13 @@
 //!    later, so an advancer confirms TAKEN with an RMW, which reads the
 //!    newest value, before it moves `head` past the slot: a stale TAKEN
 //!    would skip a published message (the loom model finds that too).
-//! 7. QUARANTINED is set only by a fence (under the control lock) and
+//! 7. A receiver that dies between its move of `head` and the frees
+//!    leaves slots HELD behind `head`, each named by its owner word: one
+//!    for a single release, up to the run for `release_run`. Recovery
+//!    frees them (`finish_release` takes the whole run of the dead
+//!    holder's, so the run costs one detection, not one per slot); their
+//!    messages were read and are not offered again.
+//! 8. QUARANTINED is set only by a fence (under the control lock) and
 //!    cleared only by the fenced claimant, or by a recoverer that found it
 //!    dead; no claim is made on a withheld slot (a skip takes the ticket,
 //!    not the slot), so its owner word keeps naming the claimant. Every
@@ -422,6 +439,116 @@ impl<'a> Ring<'a> {
             }
             return Err(ClaimError::Unavailable);
         }
+    }
+
+    /// Claims the message at `head` if it is published, as the first of a
+    /// run: the caller then holds the slot at `head`, so `head` is its alone
+    /// to move (invariant 2); it claims more of the run with
+    /// [`try_claim_next`](Self::try_claim_next) and ends it with
+    /// [`release_run`](Self::release_run).
+    ///
+    /// `announce(t)` is called before the claiming CAS (which releases what
+    /// it stored, as in `try_claim_recv`). `None` if the slot at `head` is
+    /// anything but published (nothing sent, being written, held by
+    /// another receiver, read out of order, being moved) or another
+    /// receiver won it: [`try_claim_recv`](Self::try_claim_recv) deals with
+    /// each of those.
+    #[inline]
+    pub fn try_claim_head(&self, announce: impl FnOnce(u64)) -> Option<u64> {
+        let h = self.head.load(Ordering::Relaxed);
+        if h & FLAGS != 0 {
+            return None; // `try_claim_recv` reports it
+        }
+        self.try_claim_next(h, announce).then_some(h)
+    }
+
+    /// Claims the message of ticket `t` if it is published (PUBLISHED ->
+    /// HELD): the next of a run begun by
+    /// [`try_claim_head`](Self::try_claim_head) at `t - 1`'s run. False if
+    /// the slot is anything else or another receiver won it; the run ends
+    /// there. `announce` as in `try_claim_head`.
+    #[inline]
+    pub fn try_claim_next(&self, t: u64, announce: impl FnOnce(u64)) -> bool {
+        let slot = self.slot(t);
+        // SYNC POINT. Acquire: pairs with the Release in `publish`.
+        if slot.seq.load(Ordering::Acquire) != t + 1 {
+            return false;
+        }
+        announce(t);
+        // Acquire: pairs with `publish`, as the load. Release: a recoverer
+        // that sees HELD (Acquire) also sees the announcement.
+        slot.seq
+            .compare_exchange(t + 1, (t + 1) | HELD, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Ends a run `first..first + n` (`n` in `1..=capacity`), every slot of
+    /// it claimed since [`try_claim_head`](Self::try_claim_head) returned
+    /// `first`: moves `head` past the run with one CAS, then frees each
+    /// slot for the next lap, then advances. Err if a slot was not held
+    /// any more (a recoverer took it back, or the segment was scribbled
+    /// on); `head` stops short of it, and the slots after it that are
+    /// still ours are released one by one, as out of order.
+    #[inline]
+    pub fn release_run(&self, first: u64, n: u64) -> Result<(), Fenced> {
+        debug_assert!((1..=self.capacity()).contains(&n));
+        // Only past slots still ours (lines we hold: the loads are cheap).
+        // A slot taken back (a receiver frozen past the unblock timeout
+        // before it signed, see `recovery`) may be a message again, which
+        // `head` must not pass.
+        let held = (first..first + n)
+            .take_while(|&t| self.slot(t).seq.load(Ordering::Relaxed) == (t + 1) | HELD)
+            .count() as u64;
+        if held < n {
+            // Reported as Fenced whatever the releases below say.
+            if held > 0 {
+                let _ = self.release_run(first, held);
+            }
+            for t in first + held + 1..first + n {
+                if self.slot(t).seq.load(Ordering::Relaxed) == (t + 1) | HELD {
+                    let _ = self.release(t);
+                }
+            }
+            return Err(Fenced);
+        }
+        // Invariant 2: we hold the slot at `head` and the run behind it, so
+        // this CAS fails only on a corrupt segment. AcqRel, invariant 5, as
+        // in `release`: `advance_from` below sees a mark on `first + n`.
+        if self
+            .head
+            .compare_exchange(first, first + n, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // Not ours to move after all: the general release, slot by
+            // slot, does what the state allows.
+            let mut r = Ok(());
+            for t in first..first + n {
+                if self.release(t).is_err() {
+                    r = Err(Fenced);
+                }
+            }
+            return r;
+        }
+        // A receiver that dies here leaves its run held behind `head`;
+        // recovery frees it (`finish_release`, invariant 7).
+        #[cfg(not(loom))]
+        crate::fault::point("in-release");
+        let mut r = Ok(());
+        for t in first..first + n {
+            let slot = self.slot(t);
+            // A checked store, as in `release`: nobody else writes a slot a
+            // live receiver holds.
+            if slot.seq.load(Ordering::Relaxed) == (t + 1) | HELD {
+                // SYNC POINT. Release: pairs with the producer's Acquire
+                // load in `try_claim_send_many`; our reads happen before
+                // its writes.
+                slot.seq.store(t + self.capacity(), Ordering::Release);
+            } else {
+                r = Err(Fenced);
+            }
+        }
+        self.advance_from(first + n);
+        r
     }
 
     /// Ends the claim on `t` (held by `try_claim_recv`): the slot becomes

@@ -68,11 +68,49 @@ impl Ring<'_> {
     /// Frees the slot of ticket `t` for a receiver that died between
     /// moving `head` past it and freeing it (see `release`): HELD behind
     /// `head` -> FREE for the next lap. Its message was read; it is not
-    /// offered again.
-    pub fn finish_release(&self, t: u64) -> Result<(), Fenced> {
-        if t >= self.head.load(Ordering::Relaxed) || t & FLAGS != 0 {
+    /// offered again. With it, the slots around it that are held behind
+    /// `head` too and `same_holder` says are the same receiver's (its
+    /// owner words): a receiver ending a run (`release_run`) moves `head`
+    /// past the whole run before it frees any of it (invariant 7).
+    /// Returns how many slots it freed; Err if `t`'s was not held behind
+    /// `head`.
+    pub fn finish_release(
+        &self,
+        t: u64,
+        mut same_holder: impl FnMut(u64) -> bool,
+    ) -> Result<u64, Fenced> {
+        let head = self.head.load(Ordering::Relaxed);
+        if t >= head || (t | head) & FLAGS != 0 {
             return Err(Fenced);
         }
+        self.free_behind_head(t)?;
+        let mut freed = 1;
+        // The rest of the run, both ways, within one lap of `t` and behind
+        // `head` (a held slot at or past `head` is a message being read).
+        let lap = self.capacity();
+        let mut u = t;
+        while u > 0 && t - u + 1 < lap {
+            u -= 1;
+            if self.seq(u) != (u + 1) | HELD || !same_holder(u) || self.free_behind_head(u).is_err()
+            {
+                break;
+            }
+            freed += 1;
+        }
+        let mut u = t + 1;
+        while u < head && u - t < lap {
+            if self.seq(u) != (u + 1) | HELD || !same_holder(u) || self.free_behind_head(u).is_err()
+            {
+                break;
+            }
+            freed += 1;
+            u += 1;
+        }
+        Ok(freed)
+    }
+
+    /// HELD(t) -> FREE(t + capacity), for a slot behind `head`.
+    fn free_behind_head(&self, t: u64) -> Result<(), Fenced> {
         // Release, as in `release`: pairs with the producer's Acquire load
         // in `try_claim_send_many`; the holder's reads (what it did of
         // them) come before the next producer's writes.
