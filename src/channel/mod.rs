@@ -383,8 +383,11 @@ pub trait Channel {
     // --------------------------------------------------------- receive ---
 
     /// Receives up to `max` messages that are waiting right now, in order,
-    /// handing each to `f` in place and ending its hold after `f` returns;
-    /// returns how many (0 when none waits: not an error).
+    /// handing each to `f` in place; returns how many (0 when none waits:
+    /// not an error). Every hold has ended when it returns: a queue or a
+    /// pipe frees a run of messages together after `f` has seen its last
+    /// (runs of up to 32 on a queue), so a receiver that dies inside the
+    /// call has the run it held offered again, as any message it held.
     fn try_recv_batch<F>(&self, max: usize, f: F) -> Result<usize, TryRecvError>
     where
         F: FnMut(&Header, &[u8]),
