@@ -530,12 +530,16 @@ class Pool:
 
     def worker_pids(self):
         """The pids of the worker processes now."""
-        return self._core.worker_pids()
+        # Under the pool's lock, as every call on the core: a thread
+        # driving the pool holds it for one slice of a wait at most.
+        with self._lock:
+            return self._core.worker_pids()
 
     def stats(self):
         """The Rust pool's counters (submitted, succeeded, failed, retried,
         restarted, duplicates), in tasks (chunks)."""
-        return self._core.stats()
+        with self._lock:
+            return self._core.stats()
 
     def close(self):
         """No more tasks; ``join()`` then waits for those submitted."""

@@ -297,3 +297,40 @@ def test_imap_after_terminate_raises_instead_of_hanging():
     with pytest.raises(mulproc.WorkerLost, match="terminated"):
         list(it)
     pool.join()
+
+
+def test_stats_and_worker_pids_while_another_thread_drives_the_pool():
+    # A pending future keeps the pool's result thread inside the core's
+    # blocking take; stats() and worker_pids() wait for its slice instead
+    # of failing, and so do they from a thread while the caller iterates.
+    import threading
+
+    with mulproc.Pool(2) as pool:
+        slow = pool.submit(pool_sleep, 0.5)
+        for _ in range(20):
+            assert pool.stats()["submitted"] >= 1
+            assert len(pool.worker_pids()) == 2
+            time.sleep(0.01)
+        errors = []
+
+        def watch(stop):
+            while not stop.is_set():
+                try:
+                    pool.stats()
+                    pool.worker_pids()
+                except Exception as e:  # noqa: BLE001 (reported below)
+                    errors.append(e)
+                    return
+
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch, args=(stop,))
+        watcher.start()
+        try:
+            assert sorted(pool.imap_unordered(pool_square, range(2000), chunksize=1)) == [
+                x * x for x in range(2000)
+            ]
+        finally:
+            stop.set()
+            watcher.join(30)
+        assert errors == []
+        assert slow.result(timeout=30) == 0.5
