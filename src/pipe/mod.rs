@@ -172,24 +172,12 @@ impl Pipe {
         // A previous holder of this end may have died anywhere: the
         // sending side continues after whatever it published, the
         // receiving side after whatever it freed (see `spsc`).
-        let tx = Sender::resume(
-            Direction {
-                seg: &seg,
-                dir: send_dir,
-            },
-            sent,
-            sent_head,
-        );
-        let rx = Receiver::resume(
-            Direction {
-                seg: &seg,
-                dir: recv_dir,
-            },
-            recv_head,
-        )
-        .map_err(|source| SetupError::Corrupt {
-            name: seg.name().to_owned(),
-            source,
+        let tx = Sender::resume(Direction::of(&seg, send_dir), sent, sent_head);
+        let rx = Receiver::resume(Direction::of(&seg, recv_dir), recv_head).map_err(|source| {
+            SetupError::Corrupt {
+                name: seg.name().to_owned(),
+                source,
+            }
         })?;
         Ok(Pipe {
             geo: seg.geometry(),
@@ -323,19 +311,13 @@ impl Pipe {
     /// The direction this end sends on.
     #[inline]
     fn sending(&self) -> Direction<'_> {
-        Direction {
-            seg: &self.seg,
-            dir: self.send_dir(),
-        }
+        Direction::of(&self.seg, self.send_dir())
     }
 
     /// The direction this end receives on.
     #[inline]
     fn receiving(&self) -> Direction<'_> {
-        Direction {
-            seg: &self.seg,
-            dir: self.recv_dir(),
-        }
+        Direction::of(&self.seg, self.recv_dir())
     }
 
     /// Messages waiting for this end to receive, and those it holds (a
