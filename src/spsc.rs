@@ -193,6 +193,15 @@ pub struct Direction<'a> {
     _slots: PhantomData<&'a PipeSlotHeader>,
 }
 
+// SAFETY: a `Direction` is a view of memory that both ends (in any
+// threads or processes) access at once by design, through atomics and the
+// protocol's ownership of slots, exactly as a shared `&PipeSegment` (which
+// it replaces) is; the raw slot pointer is what makes it neither by
+// default.
+unsafe impl Send for Direction<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Direction<'_> {}
+
 impl<'a> Direction<'a> {
     /// Direction `dir` (0 or 1) of the pipe on `seg`.
     #[cfg(not(loom))]
@@ -209,6 +218,24 @@ impl<'a> Direction<'a> {
             capacity: geo.capacity,
             _slots: PhantomData,
         }
+    }
+
+    /// [`Direction::of`], not tied to the borrow of `seg`: for the pipe
+    /// handle that owns the segment to keep, so it builds it once instead
+    /// of on every call.
+    ///
+    /// # Safety
+    ///
+    /// The direction must not be used after `seg`'s mapping is unmapped
+    /// (it points into the mapping, not into `seg`, so moving `seg` is
+    /// fine).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) unsafe fn detached(seg: &PipeSegment, dir: usize) -> Direction<'static> {
+        let d = Direction::of(seg, dir);
+        // SAFETY: only the lifetime changes; the caller keeps the mapping
+        // every reference and pointer of `d` points into alive.
+        unsafe { std::mem::transmute::<Direction<'_>, Direction<'static>>(d) }
     }
 
     /// A direction over heap memory: `slots.len()` (a power of two, at

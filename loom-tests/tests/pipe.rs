@@ -196,7 +196,7 @@ fn header(v: u64) -> Header {
     }
 }
 
-/// Capacity 2, four messages streamed while received: the ring wraps
+/// Capacity 2, five messages streamed while received: the ring wraps
 /// around twice, `head` is published as the receiver goes and the sender
 /// falls back on the freed marks when it finds it stale. Every message
 /// sent is received once, in order, intact.
@@ -208,9 +208,9 @@ fn stream_wraps_around() {
         let rx = m.receiver();
         let sender = {
             let m = m.clone();
-            thread::spawn(move || m.send_each(&tx, 1..=4, 3))
+            thread::spawn(move || m.send_each(&tx, 1..=5, 3))
         };
-        let mut got = m.recv_n(&rx, 4, 3);
+        let mut got = m.recv_n(&rx, 5, 3);
         let sent = sender.join().unwrap();
         got.extend(m.drain(&rx));
         assert_eq!(got, sent);

@@ -67,6 +67,7 @@ pub struct PipeSlotHeader {
 impl PipeSlotHeader {
     /// A slot as the zeroed file leaves it (heap models).
     #[cfg(loom)]
+    #[allow(clippy::new_without_default)] // as `SlotHeader::new`: models only
     pub fn new() -> PipeSlotHeader {
         PipeSlotHeader {
             seq: AtomicU64::new(0),
