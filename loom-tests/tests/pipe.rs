@@ -125,8 +125,15 @@ impl Model {
     /// Takes the oldest message not taken yet, checks it and returns its
     /// ticket and value, without freeing it.
     fn take(&self, rx: &Receiver) -> Option<(u64, u64)> {
+        self.take_where(rx, |_| true)
+    }
+
+    /// [`take`](Self::take) of the oldest message `accept` accepts.
+    fn take_where(&self, rx: &Receiver, accept: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
         let taken = rx
-            .claim(self.dir(), 0, |_, _, len| len == 0)
+            .claim(self.dir(), 0, |h, _, len| {
+                len == 0 && accept(u64::from(h.sender))
+            })
             .expect("an honest message")?;
         // SAFETY: we hold ticket `taken.ticket`'s slot (loom checks it).
         let v = self.cell(taken.ticket).with(|p| unsafe { *p });
@@ -140,7 +147,13 @@ impl Model {
 
     /// Takes and frees the oldest message, if any.
     fn try_recv(&self, rx: &Receiver) -> Option<u64> {
-        let (t, v) = self.take(rx)?;
+        self.try_recv_where(rx, |_| true)
+    }
+
+    /// Takes and frees the oldest message whose header's value `accept`
+    /// accepts (a selective receive: the ones before it stay), if any.
+    fn try_recv_where(&self, rx: &Receiver, accept: impl Fn(u64) -> bool) -> Option<u64> {
+        let (t, v) = self.take_where(rx, accept)?;
         rx.release(self.dir(), t).expect("an honest release");
         Some(v)
     }
@@ -271,6 +284,37 @@ fn held_out_of_order() {
         let sent = sender.join().unwrap();
         got.extend(m.drain(&rx));
         assert_eq!(got, [1, 2].into_iter().chain(sent).collect::<Vec<_>>());
+    });
+}
+
+/// Capacity 4, full: a selective receive passes over the odd messages and
+/// takes and frees the even ones behind them (marked freed, `head` stays),
+/// then the passed-over ones are received, while the sender waits for the
+/// first slot to be freed and streams two more. The slots freed out of
+/// order are not rewritten before the ones ahead of them.
+#[test]
+fn selective_pass_over() {
+    loom::model(|| {
+        let m = Model::new(4);
+        let tx = m.sender();
+        let rx = m.receiver();
+        assert_eq!(m.send_each(&tx, 1..=4, 1), [1, 2, 3, 4]);
+        let sender = {
+            let m = m.clone();
+            thread::spawn(move || m.send_each(&tx, [5, 6], 3))
+        };
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.extend(m.try_recv_where(&rx, |v| v % 2 == 0));
+        }
+        assert_eq!(got, [2, 4]);
+        got.extend(m.recv_n(&rx, 4, 2));
+        let sent = sender.join().unwrap();
+        got.extend(m.drain(&rx));
+        assert_eq!(
+            got,
+            [2, 4, 1, 3].into_iter().chain(sent).collect::<Vec<_>>()
+        );
     });
 }
 
