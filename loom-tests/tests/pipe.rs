@@ -255,6 +255,29 @@ fn lazy_head_freed_mark() {
     });
 }
 
+/// Capacity 8 (`head` published every 2 frees), six messages waiting:
+/// the receiver takes four while the sender sends four more, the last two
+/// wrapping around onto slots 0 and 1, whose frees the stored `head` may
+/// or may not show yet.
+#[test]
+fn lazy_head_stream() {
+    loom::model(|| {
+        let m = Model::new(8);
+        let tx = m.sender();
+        let rx = m.receiver();
+        assert_eq!(m.send_each(&tx, 1..=6, 1), (1..=6).collect::<Vec<_>>());
+        let sender = {
+            let m = m.clone();
+            thread::spawn(move || m.send_each(&tx, 7..=10, 2))
+        };
+        let mut got = m.recv_n(&rx, 4, 1);
+        assert_eq!(got, [1, 2, 3, 4]);
+        let sent = sender.join().unwrap();
+        got.extend(m.drain(&rx));
+        assert_eq!(got, (1..=6).chain(sent).collect::<Vec<_>>());
+    });
+}
+
 /// Capacity 2, full: the receiver holds both messages and frees the second
 /// first, then the first, while the sender sends two more. The sender
 /// writes in ticket order, so the marked second slot stays unwritten until
