@@ -77,7 +77,6 @@ mod queue;
 mod recovery;
 #[cfg(not(loom))]
 mod segment;
-#[cfg(not(loom))]
 mod spsc;
 #[cfg(all(feature = "serde", not(loom)))]
 mod typed;
@@ -116,12 +115,16 @@ pub mod __layout {
     pub use crate::ring::{HELD, QUARANTINED, TAKEN};
 }
 
-/// The ring and the wait protocol over heap memory, for the loom model
-/// checks in `loom-tests/`. Not part of the API.
+/// The ring, the pipe's single-producer single-consumer protocol and the
+/// wait protocol over heap memory, for the loom model checks in
+/// `loom-tests/`. Not part of the API.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::layout::SlotHeader;
+    pub use crate::layout::{PipeSlotHeader, SlotHeader};
     pub use crate::ring::{ClaimError, ClaimEvent, Fenced, Ring};
-    pub use crate::wait::{EventCount, Wake};
+    pub use crate::spsc::{
+        publish_every, Direction, Receiver, Sender, Taken, HOLD_WINDOW as PIPE_HOLD_WINDOW,
+    };
+    pub use crate::wait::{Claimed, EventCount, Wake};
 }

@@ -94,13 +94,15 @@
 //!   rewrites them.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 
 use crate::error::{CorruptError, CorruptKind};
-use crate::layout::{PipeSlotHeader, PIPE_SLOT_HEADER_SIZE};
+use crate::layout::PipeSlotHeader;
 use crate::message::Header;
+#[cfg(not(loom))]
 use crate::segment::PipeSegment;
-use crate::sync::Ordering;
-use crate::wait::{Claimed, Wake};
+use crate::sync::{AtomicU64, Ordering};
+use crate::wait::{Claimed, EventCount, Wake};
 
 /// How many messages one pipe end may hold at once (see the module docs).
 pub const HOLD_WINDOW: u64 = 64;
@@ -109,12 +111,17 @@ pub const HOLD_WINDOW: u64 = 64;
 /// for the receiver to store `head` when it finds no room right after a
 /// claim that found some (see "Chasing" in the module docs): 6-8 µs here,
 /// ended by the store, which comes every [`publish_every`] messages.
+/// Under loom each spin is a step of every explored run, so a few stand
+/// for them (the wait ends on the same store either way).
+#[cfg(not(loom))]
 const CHASE_PAUSE: u32 = 256;
+#[cfg(loom)]
+const CHASE_PAUSE: u32 = 2;
 
 /// How far the receiver's local `head` may run ahead of the published one
 /// before it is stored: a quarter of the ring, at most 32.
 #[inline]
-pub(crate) fn publish_every(capacity: u64) -> u64 {
+pub fn publish_every(capacity: u64) -> u64 {
     (capacity / 4).clamp(1, 32)
 }
 
@@ -163,17 +170,101 @@ fn free_word(t: u64, capacity: u64) -> u64 {
     }
 }
 
-/// One direction (`dir`, 0 or 1) of the pipe on `seg`.
-#[derive(Clone, Copy)]
-pub(crate) struct Direction<'a> {
-    pub(crate) seg: &'a PipeSegment,
-    pub(crate) dir: usize,
+/// Where a slot's payload starts: right after its header (32 bytes in a
+/// segment; under loom, the model types' size, with no payload bytes).
+const PAYLOAD_OFFSET: usize = std::mem::size_of::<PipeSlotHeader>();
+
+/// One direction of a pipe, as plain references: its `head` and `tail`,
+/// its two event counts, and its slots (`capacity` of them, `stride`
+/// bytes apart, each a [`PipeSlotHeader`] then its payload). Built over a
+/// segment by [`Direction::of`], or over heap memory (loom models) by
+/// `Direction::new`.
+#[derive(Clone, Copy, Debug)]
+pub struct Direction<'a> {
+    head: &'a AtomicU64,
+    tail: &'a AtomicU64,
+    not_empty: &'a EventCount,
+    not_full: &'a EventCount,
+    /// Start of slot 0, valid for `capacity * stride` bytes for `'a`.
+    slots: *mut u8,
+    stride: u32,
+    /// A power of two, at least 2.
+    capacity: u32,
+    _slots: PhantomData<&'a PipeSlotHeader>,
 }
 
-impl Direction<'_> {
+// SAFETY: a `Direction` is a view of memory that both ends (in any
+// threads or processes) access at once by design, through atomics and the
+// protocol's ownership of slots, exactly as a shared `&PipeSegment` (which
+// it replaces) is; the raw slot pointer is what makes it neither by
+// default.
+unsafe impl Send for Direction<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Direction<'_> {}
+
+impl<'a> Direction<'a> {
+    /// Direction `dir` (0 or 1) of the pipe on `seg`.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn of(seg: &'a PipeSegment, dir: usize) -> Direction<'a> {
+        let geo = seg.geometry();
+        Direction {
+            head: seg.head(dir),
+            tail: seg.tail(dir),
+            not_empty: seg.not_empty(dir),
+            not_full: seg.not_full(dir),
+            slots: seg.slot_ptr(dir, 0),
+            stride: geo.stride,
+            capacity: geo.capacity,
+            _slots: PhantomData,
+        }
+    }
+
+    /// [`Direction::of`], not tied to the borrow of `seg`: for the pipe
+    /// handle that owns the segment to keep, so it builds it once instead
+    /// of on every call.
+    ///
+    /// # Safety
+    ///
+    /// The direction must not be used after `seg`'s mapping is unmapped
+    /// (it points into the mapping, not into `seg`, so moving `seg` is
+    /// fine).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) unsafe fn detached(seg: &PipeSegment, dir: usize) -> Direction<'static> {
+        let d = Direction::of(seg, dir);
+        // SAFETY: only the lifetime changes; the caller keeps the mapping
+        // every reference and pointer of `d` points into alive.
+        unsafe { std::mem::transmute::<Direction<'_>, Direction<'static>>(d) }
+    }
+
+    /// A direction over heap memory: `slots.len()` (a power of two, at
+    /// least 2) slots with no payload bytes, for the loom models.
+    #[cfg(loom)]
+    pub fn new(
+        head: &'a AtomicU64,
+        tail: &'a AtomicU64,
+        slots: &'a [PipeSlotHeader],
+        not_empty: &'a EventCount,
+        not_full: &'a EventCount,
+    ) -> Direction<'a> {
+        assert!(slots.len() >= 2 && slots.len().is_power_of_two());
+        Direction {
+            head,
+            tail,
+            not_empty,
+            not_full,
+            // Only ever read through (the headers are atomics).
+            slots: slots.as_ptr().cast_mut().cast(),
+            stride: PAYLOAD_OFFSET as u32,
+            capacity: slots.len() as u32,
+            _slots: PhantomData,
+        }
+    }
+
     #[inline]
     fn capacity(&self) -> u64 {
-        u64::from(self.seg.geometry().capacity)
+        u64::from(self.capacity)
     }
 
     #[inline]
@@ -181,10 +272,29 @@ impl Direction<'_> {
         (t & (self.capacity() - 1)) as usize
     }
 
+    /// Start of slot `idx` (below the capacity): header, then payload.
+    #[inline]
+    fn slot_ptr(&self, idx: usize) -> *mut u8 {
+        debug_assert!(idx < self.capacity as usize);
+        self.slots.wrapping_add(idx * self.stride as usize)
+    }
+
+    /// Start of slot `idx`'s payload area.
+    #[inline]
+    fn payload(&self, idx: usize) -> *mut u8 {
+        self.slot_ptr(idx).wrapping_add(PAYLOAD_OFFSET)
+    }
+
     /// The header of the slot of ticket `t`.
     #[inline]
-    fn slot(&self, t: u64) -> &PipeSlotHeader {
-        self.seg.slot(self.dir, self.index(t))
+    fn slot(&self, t: u64) -> &'a PipeSlotHeader {
+        // SAFETY: `index(t) < capacity`, so the slot lies inside the
+        // `capacity * stride` bytes valid for `'a` (`of`: the segment's
+        // validated layout; `new`: the slice, `stride` its element size);
+        // it starts aligned for `PipeSlotHeader` (segment slots are
+        // 64-aligned; slice elements are aligned), which is all atomics,
+        // valid for any bits.
+        unsafe { &*self.slot_ptr(self.index(t)).cast::<PipeSlotHeader>() }
     }
 
     /// The state of ticket `t` (Acquire: pairs with the Release store of
@@ -195,9 +305,29 @@ impl Direction<'_> {
     }
 }
 
+/// Copies a message's bytes into its slot (`copy::copy_bytes`; under loom,
+/// where the models carry payloads in their own cells, a plain copy).
+///
+/// # Safety
+///
+/// As [`std::ptr::copy_nonoverlapping`].
+#[inline]
+unsafe fn copy_payload(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller's contract.
+    #[cfg(not(loom))]
+    unsafe {
+        crate::copy::copy_bytes(src, dst, n)
+    };
+    // SAFETY: the caller's contract.
+    #[cfg(loom)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(src, dst, n)
+    };
+}
+
 /// The sending side's local state of its direction.
 #[derive(Debug)]
-pub(crate) struct Sender {
+pub struct Sender {
     /// Next ticket to send (the direction's tail).
     next: Cell<u64>,
     /// Tickets below this are known free (at least `next`).
@@ -212,7 +342,7 @@ impl Sender {
     /// have died at any point: it continues after every ticket published
     /// or freed from `max(tail, head)` on, and unpublishes the tickets its
     /// predecessor published past the first gap (module docs).
-    pub(crate) fn resume(d: Direction<'_>, tail: u64, head: u64) -> Sender {
+    pub fn resume(d: Direction<'_>, tail: u64, head: u64) -> Sender {
         let cap = d.capacity();
         let mut next = tail.max(head);
         for _ in 0..cap {
@@ -243,7 +373,7 @@ impl Sender {
 
     /// Claims the next send ticket if the direction has room.
     #[inline]
-    pub(crate) fn claim(&self, d: Direction<'_>) -> Claimed {
+    pub fn claim(&self, d: Direction<'_>) -> Claimed {
         match self.claim_many(d, 1) {
             Ok((t, _)) => Claimed::Slot(t),
             Err(c) => c,
@@ -254,7 +384,7 @@ impl Sender {
     /// and how many. Looks at `head` only if `limit` leaves fewer than
     /// `max`, and at the slots' own words only if `head` does too.
     #[inline]
-    pub(crate) fn claim_many(&self, d: Direction<'_>, max: u64) -> Result<(u64, u64), Claimed> {
+    pub fn claim_many(&self, d: Direction<'_>, max: u64) -> Result<(u64, u64), Claimed> {
         let t = self.next.get();
         let max = max.clamp(1, d.capacity());
         let free = self.limit.get() - t;
@@ -271,7 +401,7 @@ impl Sender {
         let cap = d.capacity();
         let load_head = || {
             // Acquire: pairs with the receiver's Release store of `head`.
-            let head = d.seg.head(d.dir).load(Ordering::Acquire);
+            let head = d.head.load(Ordering::Acquire);
             if head > t {
                 Err(Claimed::Corrupt)
             } else {
@@ -287,7 +417,7 @@ impl Sender {
             // rather than take its slots one by one (see "Chasing").
             for _ in 0..CHASE_PAUSE {
                 crate::sync::spin_hint();
-                if d.seg.head(d.dir).load(Ordering::Relaxed) != head {
+                if d.head.load(Ordering::Relaxed) != head {
                     break;
                 }
             }
@@ -318,7 +448,7 @@ impl Sender {
     /// Writes and publishes the message of claimed ticket `t`, and wakes
     /// the receiver. `data.len()` must be at most max payload.
     #[inline]
-    pub(crate) fn publish(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
+    pub fn publish(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
         self.write(d, t, header, data);
         self.publish_run(d, t, 1);
     }
@@ -326,23 +456,16 @@ impl Sender {
     /// Writes the header and payload of claimed ticket `t`, unpublished.
     /// `data.len()` must be at most max payload.
     #[inline]
-    pub(crate) fn write(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
+    pub fn write(&self, d: Direction<'_>, t: u64, header: &Header, data: &[u8]) {
         debug_assert!(t.wrapping_sub(self.next.get()) < d.capacity());
         let idx = d.index(t);
-        let slot = d.seg.slot(d.dir, idx);
-        slot.header.write(header, data.len() as u32);
+        d.slot(t).header.write(header, data.len() as u32);
         // SAFETY: ticket `t` is ours (its slot's word said free, or `head`
         // is past the ticket before it on the ring, checked in `claim`), so
         // nobody reads this payload until we publish; `data.len() <=
         // max_payload`, and the payload area is `stride - 32 >=
         // max_payload` bytes inside the mapping.
-        unsafe {
-            crate::copy::copy_bytes(
-                data.as_ptr(),
-                d.seg.slot_ptr(d.dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                data.len(),
-            );
-        }
+        unsafe { copy_payload(data.as_ptr(), d.payload(idx), data.len()) };
     }
 
     /// Publishes the `n` written tickets from `first` (the next ones to
@@ -350,31 +473,35 @@ impl Sender {
     /// at the first unpublished ticket, so it sees the run together, in
     /// order, and while the run is written polls only its first line.
     #[inline]
-    pub(crate) fn publish_run(&self, d: Direction<'_>, first: u64, n: u64) {
+    pub fn publish_run(&self, d: Direction<'_>, first: u64, n: u64) {
         debug_assert!(first == self.next.get() && n >= 1);
         for t in (first..first + n).rev() {
             // SYNC POINT. Release: pairs with the receiver's Acquire load
             // of `seq`; header and payload are visible to it.
             d.slot(t).seq.store(t + 1, Ordering::Release);
         }
-        d.seg.tail(d.dir).store(first + n, Ordering::Relaxed);
+        d.tail.store(first + n, Ordering::Relaxed);
         self.next.set(first + n);
-        d.seg.not_empty(d.dir).notify(Wake::One);
+        d.not_empty.notify(Wake::One);
     }
 }
 
 /// A message the receiver took: ticket, header, and its payload in place.
-pub(crate) struct Taken {
-    pub(crate) ticket: u64,
-    pub(crate) header: Header,
+#[derive(Debug)]
+pub struct Taken {
+    /// The message's ticket.
+    pub ticket: u64,
+    /// Its header.
+    pub header: Header,
     /// `len` bytes inside the slot's payload area (`len <= max_payload`).
-    pub(crate) data: *const u8,
-    pub(crate) len: usize,
+    pub data: *const u8,
+    /// The payload's length.
+    pub len: usize,
 }
 
 /// The receiving side's local state of its direction.
 #[derive(Debug)]
-pub(crate) struct Receiver {
+pub struct Receiver {
     /// Oldest ticket not yet freed: the direction's `head`.
     head: Cell<u64>,
     /// `head` as this side (its only writer) last stored it.
@@ -392,7 +519,7 @@ impl Receiver {
     /// it passes the tickets marked freed, and counts those marked freed
     /// in the window past the first that is not as taken and freed
     /// (module docs). `Err` if the words say no honest run left them.
-    pub(crate) fn resume(d: Direction<'_>, head: u64) -> Result<Receiver, CorruptError> {
+    pub fn resume(d: Direction<'_>, head: u64) -> Result<Receiver, CorruptError> {
         let cap = d.capacity();
         // The published `head` is behind the true one by less than
         // `publish_every` plus what one free moves it by (`HOLD_WINDOW`):
@@ -426,19 +553,19 @@ impl Receiver {
 
     /// The oldest ticket not yet freed.
     #[inline]
-    pub(crate) fn head(&self) -> u64 {
+    pub fn head(&self) -> u64 {
         self.head.get()
     }
 
     /// Stores `head` if it moved since it was last stored.
     #[inline]
-    pub(crate) fn publish(&self, d: Direction<'_>) {
+    pub fn publish(&self, d: Direction<'_>) {
         let head = self.head.get();
         if head != self.published.get() {
             self.published.set(head);
             // SYNC POINT. Release: pairs with the sender's Acquire load of
             // `head`; our reads of the slots before it are done.
-            d.seg.head(d.dir).store(head, Ordering::Release);
+            d.head.store(head, Ordering::Release);
         }
     }
 
@@ -466,7 +593,7 @@ impl Receiver {
     /// and the payload in place (`len <= max` bytes at the pointer). A
     /// message longer than `max` is freed and reported, so the pipe goes on.
     /// Finding none publishes `head`.
-    pub(crate) fn claim(
+    pub fn claim(
         &self,
         d: Direction<'_>,
         max: u32,
@@ -483,7 +610,7 @@ impl Receiver {
             }
             let t = head + i;
             let idx = d.index(t);
-            let slot: &PipeSlotHeader = d.seg.slot(d.dir, idx);
+            let slot: &PipeSlotHeader = d.slot(t);
             // SYNC POINT. Acquire: pairs with the sender's Release store.
             // The sender publishes in ticket order: nothing past the first
             // unpublished ticket is published either.
@@ -497,10 +624,7 @@ impl Receiver {
                 let _ = self.release(d, t);
                 return Err(CorruptKind::Length { len, max }.into());
             }
-            let data = d
-                .seg
-                .slot_ptr(d.dir, idx)
-                .wrapping_add(PIPE_SLOT_HEADER_SIZE);
+            let data = d.payload(idx);
             if accept(&header, data, len as usize) {
                 self.taken.set(taken | 1 << i);
                 return Ok(Some(Taken {
@@ -526,7 +650,7 @@ impl Receiver {
     ///
     /// Each message counts as taken while `f` looks at it, so a receive
     /// that `f` itself makes on this end passes it by (and ends the run).
-    pub(crate) fn take_run(
+    pub fn take_run(
         &self,
         d: Direction<'_>,
         max_len: u32,
@@ -543,7 +667,7 @@ impl Receiver {
         while n < max {
             let t = head + n;
             let idx = d.index(t);
-            let slot: &PipeSlotHeader = d.seg.slot(d.dir, idx);
+            let slot: &PipeSlotHeader = d.slot(t);
             // SYNC POINT. Acquire: pairs with the sender's Release store.
             if slot.seq.load(Ordering::Acquire) != t + 1 {
                 break;
@@ -562,12 +686,7 @@ impl Receiver {
             // the slot before we mark it freed, which happens only below,
             // after `f`; `len <= max_payload` keeps the bytes inside the
             // slot's payload area.
-            let data = unsafe {
-                std::slice::from_raw_parts(
-                    d.seg.slot_ptr(d.dir, idx).add(PIPE_SLOT_HEADER_SIZE),
-                    len as usize,
-                )
-            };
+            let data = unsafe { std::slice::from_raw_parts(d.payload(idx), len as usize) };
             f(&header, data);
             if self.taken.get() != mine || self.freed.get() != 0 {
                 break; // `f` received on this end: go on message by message
@@ -584,7 +703,7 @@ impl Receiver {
             self.taken.set(shift(self.taken.get()));
             self.head.set(head + u64::from(k));
             self.publish(d);
-            d.seg.not_full(d.dir).notify(Wake::One);
+            d.not_full.notify(Wake::One);
         } else {
             self.publish(d);
         }
@@ -596,7 +715,7 @@ impl Receiver {
 
     /// Frees ticket `t`, one this side took: marks it freed, moves `head`
     /// over the freed prefix, and wakes the sender.
-    pub(crate) fn release(&self, d: Direction<'_>, t: u64) -> Result<(), CorruptError> {
+    pub fn release(&self, d: Direction<'_>, t: u64) -> Result<(), CorruptError> {
         let head = self.head.get();
         let i = t.wrapping_sub(head);
         debug_assert!(i < HOLD_WINDOW && self.taken.get() & (1 << i) != 0);
@@ -612,7 +731,7 @@ impl Receiver {
             self.taken.set(shift(self.taken.get()));
             self.advance(d, head + u64::from(n));
         }
-        d.seg.not_full(d.dir).notify(Wake::One);
+        d.not_full.notify(Wake::One);
         Ok(())
     }
 }

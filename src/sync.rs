@@ -1,8 +1,8 @@
 //! The one place atomics come from.
 //!
-//! Under `cfg(loom)` the ring and the wait protocol run over loom's model
-//! types, so the code the model checker explores is the code that runs over
-//! shared memory. Nothing else in the crate names `core::sync::atomic`.
+//! Under `cfg(loom)` the ring, the pipe's `spsc` protocol and the wait
+//! protocol run over loom's model types, so the code the model checker
+//! explores is the code that runs over shared memory. Nothing else in the crate names `core::sync::atomic`.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -1,4 +1,5 @@
-//! loom model checks of mulproc's ring and wait/notify protocol.
+//! loom model checks of mulproc's ring, its pipe's single-producer
+//! single-consumer protocol (`spsc`) and its wait/notify protocol.
 //!
 //! The tests live in `tests/` and compile only with `RUSTFLAGS="--cfg loom"`:
 //!
@@ -7,6 +8,7 @@
 //!     cargo test --release -p mulproc-loom-tests
 //! ```
 //!
-//! They run the crate's own `Ring` and `EventCount` (the same source that
-//! runs over shared memory) over heap memory, with loom's atomics swapped in
-//! by the crate's private `sync` shim.
+//! They run the crate's own `Ring`, `spsc::{Sender, Receiver}` and
+//! `EventCount` (the same source that runs over shared memory) over heap
+//! memory, with loom's atomics swapped in by the crate's private `sync`
+//! shim.

@@ -44,7 +44,8 @@ use memoffset::offset_of;
 use crate::message::StoredHeader;
 
 pub(crate) use geometry::{validate, Geometry, LayoutError};
-pub(crate) use pipe::{PipeHeader, PipeSlotHeader};
+pub(crate) use pipe::PipeHeader;
+pub use pipe::PipeSlotHeader;
 #[cfg(not(loom))]
 pub(crate) use queue::ControlBlock;
 pub use queue::SlotHeader;

@@ -50,7 +50,7 @@ pub(crate) struct PipeEvents {
 /// A pipe slot's header, right before its payload.
 #[repr(C)]
 #[derive(Debug)]
-pub(crate) struct PipeSlotHeader {
+pub struct PipeSlotHeader {
     /// For ticket `t` of this slot: `t` (0 on the first lap) free, `t +
     /// 1` published (Release, by the sender), `t + capacity` freed
     /// (Release, by the receiver: free for the next lap). The table is in
@@ -60,5 +60,20 @@ pub(crate) struct PipeSlotHeader {
     pub header: StoredHeader,
     /// Reserved (0).
     pub flags: AtomicU32,
+    /// Padding to the 32 bytes of the format (0).
     pub _pad: u32,
+}
+
+impl PipeSlotHeader {
+    /// A slot as the zeroed file leaves it (heap models).
+    #[cfg(loom)]
+    #[allow(clippy::new_without_default)] // as `SlotHeader::new`: models only
+    pub fn new() -> PipeSlotHeader {
+        PipeSlotHeader {
+            seq: AtomicU64::new(0),
+            header: StoredHeader::new(),
+            flags: AtomicU32::new(0),
+            _pad: 0,
+        }
+    }
 }

@@ -98,6 +98,11 @@ pub struct Pipe {
     pid: u32,
     end: PipeEnd,
     retry: SendRetry,
+    /// The direction this end sends on, into `seg`'s mapping (alive as
+    /// long as `self`; handed out only borrowed from `self`).
+    send_d: Direction<'static>,
+    /// The direction this end receives on, likewise.
+    recv_d: Direction<'static>,
     /// This end's side of its sending direction.
     tx: Sender,
     /// This end's side of its receiving direction.
@@ -172,28 +177,26 @@ impl Pipe {
         // A previous holder of this end may have died anywhere: the
         // sending side continues after whatever it published, the
         // receiving side after whatever it freed (see `spsc`).
-        let tx = Sender::resume(
-            Direction {
-                seg: &seg,
-                dir: send_dir,
-            },
-            sent,
-            sent_head,
-        );
-        let rx = Receiver::resume(
-            Direction {
-                seg: &seg,
-                dir: recv_dir,
-            },
-            recv_head,
-        )
-        .map_err(|source| SetupError::Corrupt {
-            name: seg.name().to_owned(),
-            source,
+        let tx = Sender::resume(Direction::of(&seg, send_dir), sent, sent_head);
+        let rx = Receiver::resume(Direction::of(&seg, recv_dir), recv_head).map_err(|source| {
+            SetupError::Corrupt {
+                name: seg.name().to_owned(),
+                source,
+            }
         })?;
+        // SAFETY: the pipe keeps `seg`, so its mapping, for as long as it
+        // keeps these, and lends them out only borrowed from itself.
+        let (send_d, recv_d) = unsafe {
+            (
+                Direction::detached(&seg, send_dir),
+                Direction::detached(&seg, recv_dir),
+            )
+        };
         Ok(Pipe {
             geo: seg.geometry(),
             seg,
+            send_d,
+            recv_d,
             pid: std::process::id(),
             end,
             retry: SendRetry::default(),
@@ -323,19 +326,13 @@ impl Pipe {
     /// The direction this end sends on.
     #[inline]
     fn sending(&self) -> Direction<'_> {
-        Direction {
-            seg: &self.seg,
-            dir: self.send_dir(),
-        }
+        self.send_d
     }
 
     /// The direction this end receives on.
     #[inline]
     fn receiving(&self) -> Direction<'_> {
-        Direction {
-            seg: &self.seg,
-            dir: self.recv_dir(),
-        }
+        self.recv_d
     }
 
     /// Messages waiting for this end to receive, and those it holds (a

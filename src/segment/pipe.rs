@@ -6,7 +6,7 @@ use std::ptr::addr_of;
 
 use super::{Created, Segment, Sharing, Stale};
 use crate::error::SetupError;
-use crate::layout::{ChannelKind, Geometry, PipeHeader, PipeSlotHeader};
+use crate::layout::{ChannelKind, Geometry, PipeHeader};
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::EventCount;
 
@@ -90,13 +90,18 @@ impl PipeSegment {
         unsafe { self.0.map.as_ptr().add(off) }
     }
 
-    /// Direction `dir`'s slot `index` header.
-    #[inline]
-    pub(crate) fn slot(&self, dir: usize, index: usize) -> &PipeSlotHeader {
+    /// Direction `dir`'s slot `index` header (tests; the pipe goes through
+    /// `spsc::Direction`).
+    #[cfg(test)]
+    pub(crate) fn slot(&self, dir: usize, index: usize) -> &crate::layout::PipeSlotHeader {
         // SAFETY: the slot starts 64-aligned (stride and data offset are
         // multiples of 64 in a page-aligned mapping) with at least 32 bytes
         // of header; PipeSlotHeader is all atomics, valid for any bits.
-        unsafe { &*self.slot_ptr(dir, index).cast::<PipeSlotHeader>() }
+        unsafe {
+            &*self
+                .slot_ptr(dir, index)
+                .cast::<crate::layout::PipeSlotHeader>()
+        }
     }
 }
 

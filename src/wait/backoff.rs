@@ -4,17 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::EventCount;
+use super::{Claimed, EventCount};
 use crate::channel::Wait;
-
-/// The outcome of a claim, for the shared error mapping.
-pub(crate) enum Claimed {
-    Slot(u64),
-    Unavailable,
-    /// Nobody can receive any more (a pipe's peer is gone).
-    Gone,
-    Corrupt,
-}
 
 /// How a blocking send waits for space before it sleeps: looks `2^k`
 /// spin hints apart, `k` growing to this (about 1.5 µs apart here)...
