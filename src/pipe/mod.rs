@@ -404,11 +404,7 @@ impl Pipe {
         &self,
         msgs: &[Message<D>],
     ) -> Result<usize, TrySendError<()>> {
-        let max = self.max_payload();
-        if let Some(m) = msgs.iter().find(|m| m.data.as_ref().len() > max) {
-            let len = m.data.as_ref().len();
-            return Err(TrySendError::TooLarge { msg: (), len, max });
-        }
+        crate::channel::batch_fits(msgs, self.max_payload())?;
         if msgs.is_empty() {
             return Ok(0);
         }
@@ -627,18 +623,6 @@ impl Channel for Pipe {
     #[inline]
     fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvGuard<'_>, RecvTimeoutError> {
         self.recv_guard_for(timeout)
-    }
-
-    /// [`Channel::send`]: a send that finds room reads no clock; the
-    /// retry budget starts at the first look that finds none. (Made
-    /// before the look, the budget's deadline cost every blocking send a
-    /// clock read: 11 % of a 4 → 1 blocking stream's producer samples.)
-    #[inline]
-    fn send<D: AsRef<[u8]>>(&self, msg: Message<D>) -> Result<(), TrySendError<Message<D>>> {
-        match self.send_with(msg, Wait::Never) {
-            Err(TrySendError::Full(msg)) => self.send_with(msg, self.retry.budget()),
-            r => r,
-        }
     }
 
     fn try_send_batch<D: AsRef<[u8]>>(

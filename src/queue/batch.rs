@@ -69,11 +69,7 @@ impl Queue {
         &self,
         msgs: &[Message<D>],
     ) -> Result<usize, TrySendError<()>> {
-        let max = self.max_payload();
-        if let Some(m) = msgs.iter().find(|m| m.data.as_ref().len() > max) {
-            let len = m.data.as_ref().len();
-            return Err(TrySendError::TooLarge { msg: (), len, max });
-        }
+        crate::channel::batch_fits(msgs, self.max_payload())?;
         if msgs.is_empty() {
             return Ok(0);
         }

@@ -289,18 +289,6 @@ impl Channel for Queue {
         self.recv_guard_for(timeout)
     }
 
-    /// [`Channel::send`]: a send that finds room reads no clock; the
-    /// retry budget starts at the first look that finds none. (Made
-    /// before the look, the budget's deadline cost every blocking send a
-    /// clock read: 11 % of a 4 → 1 blocking stream's producer samples.)
-    #[inline]
-    fn send<D: AsRef<[u8]>>(&self, msg: Message<D>) -> Result<(), TrySendError<Message<D>>> {
-        match self.send_with(msg, Wait::Never) {
-            Err(TrySendError::Full(msg)) => self.send_with(msg, self.retry.budget()),
-            r => r,
-        }
-    }
-
     fn try_send_batch<D: AsRef<[u8]>>(
         &self,
         msgs: &[Message<D>],
