@@ -1221,6 +1221,15 @@ impl RedisQueue {
     /// as [`try_recv_batch`](Channel::try_recv_batch)), holding each as a
     /// guard; an empty vector if none waits.
     pub fn try_recv_held(&self, max: usize) -> Result<Vec<RedisGuard<'_>>, TryRecvError> {
+        let entries = self.take_waiting(max)?;
+        Ok(entries.into_iter().map(|e| self.guard(e)).collect())
+    }
+
+    /// Up to `max` messages that wait now, oldest first, taken with one
+    /// pipelined look (what it read past `max` handed back); none when
+    /// none waits or a malformed entry was read (reported, the rest
+    /// handed back).
+    fn take_waiting(&self, max: usize) -> Result<Vec<Entry>, TryRecvError> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -1238,7 +1247,7 @@ impl RedisQueue {
         b.entries.sort_by_key(|e| id_order(&e.id));
         let rest = b.entries.split_off(b.entries.len().min(max));
         self.hand_back(&rest);
-        Ok(b.entries.into_iter().map(|e| self.guard(e)).collect())
+        Ok(b.entries)
     }
 
     /// Ends the hold of `guards` together: one acknowledgement per stream
@@ -1578,31 +1587,14 @@ impl Channel for RedisQueue {
     where
         F: FnMut(&Header, &[u8]),
     {
-        if max == 0 {
-            return Ok(0);
-        }
-        let mut b = self
-            .look(max, 0, self.claim_due())
-            .map_err(TryRecvError::Backend)?;
-        if !b.malformed.is_empty() {
-            let mut filter = Filter::Any;
-            let mut skip = HashSet::new();
-            // Reports the first malformed entry, handing the rest back.
-            self.choose(b, &mut filter, &mut skip)
-                .map_err(TryRecvError::Backend)?;
-            return Ok(0);
-        }
-        b.entries.sort_by_key(|e| id_order(&e.id));
-        let rest = b.entries.split_off(b.entries.len().min(max));
-        self.hand_back(&rest);
-        for e in &b.entries {
+        let entries = self.take_waiting(max)?;
+        for e in &entries {
             f(&e.header, &e.data);
         }
-        let n = b.entries.len();
+        let n = entries.len();
         self.outstanding.fetch_add(n as u64, Ordering::Relaxed);
         for which in [Which::Mailbox, Which::Shared] {
-            let ids: Vec<&str> = b
-                .entries
+            let ids: Vec<&str> = entries
                 .iter()
                 .filter(|e| e.which == which)
                 .map(|e| e.id.as_str())
